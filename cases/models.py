@@ -1,0 +1,154 @@
+"""Clinical records: pseudonymous patients, examinations (cases) and B-scans."""
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePath
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from .diagnoses import Diagnosis
+
+
+class Patient(models.Model):
+    """A pseudonymous patient: no names, only what grading and referral need."""
+
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "X", "Other"
+
+    identifier = models.CharField(
+        max_length=64, unique=True, help_text="Pseudonymous identifier, e.g. a hospital number hash or study id."
+    )
+    sex = models.CharField(max_length=1, choices=Sex.choices, blank=True)
+    birth_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["identifier"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(birth_year__isnull=True) | Q(birth_year__gte=1900, birth_year__lte=2100),
+                name="patient_birth_year_plausible",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:patient_detail", args=[self.pk])
+
+
+class Case(models.Model):
+    """One examination of one eye of a patient."""
+
+    class Eye(models.TextChoices):
+        OD = "OD", "OD (right eye)"
+        OS = "OS", "OS (left eye)"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        REPORTED = "reported", "Reported"
+        CLOSED = "closed", "Closed"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
+    eye = models.CharField(max_length=2, choices=Eye.choices)
+    exam_date = models.DateField()
+    device = models.CharField(max_length=120, blank=True, help_text="e.g. Heidelberg Spectralis")
+    referring_clinician = models.CharField(max_length=120, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-exam_date", "-id"]
+        indexes = [models.Index(fields=["patient", "-exam_date"])]
+
+    def __str__(self) -> str:
+        return f"{self.patient} {self.eye} {self.exam_date:%Y-%m-%d}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:case_detail", args=[self.pk])
+
+
+def _scan_path(folder: str, instance: "Scan", filename: str) -> str:
+    # Random names: nothing about the patient or the upload leaks into the file system.
+    suffix = PurePath(filename).suffix.lower()[:8]
+    return f"scans/{folder}/{instance.uid.hex[:2]}/{instance.uid.hex}{suffix}"
+
+
+def scan_original_path(instance: "Scan", filename: str) -> str:
+    return _scan_path("original", instance, filename)
+
+
+def scan_image_path(instance: "Scan", filename: str) -> str:
+    return _scan_path("image", instance, filename)
+
+
+class Scan(models.Model):
+    """One OCT B-scan image of a case.
+
+    ``original`` keeps the uploaded bytes untouched; ``image`` is the 8-bit grey
+    PNG the pipeline and the viewer use. ``status`` tracks the automated reading.
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        QUEUED = "queued", "Queued for analysis"
+        RUNNING = "running", "Analysing"
+        ANALYSED = "analysed", "Analysed"
+        FAILED = "failed", "Analysis failed"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="scans")
+    original = models.FileField(upload_to=scan_original_path, max_length=255)
+    image = models.FileField(upload_to=scan_image_path, max_length=255)
+    sha256 = models.CharField(max_length=64, db_index=True, help_text="SHA-256 of the original bytes.")
+    original_name = models.CharField(max_length=255)
+    format = models.CharField(max_length=8, help_text="Decoded format: JPEG, PNG, TIFF or BMP.")
+    original_mode = models.CharField(max_length=16, help_text="Pillow mode of the original, e.g. L, RGB, I;16.")
+    file_size = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    source_label = models.CharField(
+        max_length=8,
+        choices=Diagnosis.choices,
+        blank=True,
+        help_text="Label the scan came with (data-set folder or clinical diagnosis), to be verified.",
+    )
+    source_label_origin = models.CharField(max_length=120, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True)
+    status_detail = models.CharField(max_length=500, blank=True, help_text="Why analysis failed, for people.")
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    analysis_attempts = models.PositiveSmallIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["uploaded_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "sha256"], name="scan_unique_image_per_case"),
+            models.CheckConstraint(condition=Q(width__gt=0) & Q(height__gt=0), name="scan_positive_size"),
+        ]
+        indexes = [models.Index(fields=["status", "status_changed_at"])]
+
+    def __str__(self) -> str:
+        return f"Scan {self.pk} ({self.original_name})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:scan_detail", args=[self.pk])

@@ -1,0 +1,8 @@
+"""REST API routes (DRF). Each app contributes its own ``api_urls`` module."""
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("cases.api_urls")),
+    path("", include("inference.api_urls")),
+    path("verification/", include("cases.verification.api_urls")),
+]
