@@ -5,3 +5,15 @@ class VerificationConfig(AppConfig):
     name = "cases.verification"
     label = "verification"
     verbose_name = "Tiered expert verification"
+
+    def ready(self) -> None:
+        # Every create and change of grades and reviews (stage, final label) is
+        # recorded with who and when; auditlog's LogEntry admin browses them.
+        from auditlog.registry import auditlog
+
+        from .models import Grade, Review
+
+        if not auditlog.contains(Grade):
+            auditlog.register(Grade)
+        if not auditlog.contains(Review):
+            auditlog.register(Review)

@@ -1,0 +1,187 @@
+"""Tiered expert verification: one Grade per grader decision, one Review per scan.
+
+Grades are append-only. A correction is a new grade whose ``supersedes`` points at
+the grade it corrects; ``supersedes`` is one-to-one, so every correction chain is
+linear and its last link is the grader's *current* grade. Together with the
+partial unique constraint on originals (``supersedes IS NULL``) the database
+guarantees one current grade per (scan, tier, grader) without ever updating a
+submitted row.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from cases.diagnoses import Diagnosis
+from cases.models import Scan
+
+
+class Tier(models.IntegerChoices):
+    QUALITY = 1, "Tier 1: quality control"
+    GRADING = 2, "Tier 2: independent grading"
+    VERIFICATION = 3, "Tier 3: verification and arbitration"
+
+
+class ExclusionReason(models.TextChoices):
+    SEVERE_ARTIFACT = "severe_artifact", "Severe artifact"
+    LOW_RESOLUTION = "low_resolution", "Significant resolution loss"
+    NOT_MACULAR_BSCAN = "not_macular_bscan", "Not a B-scan of the macula"
+    OTHER = "other", "Other"
+
+
+class GradeQuerySet(models.QuerySet):
+    def current(self) -> "GradeQuerySet":
+        """Grades that no correction has superseded."""
+        return self.filter(superseded_by__isnull=True)
+
+
+class Grade(models.Model):
+    """One grader's decision on one scan in one tier. Never edited after submission."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="grades")
+    tier = models.PositiveSmallIntegerField(choices=Tier.choices)
+    grader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="oct_grades")
+    created_at = models.DateTimeField(auto_now_add=True)
+    time_taken_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Time from opening the scan to submitting, measured in the page."
+    )
+    comment = models.TextField(blank=True, help_text="Free text; the note of a tier 3 verification.")
+    # Tier 1.
+    accepted = models.BooleanField(null=True, blank=True, help_text="Tier 1: image quality accepted.")
+    exclusion_reason = models.CharField(max_length=32, choices=ExclusionReason.choices, blank=True)
+    # Tier 2 (label and findings) and tier 3 (final label).
+    label = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
+    finding_cnv = models.BooleanField(
+        null=True, blank=True, verbose_name="CNV (active or subretinal fibrosis)"
+    )
+    finding_macular_edema = models.BooleanField(null=True, blank=True, verbose_name="Macular edema")
+    finding_drusen = models.BooleanField(null=True, blank=True, verbose_name="Drusen")
+    finding_other = models.BooleanField(null=True, blank=True, verbose_name="Other pathology")
+    confidence = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Tier 2: 1 (unsure) to 5 (certain)."
+    )
+    # What the grader was shown as the current label (blank when blinded), to
+    # tell a one-key confirmation from a correction in the statistics.
+    reference_label = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
+    supersedes = models.OneToOneField(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="superseded_by"
+    )
+
+    objects = GradeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["scan_id", "tier", "created_at", "id"]
+        indexes = [models.Index(fields=["grader", "scan"]), models.Index(fields=["scan", "tier"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scan", "tier", "grader"],
+                condition=Q(supersedes__isnull=True),
+                name="grade_one_original_per_grader_tier_scan",
+            ),
+            models.CheckConstraint(condition=Q(tier__in=[1, 2, 3]), name="grade_tier_valid"),
+            models.CheckConstraint(
+                condition=~Q(tier=1)
+                | (
+                    Q(accepted__isnull=False, label="", confidence__isnull=True)
+                    & (Q(accepted=True, exclusion_reason="") | (Q(accepted=False) & ~Q(exclusion_reason="")))
+                ),
+                name="grade_tier1_fields",
+            ),
+            models.CheckConstraint(
+                condition=~Q(tier=2)
+                | (
+                    Q(accepted__isnull=True, exclusion_reason="", confidence__gte=1, confidence__lte=5)
+                    & ~Q(label="")
+                    & Q(
+                        finding_cnv__isnull=False,
+                        finding_macular_edema__isnull=False,
+                        finding_drusen__isnull=False,
+                        finding_other__isnull=False,
+                    )
+                ),
+                name="grade_tier2_fields",
+            ),
+            models.CheckConstraint(
+                condition=~Q(tier=3)
+                | (Q(accepted__isnull=True, exclusion_reason="", confidence__isnull=True) & ~Q(label="")),
+                name="grade_tier3_fields",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Tier {self.tier} grade of scan {self.scan_id} by {self.grader}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Append-only: a submitted grade is corrected by superseding it, never edited.
+        if not self._state.adding:
+            raise ValueError("Submitted grades are never edited; supersede them with a correction.")
+        super().save(*args, **kwargs)
+
+    @property
+    def decision(self) -> str:
+        """A short human summary of the decision, whatever the tier."""
+        if self.tier == Tier.QUALITY:
+            return "accepted" if self.accepted else f"excluded ({self.get_exclusion_reason_display()})"
+        return self.label
+
+    @property
+    def findings(self) -> dict[str, bool | None]:
+        return {
+            "cnv": self.finding_cnv,
+            "macular_edema": self.finding_macular_edema,
+            "drusen": self.finding_drusen,
+            "other": self.finding_other,
+        }
+
+
+class Review(models.Model):
+    """Where a scan stands in tiered verification (one row per scan, the row we lock)."""
+
+    class Stage(models.TextChoices):
+        RECEIVED = "received", "Received"
+        QUALITY_CONTROL = "quality_control", "Quality control (tier 1)"
+        GRADING = "grading", "Independent grading (tier 2)"
+        VERIFICATION = "verification", "Verification (tier 3)"
+        ARBITRATION = "arbitration", "Arbitration (tier 3)"
+        VERIFIED = "verified", "Verified"
+        EXCLUDED = "excluded", "Excluded"
+
+    scan = models.OneToOneField(Scan, on_delete=models.PROTECT, related_name="review")
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.QUALITY_CONTROL, db_index=True)
+    required_grades = models.PositiveSmallIntegerField(
+        help_text="Independent tier 2 grades required (VERIFICATION_REQUIRED_GRADES when the review began)."
+    )
+    final_label = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    exclusion_reason = models.CharField(max_length=32, choices=ExclusionReason.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    stage_changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["scan_id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(required_grades__gte=1), name="review_requires_a_grade"),
+            models.CheckConstraint(
+                condition=~Q(stage="verified")
+                | (~Q(final_label="") & Q(verified_by__isnull=False, verified_at__isnull=False)),
+                name="review_verified_has_final_label",
+            ),
+            models.CheckConstraint(
+                condition=~Q(stage="excluded") | ~Q(exclusion_reason=""), name="review_excluded_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Review of scan {self.scan_id}: {self.get_stage_display()}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:scan_detail", args=[self.scan_id])
+
+    @property
+    def is_closed(self) -> bool:
+        return self.stage in (self.Stage.VERIFIED, self.Stage.EXCLUDED)

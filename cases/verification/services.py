@@ -1,0 +1,327 @@
+"""Write-side services of tiered verification.
+
+Every state transition runs inside ``transaction.atomic()`` with the scan's
+``Review`` row locked (``select_for_update``), so two graders racing for the last
+tier 2 slot, or a correction racing a verification, are serialised by the database.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from cases.diagnoses import Diagnosis
+from cases.models import Scan
+from octportal.errors import Conflict, DomainError, Forbidden
+
+from .models import ExclusionReason, Grade, Review, Tier
+from .selectors import WORKLIST_STAGES, may_act_in_tier
+
+FINDING_FIELDS = {
+    "cnv": "finding_cnv",
+    "macular_edema": "finding_macular_edema",
+    "drusen": "finding_drusen",
+    "other": "finding_other",
+}
+
+
+def _required_grades() -> int:
+    return max(1, int(getattr(settings, "VERIFICATION_REQUIRED_GRADES", 2)))
+
+
+def review_for(*, scan: Scan) -> Review:
+    """Return the scan's review, creating it at quality control if it has none yet."""
+    review, _ = Review.objects.get_or_create(
+        scan=scan, defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": _required_grades()}
+    )
+    return review
+
+
+def reviews_ensure(*, scan_ids: list[int] | None = None) -> int:
+    """Create the missing reviews of all scans (or of ``scan_ids``) in one statement."""
+    qs = Scan.objects.filter(review__isnull=True)
+    if scan_ids is not None:
+        qs = qs.filter(pk__in=scan_ids)
+    missing = list(qs.values_list("pk", flat=True))
+    if not missing:
+        return 0
+    required = _required_grades()
+    Review.objects.bulk_create(
+        [Review(scan_id=pk, stage=Review.Stage.QUALITY_CONTROL, required_grades=required) for pk in missing],
+        ignore_conflicts=True,
+    )
+    return len(missing)
+
+
+def _lock_review(scan: Scan) -> Review:
+    review_for(scan=scan)
+    return Review.objects.select_for_update().get(scan=scan)
+
+
+def _time_ms(time_taken: int | float | timedelta | None) -> int | None:
+    if time_taken is None or time_taken == "":
+        return None
+    if isinstance(time_taken, timedelta):
+        return int(time_taken.total_seconds() * 1000)
+    try:
+        value = int(float(time_taken))
+    except (TypeError, ValueError) as exc:
+        raise DomainError("Time taken must be a number of milliseconds.") from exc
+    # A page left open overnight is not grading time; cap at one hour.
+    return max(0, min(value, 3_600_000))
+
+
+def _set_stage(review: Review, stage: str, **fields: Any) -> None:
+    review.stage = stage
+    review.stage_changed_at = timezone.now()
+    for name, value in fields.items():
+        setattr(review, name, value)
+    review.save()
+
+
+def _check_may_act(*, review: Review, grader: Any, tier: int) -> None:
+    if not may_act_in_tier(grader, tier):
+        raise Forbidden(f"Your role does not allow grading in tier {tier}.")
+    acted = set(Grade.objects.filter(scan_id=review.scan_id, grader=grader).values_list("tier", flat=True))
+    if tier in acted:
+        raise Conflict(
+            f"You have already graded this scan in tier {tier}; correct your grade instead of grading it again."
+        )
+    if acted:
+        other = ", ".join(str(t) for t in sorted(acted))
+        raise Forbidden(
+            f"You already acted on this scan in tier {other}; a grader may act in only one tier per scan."
+        )
+    if review.stage not in WORKLIST_STAGES[tier]:
+        raise Conflict(
+            f"This scan is at the '{review.get_stage_display()}' stage; tier {tier} cannot grade it now."
+        )
+
+
+def _save_grade(grade: Grade) -> Grade:
+    try:
+        grade.full_clean()
+    except ValidationError as exc:
+        raise DomainError("The grade is not valid.", errors=exc.message_dict) from exc
+    grade.save()
+    return grade
+
+
+def _label(value: str, *, field: str = "label") -> str:
+    if value not in Diagnosis.values:
+        raise DomainError(f"Choose a {field}: one of {', '.join(Diagnosis.values)}.")
+    return value
+
+
+def _tier1_fields(accept: bool, reason: str) -> dict[str, Any]:
+    if accept:
+        return {"accepted": True, "exclusion_reason": ""}
+    if reason not in ExclusionReason.values:
+        raise DomainError("Choose why the scan is excluded.")
+    return {"accepted": False, "exclusion_reason": reason}
+
+
+def _tier2_fields(label: str, findings: dict[str, bool] | None, confidence: int | None) -> dict[str, Any]:
+    findings = findings or {}
+    unknown = set(findings) - set(FINDING_FIELDS)
+    if unknown:
+        raise DomainError(f"Unknown findings: {', '.join(sorted(unknown))}.")
+    try:
+        conf = int(confidence) if confidence is not None else 0
+    except (TypeError, ValueError):
+        conf = 0
+    if not 1 <= conf <= 5:
+        raise DomainError("Confidence must be between 1 (unsure) and 5 (certain).")
+    out: dict[str, Any] = {"label": _label(label), "confidence": conf}
+    for key, field in FINDING_FIELDS.items():
+        out[field] = bool(findings.get(key, False))
+    return out
+
+
+def _apply_tier1(review: Review, grade: Grade) -> None:
+    if grade.accepted:
+        _set_stage(review, Review.Stage.GRADING, exclusion_reason="")
+    else:
+        _set_stage(review, Review.Stage.EXCLUDED, exclusion_reason=grade.exclusion_reason)
+
+
+def _apply_tier2(review: Review) -> None:
+    labels = list(
+        Grade.objects.current().filter(scan_id=review.scan_id, tier=Tier.GRADING).values_list("label", flat=True)
+    )
+    if len(labels) < review.required_grades:
+        stage = Review.Stage.GRADING
+    elif len(set(labels)) == 1:
+        stage = Review.Stage.VERIFICATION
+    else:
+        stage = Review.Stage.ARBITRATION
+    if stage != review.stage:
+        _set_stage(review, stage)
+
+
+def _apply_tier3(review: Review, grade: Grade) -> None:
+    _set_stage(
+        review,
+        Review.Stage.VERIFIED,
+        final_label=grade.label,
+        verified_by=grade.grader,
+        verified_at=grade.created_at,
+    )
+
+
+def quality_submit(
+    *,
+    scan: Scan,
+    grader: Any,
+    accept: bool,
+    reason: str = "",
+    comment: str = "",
+    time_taken: int | timedelta | None = None,
+) -> Grade:
+    """Record a tier 1 quality decision: accept into grading or exclude with a reason."""
+    fields = _tier1_fields(accept, reason)
+    with transaction.atomic():
+        review = _lock_review(scan)
+        _check_may_act(review=review, grader=grader, tier=Tier.QUALITY)
+        grade = _save_grade(
+            Grade(scan=scan, tier=Tier.QUALITY, grader=grader, comment=comment, time_taken_ms=_time_ms(time_taken), **fields)
+        )
+        _apply_tier1(review, grade)
+    return grade
+
+
+def grade_submit(
+    *,
+    scan: Scan,
+    grader: Any,
+    label: str,
+    findings: dict[str, bool] | None = None,
+    confidence: int | None = None,
+    comment: str = "",
+    time_taken: int | timedelta | None = None,
+    reference_label: str = "",
+) -> Grade:
+    """Record an independent tier 2 grade; the last required grade moves the scan on
+    to verification (all agree) or arbitration (they disagree)."""
+    fields = _tier2_fields(label, findings, confidence)
+    with transaction.atomic():
+        review = _lock_review(scan)
+        _check_may_act(review=review, grader=grader, tier=Tier.GRADING)
+        have = Grade.objects.current().filter(scan=scan, tier=Tier.GRADING).count()
+        if have >= review.required_grades:
+            raise Conflict(
+                f"This scan already has the {review.required_grades} independent grades it needs; take the next one."
+            )
+        grade = _save_grade(
+            Grade(
+                scan=scan,
+                tier=Tier.GRADING,
+                grader=grader,
+                comment=comment,
+                time_taken_ms=_time_ms(time_taken),
+                reference_label=reference_label or "",
+                **fields,
+            )
+        )
+        _apply_tier2(review)
+    return grade
+
+
+def verify_submit(
+    *,
+    scan: Scan,
+    grader: Any,
+    final_label: str,
+    note: str = "",
+    time_taken: int | timedelta | None = None,
+    reference_label: str = "",
+) -> Grade:
+    """Record the tier 3 final label (verification or arbitration) and close the review."""
+    _label(final_label, field="final label")
+    with transaction.atomic():
+        review = _lock_review(scan)
+        _check_may_act(review=review, grader=grader, tier=Tier.VERIFICATION)
+        grade = _save_grade(
+            Grade(
+                scan=scan,
+                tier=Tier.VERIFICATION,
+                grader=grader,
+                label=final_label,
+                comment=note,
+                time_taken_ms=_time_ms(time_taken),
+                reference_label=reference_label or "",
+            )
+        )
+        _apply_tier3(review, grade)
+    return grade
+
+
+def grade_correct(
+    *,
+    grade: Grade,
+    grader: Any,
+    accept: bool | None = None,
+    reason: str = "",
+    label: str = "",
+    findings: dict[str, bool] | None = None,
+    confidence: int | None = None,
+    comment: str = "",
+    time_taken: int | timedelta | None = None,
+) -> Grade:
+    """Correct one's own current grade with a new grade that supersedes it (both kept).
+
+    Tier 1 may be corrected until tier 2 grading has begun, tier 2 until the scan is
+    verified, tier 3 at any time after (the final label follows the correction).
+    """
+    if grade.tier == Tier.QUALITY:
+        if accept is None:
+            raise DomainError("Say whether the scan is accepted or excluded.")
+        fields = _tier1_fields(bool(accept), reason)
+    elif grade.tier == Tier.GRADING:
+        fields = _tier2_fields(label, findings, confidence)
+    else:
+        fields = {"label": _label(label, field="final label")}
+    with transaction.atomic():
+        review = _lock_review(grade.scan)
+        if grade.grader_id != grader.pk:
+            raise Forbidden("You can correct only your own grades.")
+        if not may_act_in_tier(grader, grade.tier):
+            raise Forbidden(f"Your role does not allow grading in tier {grade.tier}.")
+        if Grade.objects.filter(supersedes=grade).exists():
+            raise Conflict("This grade has already been corrected; correct the latest version instead.")
+        stage = review.stage
+        if grade.tier == Tier.QUALITY:
+            tier2_started = Grade.objects.filter(scan_id=review.scan_id, tier=Tier.GRADING).exists()
+            if stage not in (Review.Stage.GRADING, Review.Stage.EXCLUDED) or tier2_started:
+                raise Conflict("Quality control can no longer be corrected: tier 2 grading has begun.")
+        elif grade.tier == Tier.GRADING and stage not in (
+            Review.Stage.GRADING,
+            Review.Stage.VERIFICATION,
+            Review.Stage.ARBITRATION,
+        ):
+            raise Conflict("Tier 2 grades can no longer be corrected once the scan is verified or excluded.")
+        elif grade.tier == Tier.VERIFICATION and stage != Review.Stage.VERIFIED:
+            raise Conflict("This scan is not verified; there is no final label to correct.")
+        new = _save_grade(
+            Grade(
+                scan_id=grade.scan_id,
+                tier=grade.tier,
+                grader=grader,
+                comment=comment,
+                time_taken_ms=_time_ms(time_taken),
+                reference_label=grade.reference_label,
+                supersedes=grade,
+                **fields,
+            )
+        )
+        if grade.tier == Tier.QUALITY:
+            _apply_tier1(review, new)
+        elif grade.tier == Tier.GRADING:
+            _apply_tier2(review)
+        else:
+            _apply_tier3(review, new)
+    return new
