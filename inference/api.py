@@ -1,0 +1,99 @@
+"""REST endpoints of automated reading (thin: selectors and services do the work)."""
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cases.roles import GRADER_ROLES, HasRole, Role
+from octportal.errors import Forbidden
+
+from . import selectors, services
+from .models import ModelVersion, Prediction
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "version", "sha256", "file_name", "metrics", "is_active", "created_at"]
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model_version = ModelVersionSerializer(read_only=True)
+    probabilities = serializers.DictField(child=serializers.FloatField(), read_only=True)
+    heatmap_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "scan",
+            "model_version",
+            "probabilities",
+            "predicted",
+            "confidence",
+            "urgency",
+            "oct_score",
+            "gate_passed",
+            "heatmap_url",
+            "inference_ms",
+            "created_at",
+        ]
+
+    def get_heatmap_url(self, obj: Prediction) -> str | None:
+        if not obj.heatmap:
+            return None
+        from django.urls import reverse
+
+        request = self.context.get("request")
+        url = reverse("inference:heatmap", args=[obj.scan_id])
+        return request.build_absolute_uri(url) if request else url
+
+
+def _status(scan) -> dict:
+    body = {"scan": scan.pk, "status": scan.status}
+    if scan.status == scan.Status.FAILED:
+        body["detail"] = scan.status_detail
+    return body
+
+
+class ScanPredictionView(APIView):
+    """GET the latest reading of a scan, with its status; 404 when there is none (yet)."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request, pk: int) -> Response:
+        scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
+        if not selectors.may_see_prediction(user=request.user, scan=scan):
+            raise Forbidden("The model's reading of this scan is hidden until you have submitted your own grade.")
+        prediction = selectors.prediction_latest(scan=scan)
+        body = _status(scan)
+        if prediction is None:
+            body["detail"] = body.get("detail") or "This scan has not been read yet."
+            return Response(body, status=status.HTTP_404_NOT_FOUND)
+        body["prediction"] = PredictionSerializer(prediction, context={"request": request}).data
+        return Response(body)
+
+
+class ScanRerunView(APIView):
+    """POST: queue the scan again on the active model version (clinic staff, admins)."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.CLINICIAN,)
+
+    def post(self, request: Request, pk: int) -> Response:
+        scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
+        scan = services.scan_rerun(scan=scan, user=request.user)
+        return Response(_status(scan), status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionListView(APIView):
+    """GET every registered model version, the active one first."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request) -> Response:
+        return Response(ModelVersionSerializer(selectors.model_version_list(), many=True).data)

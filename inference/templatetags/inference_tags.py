@@ -1,0 +1,66 @@
+"""Template tags of automated reading, used by the partials the clinic pages include.
+
+The partials are included once per scan (e.g. in a loop over a case's scans). To
+avoid one query per scan, the first lookup loads the latest prediction of every
+scan of that case in one query and keeps it on the request for the rest of the
+rendering.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from cases.diagnoses import Urgency
+from cases.models import Case, Scan
+
+from .. import selectors
+
+register = template.Library()
+
+_CACHE_ATTR = "_inference_predictions_by_case"
+
+
+def _predictions_for_case(context: template.Context, case_id: int) -> dict[int, Any]:
+    request = context.get("request")
+    cache: dict[int, dict[int, Any]] | None = getattr(request, _CACHE_ATTR, None) if request is not None else None
+    if cache is None:
+        cache = {}
+        if request is not None:
+            setattr(request, _CACHE_ATTR, cache)
+    if case_id not in cache:
+        cache[case_id] = selectors.predictions_latest_by_scan(case_id=case_id)
+    return cache[case_id]
+
+
+def _user(context: template.Context) -> Any:
+    request = context.get("request")
+    return getattr(request, "user", None) or context.get("user")
+
+
+@register.simple_tag(takes_context=True)
+def scan_analysis(context: template.Context, scan: Scan) -> selectors.ScanAnalysis:
+    """``{% scan_analysis scan as a %}``: the reading of ``scan`` as ``user`` may see it."""
+    user = _user(context)
+    prediction = _predictions_for_case(context, scan.case_id).get(scan.pk)
+    return selectors.scan_analysis(user=user, scan=scan, prediction=prediction)
+
+
+@register.simple_tag(takes_context=True)
+def case_analysis(context: template.Context, case: Case) -> selectors.CaseSummary:
+    """``{% case_analysis case as s %}``: the most urgent visible finding of a case."""
+    predictions = _predictions_for_case(context, case.pk)
+    return selectors.case_summary(user=_user(context), scans=case.scans.all(), predictions=predictions)
+
+
+@register.filter
+def urgency_label(code: str) -> str:
+    try:
+        return Urgency(code).label
+    except ValueError:
+        return ""
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.0f}%"
