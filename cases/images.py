@@ -1,0 +1,285 @@
+"""Validate uploaded B-scan images and convert them for the pipeline and viewer.
+
+Pure functions over bytes: no ORM, no storage. ``read_upload`` bounds what is read
+into memory; ``inspect_and_convert`` decides by content (never by file name) whether
+the bytes are an acceptable image and returns the 8-bit grey PNG the model and the
+viewer use. The original bytes are never modified.
+
+Decisions (each rejection raises ``ImageRejected`` with a message for people):
+
+* Formats: JPEG, PNG, TIFF, BMP, detected from the content. Anything else that
+  Pillow recognises (GIF, WebP, ...) is "unsupported format"; documents posing as
+  images (PDF, SVG, HTML, text) are named as such.
+* Modes accepted: ``1``, ``L``, ``P``, ``PA``, ``LA``, ``RGB``, ``RGBA``, ``RGBX``,
+  16-bit grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``), 32-bit ``I`` and ``F``.
+  Rejected: ``CMYK`` (a print colour model: turning it into grey needs a colour
+  profile, and OCT devices never produce it, so it signals a file that went through
+  a print workflow), ``YCbCr``, ``LAB``, ``HSV`` and any other mode.
+* Multi-frame files (multi-page TIFF, animated PNG, MPO) are rejected: a TIFF stack
+  is usually a whole volume, and silently keeping its first frame would register a
+  different image than the clinician meant. Upload each B-scan as its own file.
+* Transparency is composited onto black (the background of an OCT B-scan).
+* EXIF orientation is applied before conversion.
+* 16-bit, 32-bit and float images are windowed between the 0.1th and 99.9th
+  percentiles. A 16-bit OCT export rarely spans 0..65535: detector data often lives
+  in 12 bits (0..4095) and a few specular pixels (the RPE, reflections) are far
+  brighter than the tissue. Dividing by 257 would give an almost black image, and a
+  plain min/max stretch lets one hot pixel flatten everything else.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from octportal.errors import DomainError
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
+ACCEPTED_FORMATS_TEXT = "JPEG, PNG, TIFF or BMP"
+# MPO is how Pillow names a JPEG carrying extra "multi-picture" data; one frame is a JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+EXTENSION_BY_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "BMP": ".bmp"}
+
+GREY_MODES = frozenset({"1", "L"})
+ALPHA_OR_PALETTE_MODES = frozenset({"P", "PA", "LA", "RGBA", "La"})
+COLOUR_MODES = frozenset({"RGB", "RGBX"})
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+ACCEPTED_MODES = GREY_MODES | ALPHA_OR_PALETTE_MODES | COLOUR_MODES | HIGH_DEPTH_MODES
+
+WINDOW_PERCENTILES = (0.1, 99.9)
+
+# Magic numbers of the accepted formats: a file that starts like one of them but
+# that Pillow cannot open is corrupt, not "some other kind of file".
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+class ImageRejected(DomainError):
+    """An uploaded file is not an acceptable B-scan; ``message`` says why."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class ConvertedImage:
+    """What validation learnt about an upload, and its 8-bit grey PNG rendering."""
+
+    sha256: str
+    format: str
+    mode: str
+    width: int
+    height: int
+    size: int
+    png: bytes
+
+    @property
+    def extension(self) -> str:
+        return EXTENSION_BY_FORMAT[self.format]
+
+
+def human_size(n: int) -> str:
+    """Format a byte count for people: ``812 bytes``, ``3.4 KB``, ``25.0 MB``."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def read_upload(file: IO[bytes], *, max_bytes: int) -> bytes:
+    """Read an uploaded file, refusing empty files and files over ``max_bytes``.
+
+    The declared size is checked first, and never more than ``max_bytes + 1`` bytes
+    are read, so an oversized upload is not pulled into memory.
+    """
+    declared = getattr(file, "size", None)
+    if declared is not None and declared > max_bytes:
+        raise ImageRejected(_too_large(declared, max_bytes))
+    if hasattr(file, "seek"):
+        file.seek(0)
+    data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageRejected(_too_large(declared or len(data), max_bytes))
+    if not data:
+        raise ImageRejected("The file is empty (0 bytes).")
+    return data
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"The file is too large ({human_size(size)}); the limit is {human_size(limit)}."
+
+
+def _sniff_document(data: bytes) -> str | None:
+    """Name common non-image files that get renamed to .jpg, or None."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%pdf"):
+        return "a PDF document"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "an SVG drawing"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:256]:
+        return "an HTML page"
+    if head.startswith(b"<?xml"):
+        return "an XML document"
+    if head.startswith(b"pk\x03\x04"):
+        return "a ZIP archive"
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "a text file"
+
+
+def _magic_format(data: bytes) -> str | None:
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
+def _not_an_image(data: bytes) -> ImageRejected:
+    claimed = _magic_format(data)
+    if claimed:
+        return ImageRejected(f"The file looks like a {claimed} image but is corrupt and cannot be read.")
+    kind = _sniff_document(data)
+    if kind:
+        return ImageRejected(f"The file is {kind}, not an image. Accepted formats: {ACCEPTED_FORMATS_TEXT}.")
+    return ImageRejected(f"The file is not a recognised image. Accepted formats: {ACCEPTED_FORMATS_TEXT}.")
+
+
+BOMB_MESSAGE = (
+    "The image declares an enormous number of pixels (a likely decompression bomb) "
+    "and was refused without decoding."
+)
+CORRUPT_MESSAGE = "The image is truncated or corrupt and cannot be decoded."
+
+# What Pillow's decoders raise on damaged data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, zlib.error)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open by content: accepted formats first, then any format only to name it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(BOMB_MESSAGE) from None
+        except UnidentifiedImageError:
+            pass
+        except _DECODE_ERRORS:
+            raise ImageRejected(CORRUPT_MESSAGE) from None
+        try:
+            other = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(BOMB_MESSAGE) from None
+        except (UnidentifiedImageError, *_DECODE_ERRORS):
+            raise _not_an_image(data) from None
+    fmt = other.format or "unknown"
+    other.close()
+    raise ImageRejected(f"Unsupported image format {fmt}. Accepted formats: {ACCEPTED_FORMATS_TEXT}.")
+
+
+def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
+    """Validate image bytes and return their 8-bit grey PNG rendering.
+
+    Check everything that can be read from the header (format, frame count, size,
+    mode) before decoding, then force a full decode so truncated files fail here
+    and not later in the pipeline. Raise ``ImageRejected`` with a reason for people.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # pragma: no cover - a global someone flipped
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    img = _open(data)
+    fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "")
+    if fmt not in ACCEPTED_FORMATS:
+        raise ImageRejected(f"Unsupported image format {fmt}. Accepted formats: {ACCEPTED_FORMATS_TEXT}.")
+    frames = getattr(img, "n_frames", 1) or 1
+    if frames > 1:
+        raise ImageRejected(
+            f"The file holds {frames} images (frames); upload each B-scan as a separate file."
+        )
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageRejected(CORRUPT_MESSAGE)
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"The image has too many pixels ({width:,} × {height:,} = {width * height:,}); "
+            f"the limit is {max_pixels:,}."
+        )
+    mode = img.mode
+    if mode not in ACCEPTED_MODES:
+        raise ImageRejected(
+            f"Unsupported colour mode {mode}. OCT B-scans are greyscale: accepted are grey (8, 16 or 32-bit), "
+            "palette, RGB and RGBA images."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(BOMB_MESSAGE) from None
+        except _DECODE_ERRORS:
+            raise ImageRejected(CORRUPT_MESSAGE) from None
+    try:
+        grey = to_grey8(ImageOps.exif_transpose(img))
+    except _DECODE_ERRORS:
+        raise ImageRejected(CORRUPT_MESSAGE) from None
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG", compress_level=6)
+    return ConvertedImage(
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        mode=mode,
+        width=grey.width,
+        height=grey.height,
+        size=len(data),
+        png=buf.getvalue(),
+    )
+
+
+def to_grey8(img: Image.Image) -> Image.Image:
+    """Return an 8-bit grey (mode ``L``) rendering of a decoded image."""
+    mode = img.mode
+    if mode == "L":
+        return img.copy()
+    if mode == "1":
+        return img.convert("L")
+    if mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(window_to_uint8(np.asarray(img)))
+    if mode in ALPHA_OR_PALETTE_MODES:
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    if mode in COLOUR_MODES:
+        return img.convert("RGB").convert("L")
+    raise ImageRejected(f"Unsupported colour mode {mode}.")
+
+
+def window_to_uint8(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+    """Map high-depth intensities to 0..255 between two percentiles of the finite values.
+
+    A constant image maps to black; non-finite values (NaN, inf in float images) map
+    to black too.
+    """
+    values = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ImageRejected("The image holds no finite pixel values.")
+    lo, hi = np.percentile(values[finite], percentiles)
+    if hi <= lo:
+        # Few distinct values (e.g. a mostly empty frame): fall back to the full range.
+        lo, hi = float(values[finite].min()), float(values[finite].max())
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (np.where(finite, values, lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,121 @@
+"""Read-side queries of clinical records, scoped to the user.
+
+Access rules live here once:
+
+* clinic staff (and admins) see patients, cases and scans;
+* graders of every tier may fetch scan images (they grade them) but not the
+  patient and case pages;
+* anyone else gets ``Forbidden``; an unknown id gets ``NotFound``.
+
+The role is checked before the lookup, so a refused user learns nothing about
+which ids exist.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
+
+from octportal.errors import Forbidden, NotFound
+
+from .models import Case, Patient, Scan
+from .roles import GRADER_ROLES, Role, has_role
+
+RECORD_ROLES: tuple[str, ...] = (Role.CLINICIAN,)
+IMAGE_ROLES: tuple[str, ...] = (Role.CLINICIAN, *GRADER_ROLES)
+
+RECORDS_FORBIDDEN = "Only clinic staff can see patient records."
+IMAGES_FORBIDDEN = "Your role does not give access to scan images."
+
+
+def may_see_records(*, user: Any) -> bool:
+    return has_role(user, *RECORD_ROLES)
+
+
+def may_see_images(*, user: Any) -> bool:
+    return has_role(user, *IMAGE_ROLES)
+
+
+def _require_records(user: Any) -> None:
+    if not may_see_records(user=user):
+        raise Forbidden(RECORDS_FORBIDDEN)
+
+
+def _scans_qs() -> QuerySet[Scan]:
+    return Scan.objects.select_related("uploaded_by")
+
+
+def patient_list(*, user: Any, query: str = "") -> QuerySet[Patient]:
+    """Patients matching ``query`` (part of the identifier), with case counts and last exam."""
+    _require_records(user)
+    qs = Patient.objects.annotate(case_count=Count("cases", distinct=True), last_exam=Max("cases__exam_date"))
+    query = (query or "").strip()
+    if query:
+        qs = qs.filter(identifier__icontains=query)
+    return qs.order_by("identifier")
+
+
+def patient_get(*, user: Any, patient_id: int) -> Patient:
+    """One patient with their cases (each annotated with ``scan_count``)."""
+    _require_records(user)
+    cases = Case.objects.annotate(scan_count=Count("scans")).order_by("-exam_date", "-id")
+    try:
+        return Patient.objects.select_related("created_by").prefetch_related(Prefetch("cases", queryset=cases)).get(
+            pk=patient_id
+        )
+    except Patient.DoesNotExist:
+        raise NotFound(f"There is no patient #{patient_id}.") from None
+
+
+def case_list(*, user: Any, patient_id: int | None = None) -> QuerySet[Case]:
+    """Cases, newest examination first, optionally of one patient."""
+    _require_records(user)
+    qs = Case.objects.select_related("patient").annotate(scan_count=Count("scans"))
+    if patient_id is not None:
+        qs = qs.filter(patient_id=patient_id)
+    return qs.order_by("-exam_date", "-id")
+
+
+def case_get(*, user: Any, case_id: int) -> Case:
+    """One case with its patient and its scans (in upload order)."""
+    _require_records(user)
+    try:
+        return (
+            Case.objects.select_related("patient", "created_by")
+            .prefetch_related(Prefetch("scans", queryset=_scans_qs().order_by("uploaded_at", "id")))
+            .get(pk=case_id)
+        )
+    except Case.DoesNotExist:
+        raise NotFound(f"There is no case #{case_id}.") from None
+
+
+def scan_list(*, user: Any, case_id: int | None = None, status: str = "") -> QuerySet[Scan]:
+    """Scans in upload order, optionally of one case and/or in one status."""
+    _require_records(user)
+    qs = _scans_qs().select_related("case__patient")
+    filters = Q()
+    if case_id is not None:
+        filters &= Q(case_id=case_id)
+    if status:
+        filters &= Q(status=status)
+    return qs.filter(filters).order_by("uploaded_at", "id")
+
+
+def scan_get(*, user: Any, scan_id: int) -> Scan:
+    """One scan with its case and patient, for the clinic's scan page."""
+    _require_records(user)
+    return _get_scan(scan_id)
+
+
+def scan_image_get(*, user: Any, scan_id: int) -> Scan:
+    """One scan whose image ``user`` may view: clinic staff and graders of every tier."""
+    if not may_see_images(user=user):
+        raise Forbidden(IMAGES_FORBIDDEN)
+    return _get_scan(scan_id)
+
+
+def _get_scan(scan_id: int) -> Scan:
+    try:
+        return _scans_qs().select_related("case__patient").get(pk=scan_id)
+    except Scan.DoesNotExist:
+        raise NotFound(f"There is no scan #{scan_id}.") from None

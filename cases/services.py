@@ -1,0 +1,262 @@
+"""Write-side services of clinical records: patients, cases (examinations), scans.
+
+Views and API endpoints call these; nothing else writes these models (the admin
+edits patients and cases for corrections, but never adds scans).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import PurePath
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+
+from octportal.errors import Conflict, DomainError
+
+from . import images
+from .models import Case, Patient, Scan
+
+logger = logging.getLogger(__name__)
+
+PATIENT_UPDATE_FIELDS = ("identifier", "sex", "birth_year", "notes")
+CASE_UPDATE_FIELDS = ("eye", "exam_date", "device", "referring_clinician", "status", "notes")
+
+
+@dataclass
+class UploadReport:
+    """Outcome of a batch upload: what was stored and what was refused, and why."""
+
+    accepted: list[Scan] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(
+            f"{'' if name == '__all__' else name + ': '}{' '.join(msgs)}" for name, msgs in exc.message_dict.items()
+        )
+    return " ".join(exc.messages)
+
+
+def _full_clean(obj: Any) -> None:
+    """``full_clean()`` that raises the domain error the error handlers understand."""
+    try:
+        obj.full_clean()
+    except ValidationError as exc:
+        errors = exc.message_dict if hasattr(exc, "message_dict") else {"__all__": exc.messages}
+        raise DomainError(_validation_message(exc), errors=errors) from exc
+
+
+def _apply(obj: Any, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise DomainError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    for name, value in data.items():
+        setattr(obj, name, value)
+
+
+# --- patients -------------------------------------------------------------------------
+
+
+def patient_create(
+    *,
+    identifier: str,
+    created_by: AbstractBaseUser | None,
+    sex: str = "",
+    birth_year: int | None = None,
+    notes: str = "",
+) -> Patient:
+    """Register a pseudonymous patient."""
+    patient = Patient(
+        identifier=identifier.strip(), sex=sex, birth_year=birth_year, notes=notes, created_by=created_by
+    )
+    _full_clean(patient)
+    patient.save()
+    return patient
+
+
+def patient_update(*, patient: Patient, data: dict[str, Any]) -> Patient:
+    """Change a patient's identifier, sex, birth year or notes."""
+    if "identifier" in data:
+        data = {**data, "identifier": str(data["identifier"]).strip()}
+    _apply(patient, data, PATIENT_UPDATE_FIELDS)
+    _full_clean(patient)
+    patient.save()
+    return patient
+
+
+# --- cases ----------------------------------------------------------------------------
+
+
+def case_create(
+    *,
+    patient: Patient,
+    eye: str,
+    exam_date: date,
+    created_by: AbstractBaseUser | None,
+    device: str = "",
+    referring_clinician: str = "",
+    notes: str = "",
+) -> Case:
+    """Open an examination of one eye of a patient."""
+    case = Case(
+        patient=patient,
+        eye=eye,
+        exam_date=exam_date,
+        device=device,
+        referring_clinician=referring_clinician,
+        notes=notes,
+        created_by=created_by,
+    )
+    _full_clean(case)
+    case.save()
+    return case
+
+
+def case_update(*, case: Case, data: dict[str, Any]) -> Case:
+    """Change an examination's details or status."""
+    _apply(case, data, CASE_UPDATE_FIELDS)
+    _full_clean(case)
+    case.save()
+    return case
+
+
+# --- scans ----------------------------------------------------------------------------
+
+
+def _upload_limits() -> tuple[int, int]:
+    return (
+        getattr(settings, "OCT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024),
+        getattr(settings, "OCT_UPLOAD_MAX_PIXELS", 40_000_000),
+    )
+
+
+def _display_name(file: IO[bytes]) -> str:
+    # Browsers may send paths; keep the last component only, as people named it.
+    raw = str(getattr(file, "name", "") or "upload")
+    return PurePath(raw.replace("\\", "/")).name[:255] or "upload"
+
+
+def _duplicate_message(existing: Scan) -> str:
+    return f"Duplicate: this image is already in this case (scan #{existing.pk}, {existing.original_name})."
+
+
+def _delete_files(scan: Scan) -> None:
+    for f in (scan.original, scan.image):
+        if f and f.name:
+            try:
+                f.storage.delete(f.name)
+            except OSError:  # pragma: no cover - best effort; the row is gone anyway
+                logger.exception("could not delete %s", f.name)
+
+
+def scan_register(
+    *,
+    case: Case,
+    file: IO[bytes],
+    uploaded_by: AbstractBaseUser | None,
+    source_label: str = "",
+    source_label_origin: str = "",
+) -> Scan:
+    """Validate one uploaded image, store it with its grey rendering and queue its analysis.
+
+    Raise ``ImageRejected`` (or ``Conflict`` for a duplicate, ``DomainError`` for a
+    closed case) and leave nothing behind: no row and no file.
+    """
+    if case.status == Case.Status.CLOSED:
+        raise Conflict("This case is closed; reopen it before adding scans.")
+    max_bytes, max_pixels = _upload_limits()
+    name = _display_name(file)
+    data = images.read_upload(file, max_bytes=max_bytes)
+    converted = images.inspect_and_convert(data, max_pixels=max_pixels)
+    existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
+    if existing is not None:
+        raise Conflict(_duplicate_message(existing))
+
+    scan = Scan(
+        case=case,
+        sha256=converted.sha256,
+        original_name=name,
+        format=converted.format,
+        original_mode=converted.mode,
+        file_size=converted.size,
+        width=converted.width,
+        height=converted.height,
+        source_label=source_label,
+        source_label_origin=source_label_origin,
+        uploaded_by=uploaded_by,
+    )
+    try:
+        with transaction.atomic():
+            # The stored name carries the detected format's extension, never the uploaded one.
+            scan.original.save("original" + converted.extension, ContentFile(data), save=False)
+            scan.image.save("image.png", ContentFile(converted.png), save=False)
+            _full_clean(scan)
+            scan.save()
+            from inference.services import scan_request_analysis
+
+            scan_request_analysis(scan=scan)
+    except IntegrityError as exc:
+        # Lost a race with a concurrent upload of the same image into this case.
+        _delete_files(scan)
+        existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
+        if existing is not None:
+            raise Conflict(_duplicate_message(existing)) from exc
+        raise
+    except DomainError as exc:
+        _delete_files(scan)
+        # full_clean's constraint check may have seen a row committed after our first look.
+        existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
+        if existing is not None:
+            raise Conflict(_duplicate_message(existing)) from exc
+        raise
+    except BaseException:
+        _delete_files(scan)
+        raise
+    return scan
+
+
+def scans_upload(*, case: Case, files: list[IO[bytes]], uploaded_by: AbstractBaseUser | None) -> UploadReport:
+    """Register several images into a case; each file succeeds or fails on its own."""
+    max_files = getattr(settings, "OCT_UPLOAD_MAX_FILES", 100)
+    if not files:
+        raise DomainError("Choose at least one image to upload.")
+    if len(files) > max_files:
+        raise DomainError(f"Too many files in one upload ({len(files)}); the limit is {max_files}.")
+    report = UploadReport()
+    seen: dict[str, str] = {}
+    for file in files:
+        name = _display_name(file)
+        try:
+            # Twins within the batch are caught before touching storage.
+            digest = _peek_sha256(file)
+            if digest is not None and digest in seen:
+                raise Conflict(f"Duplicate: the same image appears earlier in this upload ({seen[digest]}).")
+            scan = scan_register(case=case, file=file, uploaded_by=uploaded_by)
+        except DomainError as exc:
+            report.rejected.append((name, exc.message))
+            continue
+        seen[scan.sha256] = name
+        report.accepted.append(scan)
+    return report
+
+
+def _peek_sha256(file: IO[bytes]) -> str | None:
+    """SHA-256 of a file within the size limit, or None (scan_register will reject it)."""
+    max_bytes, _ = _upload_limits()
+    size = getattr(file, "size", None)
+    if size is not None and size > max_bytes:
+        return None
+    file.seek(0)
+    data = file.read(max_bytes + 1)
+    file.seek(0)
+    if not data or len(data) > max_bytes:
+        return None
+    return hashlib.sha256(data).hexdigest()
