@@ -1,3 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import include, path
 
-urlpatterns: list = []
+from . import api
+
+_patterns = [
+    path("patients/", api.PatientListCreateApi.as_view(), name="patient_list"),
+    path("patients/<int:pk>/", api.PatientDetailApi.as_view(), name="patient_detail"),
+    path("cases/", api.CaseListCreateApi.as_view(), name="case_list"),
+    path("cases/<int:pk>/", api.CaseDetailApi.as_view(), name="case_detail"),
+    path("cases/<int:pk>/scans/", api.CaseScanUploadApi.as_view(), name="case_scan_upload"),
+    path("scans/", api.ScanListApi.as_view(), name="scan_list"),
+    path("scans/<int:pk>/", api.ScanDetailApi.as_view(), name="scan_detail"),
+]
+
+urlpatterns = [path("", include((_patterns, "cases-api")))]

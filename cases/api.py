@@ -1,0 +1,192 @@
+"""REST API of clinical records (DRF). Serializers check shape; services do the work."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from . import selectors, services
+from .models import Case, Patient, Scan
+from .roles import GRADER_ROLES, HasRole, Role
+from .verification.selectors import may_see_reference
+
+
+class ClinicApi(APIView):
+    permission_classes = [HasRole]
+    allowed_roles: tuple[str, ...] = (Role.CLINICIAN,)
+
+    def paginate(self, request: Request, qs: Any, serializer_class: type[serializers.Serializer]) -> Response:
+        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        data = serializer_class(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+
+# --- output serializers ---------------------------------------------------------------
+
+
+class PatientOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Patient
+        fields = ["id", "identifier", "sex", "birth_year", "notes", "created_at", "url"]
+
+    def get_url(self, obj: Patient) -> str:
+        return reverse("cases-api:patient_detail", args=[obj.pk])
+
+
+class CaseOutput(serializers.ModelSerializer):
+    patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Case
+        fields = [
+            "id", "patient", "patient_identifier", "eye", "exam_date", "device", "referring_clinician",
+            "status", "notes", "created_at", "url",
+        ]
+
+    def get_url(self, obj: Case) -> str:
+        return reverse("cases-api:case_detail", args=[obj.pk])
+
+
+class ScanOutput(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    original_url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    source_label = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Scan
+        fields = [
+            "id", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
+            "status", "status_detail", "source_label", "uploaded_at", "url", "image_url", "original_url",
+        ]
+
+    def get_url(self, obj: Scan) -> str:
+        return reverse("cases-api:scan_detail", args=[obj.pk])
+
+    def get_image_url(self, obj: Scan) -> str:
+        return reverse("cases:scan_image", args=[obj.pk])
+
+    def get_original_url(self, obj: Scan) -> str:
+        return reverse("cases:scan_image", args=[obj.pk]) + "?original=1"
+
+    def get_source_label(self, obj: Scan) -> str | None:
+        user = self.context["request"].user
+        return obj.source_label if may_see_reference(user=user, scan=obj) else None
+
+
+# --- input serializers ----------------------------------------------------------------
+
+
+class PatientInput(serializers.Serializer):
+    identifier = serializers.CharField(max_length=64)
+    sex = serializers.ChoiceField(choices=Patient.Sex.choices, required=False, allow_blank=True, default="")
+    birth_year = serializers.IntegerField(required=False, allow_null=True, default=None)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class CaseInput(serializers.Serializer):
+    patient = serializers.IntegerField()
+    eye = serializers.ChoiceField(choices=Case.Eye.choices)
+    exam_date = serializers.DateField()
+    device = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    referring_clinician = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError({name: "Must be an integer id."}) from None
+
+
+# --- endpoints ------------------------------------------------------------------------
+
+
+class PatientListCreateApi(ClinicApi):
+    def get(self, request: Request) -> Response:
+        qs = selectors.patient_list(user=request.user, query=request.query_params.get("q", ""))
+        return self.paginate(request, qs, PatientOutput)
+
+    def post(self, request: Request) -> Response:
+        data = PatientInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        patient = services.patient_create(created_by=request.user, **data.validated_data)
+        return Response(PatientOutput(patient).data, status=status.HTTP_201_CREATED)
+
+
+class PatientDetailApi(ClinicApi):
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(PatientOutput(selectors.patient_get(user=request.user, patient_id=pk)).data)
+
+
+class CaseListCreateApi(ClinicApi):
+    def get(self, request: Request) -> Response:
+        qs = selectors.case_list(user=request.user, patient_id=_int_param(request, "patient"))
+        return self.paginate(request, qs, CaseOutput)
+
+    def post(self, request: Request) -> Response:
+        data = CaseInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        patient = selectors.patient_get(user=request.user, patient_id=fields.pop("patient"))
+        case = services.case_create(patient=patient, created_by=request.user, **fields)
+        return Response(CaseOutput(case).data, status=status.HTTP_201_CREATED)
+
+
+class CaseDetailApi(ClinicApi):
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(CaseOutput(selectors.case_get(user=request.user, case_id=pk)).data)
+
+
+class ScanListApi(ClinicApi):
+    def get(self, request: Request) -> Response:
+        qs = selectors.scan_list(
+            user=request.user, case_id=_int_param(request, "case"), status=request.query_params.get("status", "")
+        )
+        return self.paginate(request, qs, ScanOutput)
+
+
+class ScanDetailApi(ClinicApi):
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request, pk: int) -> Response:
+        scan = selectors.scan_image_get(user=request.user, scan_id=pk)
+        return Response(ScanOutput(scan, context={"request": request}).data)
+
+
+class CaseScanUploadApi(ClinicApi):
+    """POST multipart ``files`` (one or more) into a case; answer what was accepted and rejected."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    def post(self, request: Request, pk: int) -> Response:
+        case = selectors.case_get(user=request.user, case_id=pk)
+        files = request.FILES.getlist("files")
+        if not files:
+            if request.data.get("files"):
+                raise ValidationError({"detail": "The field 'files' must carry uploaded files (multipart/form-data)."})
+            raise ValidationError({"detail": "Send one or more images in the multipart field 'files'."})
+        report = services.scans_upload(case=case, files=files, uploaded_by=request.user)
+        body = {
+            "accepted": ScanOutput(report.accepted, many=True, context={"request": request}).data,
+            "rejected": [{"name": name, "reason": reason} for name, reason in report.rejected],
+        }
+        if not report.accepted:
+            body = {"detail": "No file was accepted.", **body}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        return Response(body, status=status.HTTP_201_CREATED)
