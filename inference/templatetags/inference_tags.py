@@ -47,10 +47,13 @@ def scan_analysis(context: template.Context, scan: Scan) -> selectors.ScanAnalys
 
 
 @register.simple_tag(takes_context=True)
-def case_analysis(context: template.Context, case: Case) -> selectors.CaseSummary:
-    """``{% case_analysis case as s %}``: the most urgent visible finding of a case."""
+def case_analysis(context: template.Context, case: Case, scans: Any = None) -> selectors.CaseSummary:
+    """``{% case_analysis case scans as s %}``: the most urgent visible finding of a case
+    (``scans`` when the page already has them, else the case's scans)."""
     predictions = _predictions_for_case(context, case.pk)
-    return selectors.case_summary(user=_user(context), scans=case.scans.all(), predictions=predictions)
+    if scans is None or scans == "":
+        scans = case.scans.all()
+    return selectors.case_summary(user=_user(context), scans=scans, predictions=predictions)
 
 
 @register.filter

@@ -3,8 +3,8 @@
  * Every element with data-analysis-poll="<status url>" and a pending data-status
  * (received, queued, running) polls its JSON status endpoint with a growing
  * interval; when the status changes the element is replaced by the partial the
- * endpoint re-rendered ("html"). Also wires the heatmap toggle: it sets or removes
- * data-overlay-src on the scan viewer ([data-viewer], falls back to an <img>).
+ * endpoint re-rendered ("html"). Also wires the heatmap toggle: it hands the overlay
+ * to the scan viewer ([data-viewer], static/js/viewer.js), or shows an <img> without one.
  * Included by several partials: the guard makes it run once per page.
  */
 (function () {
@@ -63,9 +63,14 @@
     var src = button.getAttribute("data-overlay-src");
     var on = button.getAttribute("aria-pressed") !== "true";
     var viewer = document.querySelector("[data-viewer]");
-    if (viewer) {
-      if (on) { viewer.setAttribute("data-overlay-src", src); } else { viewer.removeAttribute("data-overlay-src"); }
-      viewer.dispatchEvent(new CustomEvent("oct:overlay", { bubbles: true, detail: { src: on ? src : null } }));
+    if (viewer && viewer._octViewer && window.OCTViewer) {
+      // The cases viewer (static/js/viewer.js) draws the RGBA heatmap over the scan.
+      var v = viewer._octViewer;
+      if (on) { viewer.setAttribute("data-overlay-src", src); }
+      if (!v.overlay) { window.OCTViewer.setOverlay(viewer, src, "Show heatmap"); }
+      var box = viewer.querySelector("[data-viewer-overlay-toggle]");
+      if (box) { box.checked = on; }
+      v.showOverlay(on);
     } else {
       var img = button.closest("[data-analysis-poll]").querySelector("[data-heatmap-fallback]");
       if (img) {
