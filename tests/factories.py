@@ -25,7 +25,7 @@ def synthetic_bscan_png(width: int = 512, height: int = 496, seed: int | None = 
     noise = rng.normal(0, 18, size=(height, width))
     arr = np.clip(20 + band + noise, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr, mode="L").save(buf, format="PNG")
+    Image.fromarray(arr).save(buf, format="PNG")  # uint8 2-D arrays are mode L
     return buf.getvalue()
 
 
@@ -73,3 +73,67 @@ class ScanFactory(factory.django.DjangoModelFactory):
         scan.image.save("image.png", ContentFile(data), save=False)
         scan.save()
         return scan
+
+
+# --- image builders for upload tests (generated, never real data) -------------------------
+
+
+def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
+    """Encode a Pillow image to bytes in ``fmt``."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def bscan_image(width: int = 64, height: int = 48, seed: int | None = None) -> Image.Image:
+    """A small decoded synthetic B-scan (mode L)."""
+    img = Image.open(io.BytesIO(synthetic_bscan_png(width, height, seed=seed)))
+    img.load()
+    return img
+
+
+def bscan_bytes(fmt: str = "PNG", width: int = 64, height: int = 48, seed: int | None = None, mode: str = "L") -> bytes:
+    """A synthetic B-scan encoded as ``fmt`` in ``mode`` (L, RGB, P, CMYK...)."""
+    img = bscan_image(width, height, seed=seed)
+    if mode != "L":
+        img = img.convert(mode)
+    return encode_image(img, fmt)
+
+
+def bscan16_tiff(width: int = 64, height: int = 48, *, max_value: int = 4095, hot_pixel: bool = True,
+                 big_endian: bool = False) -> tuple[bytes, np.ndarray]:
+    """A 16-bit grey TIFF like a 12-bit OCT export, with one saturated specular pixel.
+
+    Returns the bytes and the uint16 array that was encoded.
+    """
+    rows = np.arange(height)[:, None].astype(np.float64)
+    band = np.exp(-(((rows - height * 0.45) / (height * 0.08)) ** 2))
+    ramp = np.linspace(0.1, 1.0, width)[None, :]
+    arr = np.round(max_value * 0.05 + max_value * 0.9 * band * ramp).astype(np.uint16)
+    if hot_pixel:
+        arr[0, 0] = 65535
+    if big_endian:
+        img = Image.frombytes("I;16B", (width, height), arr.astype(">u2").tobytes())
+    else:
+        img = Image.frombytes("I;16", (width, height), arr.astype("<u2").tobytes())
+    return encode_image(img, "TIFF"), arr
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+        + _png_chunk(b"IEND", b"")
+    )
