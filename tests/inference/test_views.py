@@ -1,0 +1,211 @@
+"""Pages and HTML-side endpoints of automated reading: permission matrix, blinding,
+partials (pending, failed, result, hidden), no N+1 on the case page."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from cases.models import Scan
+from tests.factories import CaseFactory, ScanFactory
+from tests.inference.support import make_prediction, make_version, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+ROLE_FIXTURES = ["clinician", "grader_t1", "grader_t2", "grader_t3", "admin"]
+
+
+@pytest.fixture
+def analysed_scan():
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "CNV", confidence=0.83, heatmap=png_bytes(8, 8, "RGB"))
+    return scan
+
+
+def get_as(client, user, url):
+    if user is not None:
+        client.force_login(user)
+    return client.get(url)
+
+
+@pytest.fixture
+def blind(monkeypatch):
+    """Reading-centre blinding: may_see_reference says no."""
+    monkeypatch.setattr("inference.selectors.may_see_reference", lambda *, user, scan: False)
+
+
+# --- permission matrix -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "who,expected",
+    [(None, 302), ("no_role_user", 403), ("grader_t1", 200), ("grader_t2", 200), ("grader_t3", 200),
+     ("clinician", 200), ("admin", 200)],
+)
+def test_scan_status_permissions(client, request, analysed_scan, who, expected):
+    user = request.getfixturevalue(who) if who else None
+    response = get_as(client, user, reverse("inference:scan_status", args=[analysed_scan.pk]))
+    assert response.status_code == expected
+    if expected == 302:
+        assert "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "who,expected",
+    [(None, 302), ("no_role_user", 403), ("grader_t2", 403), ("clinician", 200), ("admin", 200)],
+)
+def test_case_status_permissions(client, request, analysed_scan, who, expected):
+    user = request.getfixturevalue(who) if who else None
+    response = get_as(client, user, reverse("inference:case_status", args=[analysed_scan.case_id]))
+    assert response.status_code == expected
+
+
+@pytest.mark.parametrize(
+    "who,expected",
+    [(None, 302), ("no_role_user", 403), ("grader_t1", 200), ("grader_t2", 200), ("clinician", 200), ("admin", 200)],
+)
+def test_heatmap_has_the_scan_image_permission(client, request, analysed_scan, who, expected):
+    user = request.getfixturevalue(who) if who else None
+    response = get_as(client, user, reverse("inference:heatmap", args=[analysed_scan.pk]))
+    assert response.status_code == expected
+    if expected == 200:
+        assert response["Content-Type"] == "image/png"
+        assert "no-store" in response["Cache-Control"]
+        assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+
+
+def test_heatmap_hidden_from_a_blinded_grader(client, grader_t2, analysed_scan, blind):
+    assert get_as(client, grader_t2, reverse("inference:heatmap", args=[analysed_scan.pk])).status_code == 404
+
+
+def test_unknown_scan_is_404(client, clinician):
+    assert get_as(client, clinician, reverse("inference:scan_status", args=[999999])).status_code == 404
+
+
+@pytest.mark.parametrize("who,expected", [(None, 302), ("no_role_user", 403), ("grader_t3", 403), ("clinician", 302)])
+def test_rerun_permissions(client, request, who, expected, django_capture_on_commit_callbacks):
+    scan = ScanFactory(status=Scan.Status.FAILED, status_detail="x")
+    user = request.getfixturevalue(who) if who else None
+    if user:
+        client.force_login(user)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("inference:scan_rerun", args=[scan.pk]), {"next": "/patients/"})
+    assert response.status_code == expected
+    scan.refresh_from_db()
+    if who == "clinician":
+        assert response["Location"] == "/patients/"
+        assert scan.status == Scan.Status.QUEUED
+    else:
+        assert scan.status == Scan.Status.FAILED
+
+
+def test_rerun_is_post_only_and_ignores_offsite_next(client, clinician, django_capture_on_commit_callbacks):
+    scan = ScanFactory(status=Scan.Status.FAILED)
+    client.force_login(clinician)
+    assert client.get(reverse("inference:scan_rerun", args=[scan.pk])).status_code == 405
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("inference:scan_rerun", args=[scan.pk]), {"next": "https://evil.example/"})
+    assert response["Location"] == scan.get_absolute_url()
+
+
+def test_rerun_of_an_analysed_scan_says_why_not(client, clinician, analysed_scan):
+    client.force_login(clinician)
+    response = client.post(reverse("inference:scan_rerun", args=[analysed_scan.pk]))
+    assert response.status_code == 409
+    assert "already been read by the active model" in response.content.decode()
+
+
+def test_rerun_requires_csrf(clinician):
+    from django.test import Client
+
+    scan = ScanFactory(status=Scan.Status.FAILED)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician)
+    assert client.post(reverse("inference:scan_rerun", args=[scan.pk])).status_code == 403
+
+
+# --- partials ----------------------------------------------------------------------------
+
+
+def test_scan_page_shows_the_reading(client, clinician, analysed_scan):
+    client.force_login(clinician)
+    html = client.get(reverse("cases:scan_detail", args=[analysed_scan.pk])).content.decode()
+    assert "Choroidal neovascularization (CNV)" in html
+    assert 'class="badge urgent"' in html and "Urgent referral" in html
+    assert "83%" in html  # confidence
+    assert html.count('class="prob-row') == 4
+    assert "octnet v1.0" in html
+    assert 'href="/learn/cnv/"' in html
+    assert "Decision support, not a diagnosis" in html
+    assert reverse("inference:heatmap", args=[analysed_scan.pk]) in html and "data-heatmap-toggle" in html
+    assert reverse("inference:scan_rerun", args=[analysed_scan.pk]) in html and "csrfmiddlewaretoken" in html
+    assert "inference/poll.js" in html
+
+
+def test_status_json_for_a_grader_has_no_rerun_button(client, grader_t1, analysed_scan):
+    data = get_as(client, grader_t1, reverse("inference:scan_status", args=[analysed_scan.pk])).json()
+    assert data["status"] == "analysed" and data["prediction"]["predicted"] == "CNV"
+    assert "Re-run" not in data["html"] and "CNV" in data["html"]
+
+
+def test_blinded_grader_sees_neither_class_nor_probabilities(client, grader_t2, analysed_scan, blind):
+    data = get_as(client, grader_t2, reverse("inference:scan_status", args=[analysed_scan.pk])).json()
+    assert "prediction" not in data
+    assert "CNV" not in data["html"] and "prob-row" not in data["html"] and "heatmap" not in data["html"]
+    assert "hidden until you have submitted your own grade" in data["html"]
+
+
+def test_pending_scan_renders_a_polling_placeholder(client, clinician):
+    scan = ScanFactory(status=Scan.Status.QUEUED)
+    data = get_as(client, clinician, reverse("inference:scan_status", args=[scan.pk])).json()
+    assert data["status"] == "queued"
+    assert 'data-status="queued"' in data["html"] and "appears here when it is ready" in data["html"]
+    assert "Re-run" not in data["html"]
+
+
+def test_failed_scan_shows_the_reason(client, clinician):
+    scan = ScanFactory(status=Scan.Status.FAILED, status_detail="The stored image could not be read as an image.")
+    data = get_as(client, clinician, reverse("inference:scan_status", args=[scan.pk])).json()
+    assert data["detail"] == scan.status_detail
+    assert "Analysis failed" in data["html"] and scan.status_detail in data["html"]
+    assert "Re-run analysis" in data["html"]
+
+
+def test_row_fragment(client, clinician, analysed_scan):
+    data = get_as(client, clinician, reverse("inference:scan_status", args=[analysed_scan.pk]) + "?fragment=row").json()
+    assert "analysis-row" in data["html"] and "Urgent referral" in data["html"]
+
+
+def test_case_summary_shows_the_most_urgent_finding(client, clinician):
+    case = CaseFactory()
+    version = make_version()
+    for label, conf in [("NORMAL", 0.99), ("DRUSEN", 0.9), ("DME", 0.6), ("CNV", 0.7)]:
+        make_prediction(ScanFactory(case=case, status=Scan.Status.ANALYSED), version, label, confidence=conf)
+    ScanFactory(case=case, status=Scan.Status.QUEUED)
+    data = get_as(client, clinician, reverse("inference:case_status", args=[case.pk])).json()
+    assert data["pending"] == 1
+    assert "Most urgent finding" in data["html"] and "Choroidal neovascularization (CNV)" in data["html"]
+    assert "4 of 5 scans read" in data["html"] and "1 pending" in data["html"]
+
+
+def test_case_page_queries_do_not_grow_with_scans(client, clinician):
+    version = make_version()
+
+    def case_with(n):
+        case = CaseFactory()
+        for _ in range(n):
+            make_prediction(ScanFactory(case=case, status=Scan.Status.ANALYSED), version, "DME")
+        return case
+
+    small, large = case_with(2), case_with(8)
+    client.force_login(clinician)
+    counts = []
+    for case in (small, large):
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(reverse("cases:case_detail", args=[case.pk]))
+        assert response.status_code == 200
+        counts.append(len(ctx.captured_queries))
+    html = response.content.decode()
+    assert html.count("analysis-row") == 8 and "Most urgent finding" in html
+    assert counts[0] == counts[1], counts
