@@ -224,3 +224,40 @@ def verified_reviews() -> QuerySet[Review]:
         .select_related("scan", "scan__case", "scan__case__patient", "verified_by")
         .order_by("scan__uploaded_at", "scan_id")
     )
+
+
+def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
+    """Audit log entries of a scan, its review and its grades, newest first (admins only)."""
+    from auditlog.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    types = ContentType.objects.get_for_models(Scan, Review, Grade)
+    grade_ids = [str(pk) for pk in Grade.objects.filter(scan=scan).values_list("pk", flat=True)]
+    review_ids = [str(pk) for pk in Review.objects.filter(scan=scan).values_list("pk", flat=True)]
+    return (
+        LogEntry.objects.filter(
+            Q(content_type=types[Scan], object_pk=str(scan.pk))
+            | Q(content_type=types[Review], object_pk__in=review_ids)
+            | Q(content_type=types[Grade], object_pk__in=grade_ids)
+        )
+        .select_related("actor", "content_type")
+        .order_by("-timestamp", "-id")
+    )
+
+
+def grades_visible_by_scan(*, user: Any, scans: list[Scan]) -> dict[int, list[Grade]]:
+    """``grades_visible_to`` (superseded grades included) for many scans, batched for
+    the users who see everything and per scan for everyone else."""
+    out: dict[int, list[Grade]] = {s.pk: [] for s in scans}
+    if sees_everything(user):
+        rows = (
+            Grade.objects.filter(scan__in=scans)
+            .select_related("grader")
+            .order_by("scan_id", "tier", "created_at", "id")
+        )
+        for g in rows:
+            out[g.scan_id].append(g)
+        return out
+    for s in scans:
+        out[s.pk] = list(grades_visible_to(user=user, scan=s, include_superseded=True))
+    return out

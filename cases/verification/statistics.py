@@ -115,6 +115,13 @@ class Comparison:
                 )
         return out
 
+    @property
+    def rows(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The heatmap cells grouped per reference label."""
+        k = len(self.labels)
+        cells = self.cells
+        return [(self.labels[i], cells[i * k : (i + 1) * k]) for i in range(k)]
+
 
 def compare(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> Comparison:
     matrix = confusion_matrix(truth, predicted, labels)
@@ -148,6 +155,18 @@ class Report:
     @property
     def exclusion_rate(self) -> float | None:
         return self.qc_excluded / self.qc_total if self.qc_total else None
+
+    @property
+    def reason_bars(self) -> list[dict[str, Any]]:
+        """Exclusion reasons with their share of all exclusions (bar widths)."""
+        total = self.qc_excluded or 1
+        return [{"reason": r, "count": c, "share": c / total} for r, c in self.exclusion_reasons]
+
+    @property
+    def time_bars(self) -> list[dict[str, Any]]:
+        """Median seconds per tier scaled to the slowest tier (bar widths)."""
+        top = max((t["median_s"] or 0 for t in self.time_per_tier), default=0) or 1
+        return [{**t, "share": (t["median_s"] or 0) / top} for t in self.time_per_tier]
 
 
 def build_report(

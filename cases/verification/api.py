@@ -1,0 +1,144 @@
+"""REST endpoints of tiered verification (DRF). Blinding comes from the selectors."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cases.models import Scan
+from cases.roles import GRADER_ROLES, HasRole, Role
+
+from . import selectors, services
+from .forms import FORM_FOR_TIER
+from .models import Grade, Tier
+
+SUBMIT = {
+    Tier.QUALITY: services.quality_submit,
+    Tier.GRADING: services.grade_submit,
+    Tier.VERIFICATION: services.verify_submit,
+}
+
+
+class GradeOut(serializers.ModelSerializer):
+    grader = serializers.CharField(source="grader.get_username", read_only=True)
+    findings = serializers.DictField(read_only=True)
+    superseded = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Grade
+        fields = [
+            "id", "scan", "tier", "grader", "created_at", "time_taken_ms", "comment", "accepted",
+            "exclusion_reason", "label", "findings", "confidence", "supersedes", "superseded",
+        ]
+        read_only_fields = fields
+
+    def get_superseded(self, obj: Grade) -> bool:
+        return hasattr(obj, "superseded_by")
+
+
+class WorklistItemOut(serializers.ModelSerializer):
+    stage = serializers.CharField(source="review.stage")
+    model_urgent = serializers.BooleanField()
+    tier2_grades = serializers.IntegerField(source="tier2_count", default=None)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Scan
+        fields = ["id", "uploaded_at", "stage", "model_urgent", "tier2_grades", "url"]
+
+    def get_url(self, obj: Scan) -> str:
+        return f"/api/verification/scans/{obj.pk}/"
+
+
+def _require_tier(user: Any, tier: int) -> None:
+    if tier not in SUBMIT or not selectors.may_act_in_tier(user, tier):
+        raise PermissionDenied(f"Your role does not allow tier {tier} grading.")
+
+
+class WorklistApi(ListAPIView):
+    """GET: the scans the caller may take next in a tier."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = GRADER_ROLES
+    serializer_class = WorklistItemOut
+
+    def get_queryset(self):
+        tier = self.kwargs["tier"]
+        _require_tier(self.request.user, tier)
+        return selectors.worklist_for(user=self.request.user, tier=tier)
+
+
+def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
+    state = selectors.review_state(user=user, scan=scan)
+    review = state["review"]
+    ref = state["reference"]
+    prediction = ref.prediction if ref is not None else None
+    return {
+        "scan": scan.pk,
+        "stage": review.stage,
+        "required_grades": review.required_grades,
+        "final_label": review.final_label,
+        "verified_by": review.verified_by.get_username() if review.verified_by else None,
+        "verified_at": review.verified_at,
+        "exclusion_reason": review.exclusion_reason,
+        "may_see_reference": state["may_see_reference"],
+        "reference": None
+        if ref is None
+        else {
+            "label": ref.label,
+            "origin": ref.origin,
+            "origin_detail": ref.origin_detail,
+            "model": None
+            if prediction is None
+            else {
+                "version": prediction.model_version.label,
+                "predicted": prediction.predicted,
+                "confidence": prediction.confidence,
+                "urgency": prediction.urgency,
+                "gate_passed": prediction.gate_passed,
+            },
+        },
+        "grades": GradeOut(state["grades"], many=True).data,
+    }
+
+
+class ReviewApi(APIView):
+    """GET: a scan's verification state, blinded for the caller."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request, pk: int) -> Response:
+        scan = get_object_or_404(Scan, pk=pk)
+        return Response(review_payload(user=request.user, scan=scan))
+
+
+class GradeSubmitApi(APIView):
+    """POST {"tier": 1|2|3, ...form fields}: submit the caller's grade on a scan."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = GRADER_ROLES
+
+    def post(self, request: Request, pk: int) -> Response:
+        scan = get_object_or_404(Scan, pk=pk)
+        try:
+            tier = int(request.data.get("tier"))
+        except (TypeError, ValueError):
+            raise ValidationError({"tier": ["Give the tier: 1, 2 or 3."]}) from None
+        _require_tier(request.user, tier)
+        form = FORM_FOR_TIER[tier](request.data)
+        if not form.is_valid():
+            raise ValidationError(form.errors.get_json_data())
+        kwargs = form.service_kwargs()
+        if tier != Tier.QUALITY:
+            ref = selectors.reference_for(scan=scan) if selectors.may_see_reference(user=request.user, scan=scan) else None
+            kwargs["reference_label"] = ref.label if ref else ""
+        grade = SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
+        return Response(GradeOut(grade).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,38 @@
+"""Template tags: the verification panel on the clinic's scan page."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from .. import selectors
+
+register = template.Library()
+
+
+@register.inclusion_tag("verification/_panel.html", takes_context=True)
+def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
+    """Verification stage, final label and the grades this user may see (blinding in selectors)."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if scan is None or user is None or not user.is_authenticated:
+        return {"visible": False}
+    state = selectors.review_state(user=user, scan=scan)
+    return {
+        "visible": True,
+        "scan": scan,
+        "user": user,
+        "is_admin": context.get("is_admin", False),
+        "tiers_for_user": [t for t in (1, 2, 3) if selectors.may_act_in_tier(user, t)],
+        **state,
+    }
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@register.filter
+def num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"

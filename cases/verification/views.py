@@ -1,0 +1,168 @@
+"""HTML views of tiered verification: thin wrappers around selectors and services."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+
+from cases.diagnoses import Diagnosis
+from cases.models import Scan
+from cases.roles import Role, role_required
+
+from . import exports, selectors, services
+from .forms import FORM_FOR_TIER, correction_kwargs
+from .models import Grade, Tier
+
+SUBMIT = {
+    Tier.QUALITY: services.quality_submit,
+    Tier.GRADING: services.grade_submit,
+    Tier.VERIFICATION: services.verify_submit,
+}
+
+
+def _require_tier(request: HttpRequest, tier: int) -> None:
+    if tier not in SUBMIT or not selectors.may_act_in_tier(request.user, tier):
+        raise PermissionDenied(f"Your role does not give access to the tier {tier} worklist.")
+
+
+@login_required
+def worklist(request: HttpRequest, tier: int) -> HttpResponse:
+    _require_tier(request, tier)
+    page = Paginator(selectors.worklist_for(user=request.user, tier=tier), 50).get_page(request.GET.get("page"))
+    return render(request, "verification/worklist.html", {"tier": tier, "tier_label": Tier(tier).label, "page": page})
+
+
+@login_required
+def worklist_next(request: HttpRequest, tier: int) -> HttpResponse:
+    _require_tier(request, tier)
+    scan = selectors.next_in_worklist(user=request.user, tier=tier)
+    if scan is None:
+        messages.info(request, f"Nothing left in your tier {tier} worklist.")
+        return redirect("verification:worklist", tier=tier)
+    return redirect("verification:grade", pk=scan.pk, tier=tier)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grade(request: HttpRequest, pk: int, tier: int) -> HttpResponse:
+    """Show a scan with its grading form; on submit, record the grade and go to the next one."""
+    _require_tier(request, tier)
+    scan = get_object_or_404(Scan.objects.select_related("case", "case__patient"), pk=pk)
+    form_class = FORM_FOR_TIER[tier]
+    state = selectors.review_state(user=request.user, scan=scan)
+    reference = state["reference"]
+    if request.method == "POST":
+        form = form_class(request.POST)
+        if form.is_valid():
+            kwargs = form.service_kwargs()
+            if tier != Tier.QUALITY:
+                kwargs["reference_label"] = reference.label if reference else ""
+            SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
+            messages.success(request, f"Scan {scan.pk}: tier {tier} grade saved.")
+            if request.POST.get("then") == "stay":
+                return redirect("verification:worklist", tier=tier)
+            nxt = selectors.next_in_worklist(user=request.user, tier=tier, after=scan)
+            if nxt is None:
+                messages.info(request, f"That was the last scan in your tier {tier} worklist.")
+                return redirect("verification:worklist", tier=tier)
+            return redirect("verification:grade", pk=nxt.pk, tier=tier)
+    else:
+        form = form_class()
+    own = Grade.objects.current().filter(scan=scan, tier=tier, grader=request.user).first()
+    return render(
+        request,
+        "verification/grade.html",
+        {
+            "scan": scan,
+            "tier": tier,
+            "tier_label": Tier(tier).label,
+            "form": form,
+            "own_grade": own,
+            "action": request.path,
+            "label_keys": _label_keys(),
+            **state,
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grade_correct(request: HttpRequest, grade_id: int) -> HttpResponse:
+    """Correct one's own grade with a superseding one."""
+    original = get_object_or_404(Grade.objects.select_related("scan"), pk=grade_id, grader=request.user)
+    tier = original.tier
+    _require_tier(request, tier)
+    form_class = FORM_FOR_TIER[tier]
+    if request.method == "POST":
+        form = form_class(request.POST)
+        if form.is_valid():
+            services.grade_correct(grade=original, grader=request.user, **correction_kwargs(form))
+            messages.success(request, f"Scan {original.scan_id}: your tier {tier} grade was corrected (the original is kept).")
+            return redirect("verification:grade", pk=original.scan_id, tier=tier)
+    else:
+        form = form_class(initial=_initial_from(original))
+    state = selectors.review_state(user=request.user, scan=original.scan)
+    return render(
+        request,
+        "verification/grade.html",
+        {
+            "scan": original.scan,
+            "tier": tier,
+            "tier_label": Tier(tier).label,
+            "form": form,
+            "correcting": original,
+            "action": request.path,
+            "label_keys": _label_keys(),
+            **state,
+        },
+    )
+
+
+def _initial_from(g: Grade) -> dict[str, Any]:
+    if g.tier == Tier.QUALITY:
+        return {"decision": "accept" if g.accepted else "exclude", "reason": g.exclusion_reason}
+    initial: dict[str, Any] = {"label": g.label, "confidence": g.confidence or 4}
+    initial.update({k: bool(v) for k, v in g.findings.items()})
+    return initial
+
+
+def _label_keys() -> list[dict[str, str]]:
+    keys = {"CNV": ("1", "C"), "DME": ("2", "D"), "DRUSEN": ("3", "R"), "NORMAL": ("4", "N")}
+    return [{"value": d.value, "label": d.label, "digit": keys[d.value][0], "letter": keys[d.value][1]} for d in Diagnosis]
+
+
+@role_required(Role.GRADER_T3)
+def statistics(request: HttpRequest) -> HttpResponse:
+    from . import statistics as stats
+
+    report = stats.build_report(**selectors.statistics_rows(), labels=list(Diagnosis.values))
+    return render(request, "verification/statistics.html", {"report": report, "labels": list(Diagnosis.values)})
+
+
+@role_required(Role.GRADER_T3)
+def export_csv(request: HttpRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(exports.verified_csv_rows(user=request.user), content_type="text/csv")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="verified-scans-{stamp}.csv"'
+    return response
+
+
+@role_required(Role.GRADER_T3)
+def export_zip(request: HttpRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(exports.verified_zip_stream(user=request.user), content_type="application/zip")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="verified-oct-{stamp}.zip"'
+    return response
+
+
+@role_required(Role.ADMIN)
+def scan_audit(request: HttpRequest, pk: int) -> HttpResponse:
+    scan = get_object_or_404(Scan, pk=pk)
+    return render(request, "verification/scan_audit.html", {"scan": scan, "entries": selectors.audit_entries_for(scan=scan)})
