@@ -11,6 +11,7 @@ from django.urls import reverse
 from cases.models import Case, Patient, Scan
 from cases.verification.models import Review
 from tests.factories import synthetic_bscan_png
+from tests.inference.support import fake_model  # noqa: F401 - fixture: a test double of the ONNX model
 
 
 def _make_folder(root: Path) -> Path:
@@ -88,3 +89,19 @@ def test_real_kermany_import_then_statistics_show_model_against_source_labels(oc
         pytest.skip("imported, but no ONNX model is available yet (inference/weights or OCT_MODEL_PATH), so no predictions to compare")
     section = page.split('id="model-source"', 1)[1].split("</section>", 1)[0]
     assert "vf-heatmap" in section and "accuracy" in section
+
+
+def test_import_analyses_in_bulk_and_statistics_compare_model_to_source(fake_model, tmp_path, client, grader_t3):
+    from inference.models import Prediction
+
+    root = _make_folder(tmp_path / "kermany-like")
+    out = io.StringIO()
+    call_command("import_dataset", str(root), stdout=out, stderr=io.StringIO())
+    assert "13 analysed in bulk" in out.getvalue()
+    assert fake_model.batches and max(fake_model.batches) > 1  # batches, not one by one
+    assert Prediction.objects.count() == 13
+    client.force_login(grader_t3)
+    page = client.get(reverse("verification:statistics")).content.decode()
+    section = page.split('id="model-source"', 1)[1].split("</section>", 1)[0]
+    # The fake model reads everything as CNV: 4 of the 13 source labels are CNV.
+    assert "vf-heatmap" in section and "13 scans" in section and "30.8%" in section
