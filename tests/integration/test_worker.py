@@ -1,0 +1,331 @@
+"""A real Celery worker process on real Redis and the real PostgreSQL test database.
+
+What these prove: uploads get predictions from a separate worker; a worker killed
+with SIGKILL mid-task loses nothing (after a restart the sweep re-enqueues, and the
+claim keeps exactly one prediction per scan); an upload while Redis is down keeps
+the scan, and once Redis is back the sweep completes it.
+
+Needs PostgreSQL (the worker and the tests share the test database), Redis
+(``CELERY_TEST_BROKER_URL``, default ``redis://127.0.0.1:6379/15``, flushed before and
+after each test), ``redis-server`` on PATH for the outage test, and the shipped model.
+Skips with the reason when one is missing, unless ``OCT_REQUIRE_SERVICES=1`` (CI),
+where a missing service fails the test.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import kombu.pools
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.urls import reverse
+
+from cases.models import Scan
+from inference import services
+from inference.models import Prediction
+from octportal.celery import app as celery_app
+from tests.conftest import oct_data_dir
+from tests.factories import CaseFactory, ScanFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRE_SERVICES = os.environ.get("OCT_REQUIRE_SERVICES") == "1"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/15"
+OUTAGE_PORT = int(os.environ.get("OCT_TEST_OUTAGE_REDIS_PORT", "6390"))
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (OCT_REQUIRE_SERVICES=1: services are required here)")
+    pytest.skip(reason)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL shared with the worker process (run with DATABASE_URL=postgres://...)")
+
+
+@pytest.fixture
+def model_available() -> None:
+    if not any((REPO / "inference" / "weights").glob("*.onnx")) and not os.environ.get("OCT_MODEL_PATH"):
+        unavailable("the shipped model inference/weights/*.onnx is not in the checkout")
+
+
+@pytest.fixture
+def images() -> list[bytes]:
+    """Real B-scans when the data folder is there (the real model's gate passes them)."""
+    folder = oct_data_dir() / "kermany"
+    paths = sorted(folder.rglob("*.jp*g"))[:40] if folder.is_dir() else []
+    if not paths:
+        unavailable(f"real OCT images not found under {folder} (set OCT_DATA_DIR)")
+    return [p.read_bytes() for p in paths]
+
+
+def _redis_or_unavailable(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis not reachable at {url}: {exc}")
+    return client
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    url = os.environ.get("CELERY_TEST_BROKER_URL", DEFAULT_BROKER)
+    client = _redis_or_unavailable(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+def _reset_producer_pool() -> None:
+    # The app caches its connection and producer pools (kombu keeps them globally per URL).
+    kombu.pools.reset()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def publish_to() -> Iterator[Callable[[str], None]]:
+    """Make this test process publish to a real broker instead of running tasks eagerly."""
+    # Celery reads the Django settings under their CELERY_ names first: override those.
+    keys = ("CELERY_TASK_ALWAYS_EAGER", "CELERY_BROKER_URL")
+    before = {k: celery_app.conf.get(k) for k in keys}
+
+    def use(url: str) -> None:
+        _reset_producer_pool()
+        celery_app.conf.CELERY_TASK_ALWAYS_EAGER = False
+        celery_app.conf.CELERY_BROKER_URL = url
+        assert not celery_app.conf.task_always_eager and celery_app.conf.broker_url == url
+
+    yield use
+    _reset_producer_pool()
+    for key, value in before.items():
+        setattr(celery_app.conf, key, value)
+
+
+class Worker:
+    """``celery -A octportal worker --pool=prefork --concurrency=1`` in its own process group."""
+
+    def __init__(self, broker: str, log_dir: Path, **env: str) -> None:
+        db = connection.settings_dict
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "octportal.settings.base",
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+            "CELERY_BROKER_URL": broker,
+            "MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
+            "DJANGO_LOG_LEVEL": "INFO",
+            **env,
+        }
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 90) -> None:
+        self.starts += 1
+        self.log = self.log_dir / f"worker-{self.starts}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "octportal", "worker", "--pool=prefork", "--concurrency=1",
+                 "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                 "--hostname", f"itest{self.starts}-{os.getpid()}@%h"],
+                cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_for(lambda: " ready." in self.text() or self.proc.poll() is not None, timeout=timeout,
+                 what=f"the worker to start (log {self.log})")
+        assert self.proc.poll() is None, f"worker exited at start:\n{self.text()[-3000:]}"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the main process and its pool child."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_factory(tmp_path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(broker: str, **env: str) -> Worker:
+        w = Worker(broker, tmp_path, **env)
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        w.kill()  # before the test database is flushed and dropped
+
+
+def statuses(ids: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in Scan.objects.filter(pk__in=ids).values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def upload(client, case, data: bytes, name: str):
+    return client.post(
+        reverse("cases:scan_upload", args=[case.pk]),
+        {"files": [SimpleUploadedFile(name, data, content_type="image/jpeg")]},
+    )
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_uploads_get_predictions_from_a_real_worker(
+    postgres, model_available, images, broker_url, publish_to, worker_factory, client, clinician
+):
+    publish_to(broker_url)
+    worker = worker_factory(broker_url)
+    worker.start()
+    case = CaseFactory()
+    client.force_login(clinician)
+    for i, data in enumerate(images[:3]):
+        assert upload(client, case, data, f"upload-{i}.jpeg").status_code == 200
+    ids = list(Scan.objects.filter(case=case).values_list("id", flat=True))
+    assert len(ids) == 3
+    wait_for(lambda: statuses(ids).get("analysed", 0) == 3, timeout=60,
+             what=f"3 scans analysed by the worker (now {statuses(ids)}; log {worker.log})")
+    for p in Prediction.objects.filter(scan_id__in=ids):
+        assert p.gate_passed and p.predicted and p.heatmap.storage.exists(p.heatmap.name)
+    assert worker.text().count("Task inference.tasks.predict_scan[") >= 3, "the worker process did the work"
+
+
+def test_worker_killed_mid_task_ends_with_one_prediction_per_scan(
+    postgres, model_available, images, broker_url, publish_to, worker_factory, settings
+):
+    publish_to(broker_url)
+    settings.OCT_INFERENCE_STALE_AFTER = timedelta(seconds=1)
+    worker = worker_factory(broker_url, OCT_INFERENCE_BATCH_SIZE="4", OCT_INFERENCE_STALE_AFTER_S="1")
+    worker.start()
+    case = CaseFactory()
+    scans = [
+        ScanFactory(case=case, data=data, format="JPEG", status=Scan.Status.QUEUED) for data in images[:24]
+    ]
+    ids = [s.pk for s in scans]
+    from inference.tasks import predict_batch
+
+    predict_batch.delay(ids)  # one long task: six model batches of four
+    wait_for(lambda: Scan.objects.filter(pk__in=ids, status=Scan.Status.RUNNING).exists(), timeout=60,
+             interval=0.005, what=f"a scan to be RUNNING (log {worker.log})")
+    worker.kill()
+    at_kill = statuses(ids)
+    assert at_kill.get("analysed", 0) < len(ids), f"the kill came too late to interrupt the task: {at_kill}"
+    assert Prediction.objects.filter(scan_id__in=ids).count() == at_kill.get("analysed", 0)
+
+    worker.start()  # the message stays unacknowledged until Redis' visibility timeout (600 s) ...
+    time.sleep(1.1)
+    assert services.stale_scans_requeue() >= 1  # ... so the sweep is what recovers the scans
+    wait_for(lambda: statuses(ids).get("analysed", 0) == len(ids), timeout=90,
+             what=f"all scans analysed after the restart (now {statuses(ids)}; log {worker.log})")
+    per_scan = Prediction.objects.filter(scan_id__in=ids).values_list("scan_id", flat=True)
+    assert sorted(per_scan) == sorted(ids), "exactly one prediction per scan"
+    interrupted = Scan.objects.filter(pk__in=ids, analysis_attempts__gte=2).count()
+    assert interrupted >= 1, "the scans running at the kill were claimed again"
+
+
+@pytest.fixture
+def outage_redis(tmp_path) -> Iterator[Callable[[], None]]:
+    """A throwaway redis-server on its own port (never the shared one); returns start()."""
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed (needed for the broker outage test)")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", OUTAGE_PORT)) == 0:
+            unavailable(f"port {OUTAGE_PORT} is taken; set OCT_TEST_OUTAGE_REDIS_PORT")
+    procs: list[subprocess.Popen] = []
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                ["redis-server", "--port", str(OUTAGE_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(tmp_path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )
+        client = redis.Redis(port=OUTAGE_PORT, socket_connect_timeout=0.5)
+        wait_for(lambda: _pings(client), timeout=10, what=f"redis-server on port {OUTAGE_PORT}")
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_upload_while_redis_is_down_keeps_the_scan_and_completes_later(
+    postgres, model_available, images, outage_redis, publish_to, worker_factory, client, clinician, settings, caplog
+):
+    url = f"redis://127.0.0.1:{OUTAGE_PORT}/0"
+    outage_redis()
+    publish_to(url)
+    worker = worker_factory(url)
+    worker.start()
+    subprocess.run(["redis-cli", "-p", str(OUTAGE_PORT), "shutdown", "nosave"], check=False, capture_output=True)
+    wait_for(lambda: not _pings(redis.Redis(port=OUTAGE_PORT, socket_connect_timeout=0.3)), timeout=10,
+             what="the throwaway Redis to stop")
+
+    case = CaseFactory()
+    client.force_login(clinician)
+    started = time.monotonic()
+    response = upload(client, case, images[0], "during-outage.jpeg")
+    assert response.status_code == 200, "the upload must succeed while the broker is down"
+    assert time.monotonic() - started < 15
+    scan = Scan.objects.get(case=case)
+    assert scan.status == Scan.Status.QUEUED
+    assert f"scan ids {scan.pk}" in caplog.text and "sweep" in caplog.text
+
+    outage_redis()  # Redis is back; the worker reconnects by itself
+    wait_for(lambda: "Connected to redis" in worker.text().split("Cannot connect")[-1], timeout=60,
+             what=f"the worker to reconnect (log {worker.log})")
+    settings.OCT_INFERENCE_STALE_AFTER = timedelta(seconds=0)
+    assert services.stale_scans_requeue() == 1
+    wait_for(lambda: Scan.objects.get(pk=scan.pk).status == Scan.Status.ANALYSED, timeout=60,
+             what=f"the scan analysed after Redis came back (log {worker.log})")
+    assert Prediction.objects.filter(scan=scan).count() == 1
