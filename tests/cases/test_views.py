@@ -80,6 +80,8 @@ def test_clinic_pages_redirect_anonymous_to_sign_in(client, scan):
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("login") + "?next="), url
+    response = client.post(reverse("cases:scan_upload", args=[scan.case_id]), {"files": [upload("a.png", bscan_bytes())]})
+    assert response.status_code == 302 and Scan.objects.count() == 1
 
 
 @pytest.mark.parametrize("role", NO_RECORDS)
@@ -333,3 +335,17 @@ def test_sign_in_lands_on_a_page_every_role_may_see(client, role, request):
     response = client.post(reverse("login"), {"username": user.username, "password": "pw-" + user.username,
                                                "next": reverse("cases:home")}, follow=True)
     assert response.status_code == 200 and response.context["user"] == user
+
+
+def test_domain_errors_render_their_field_messages(client, clinician, monkeypatch):
+    from octportal.errors import DomainError
+
+    def refuse(**kwargs):
+        raise DomainError("Refused.", errors={"identifier": ["Bad identifier."]})
+
+    monkeypatch.setattr("cases.services.scans_upload", refuse)
+    client.force_login(clinician)
+    response = client.post(reverse("cases:scan_upload", args=[CaseFactory().pk]), {})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Refused." in html and "<strong>identifier</strong>: Bad identifier." in html
