@@ -1,0 +1,361 @@
+"""Deterministic preprocessing of OCT B-scans, shared by training and serving.
+
+numpy and Pillow only: the web app and the Celery workers import this module, and
+``training/`` imports the very same functions, so a served image goes through exactly
+the pipeline the model was trained and evaluated on.
+
+Why this pipeline: a plain resize of the whole frame ties the model to one clinic's
+framing (Kermany scans are flat and centred, OCTDL scans are curved, off-centre and
+framed differently). We therefore
+
+1. find the retina line (the brightest layer, RPE/choroid complex) in every column,
+2. flatten the scan so that this line is straight (undoes curvature and tilt),
+3. locate the retina band in the flattened row-intensity profile,
+4. crop a vertical window around the band whose height scales with the band thickness,
+5. stretch contrast per image (1st..99.5th percentile) and resize to the square input.
+
+The geometry of every step is kept so that the class-activation map can be mapped
+back onto the original image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MODEL_JSON = WEIGHTS_DIR / "model.json"
+
+#: Defaults used when model.json carries no ``preprocessing`` section (e.g. while
+#: training the very first model). model.json always wins.
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "input_size": 192,
+    "mean": 0.5,
+    "std": 0.5,
+    "analysis_size": 256,
+    "edge_ignore_frac": 0.04,
+    "line_smooth_frac": 0.125,
+    "band_threshold": 0.25,
+    "window_scale": 2.0,
+    "window_min_frac": 0.3,
+    "window_max_frac": 1.0,
+    "contrast_low_pct": 1.0,
+    "contrast_high_pct": 99.5,
+    "precheck_max_saturation": 0.12,
+    "precheck_min_std": 4.0,
+    "precheck_min_band_contrast": 0.06,
+}
+
+
+@lru_cache(maxsize=8)
+def _read_json(path: str, mtime: float) -> dict[str, Any]:
+    # mtime is part of the cache key so that a re-exported model.json is picked up.
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def load_model_json(path: str | Path | None = None) -> dict[str, Any]:
+    """Return the contents of model.json (``{}`` if it does not exist yet)."""
+    p = Path(path) if path else MODEL_JSON
+    if not p.exists():
+        return {}
+    return _read_json(str(p), p.stat().st_mtime)
+
+
+def preprocessing_config(card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the preprocessing constants: defaults overlaid by model.json's section."""
+    card = load_model_json() if card is None else card
+    cfg = dict(DEFAULT_PREPROCESSING)
+    cfg.update(card.get("preprocessing", {}))
+    return cfg
+
+
+@dataclass(frozen=True)
+class Band:
+    """Where the retina sits in one grey image (original pixel coordinates)."""
+
+    width: int
+    height: int
+    shifts: np.ndarray  # int per column: flat[y, x] = grey[y + shifts[x], x]
+    top: float  # band top in flattened rows
+    bottom: float  # band bottom in flattened rows
+    contrast: float  # (peak - background) of the row profile, 0..1
+    found: bool  # False when no plausible band was found
+
+    @property
+    def centre(self) -> float:
+        return 0.5 * (self.top + self.bottom)
+
+    @property
+    def thickness(self) -> float:
+        return max(1.0, self.bottom - self.top)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the model input was cut from the original image (to map heatmaps back)."""
+
+    width: int
+    height: int
+    shifts: np.ndarray
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in flattened coordinates
+    flipped: bool = False
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """A model input and what is needed to interpret it."""
+
+    array: np.ndarray  # float32 [1, S, S], normalised with model.json mean/std
+    geometry: Geometry
+    band: Band
+    precheck_reason: str = ""  # "" when the image looks like an OCT B-scan
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def to_grey(image: Image.Image) -> np.ndarray:
+    """Return the image as a uint8 grey array (EXIF rotation applied, alpha dropped)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("I", "I;16", "F"):
+        arr = np.asarray(image, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo + 1e-6) * 255.0
+        return arr.astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def remove_fill(grey: np.ndarray) -> np.ndarray:
+    """Blank out uniform white fill (registration padding in Kermany scans).
+
+    Some devices export rotated scans padded with pure white; left alone, that fill
+    is the brightest "layer" of the image and the band search locks onto it. A
+    pixel is fill when its whole 7x7 neighbourhood is near 255 (tissue speckle
+    never is), and fill becomes black like every other out-of-scan region.
+    """
+    bright = (grey >= 248).astype(np.float32)
+    if bright.mean() < 0.002:
+        return grey
+    local = _box_smooth(_box_smooth(bright, 7, axis=0), 7, axis=1)
+    fill = local >= 0.999
+    if not fill.any():
+        return grey
+    # Grow the mask by a few pixels: JPEG ringing leaves a bright rim around the fill.
+    grown = _box_smooth(_box_smooth(fill.astype(np.float32), 9, axis=0), 9, axis=1) > 0
+    out = grey.copy()
+    out[grown] = 0
+    return out
+
+
+def colour_saturation(image: Image.Image) -> float:
+    """Return the mean HSV saturation (0..1) of a downscaled copy; 0 for grey images."""
+    if image.mode in ("L", "LA", "I", "I;16", "F", "1"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((128, 128))
+    hsv = np.asarray(small.convert("HSV"), dtype=np.float32)
+    return float(hsv[..., 1].mean() / 255.0)
+
+
+def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Moving average with edge padding (keeps the length)."""
+    k = max(1, int(k))
+    if k == 1:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (k // 2, k - 1 - k // 2)
+    padded = np.pad(a, pad, mode="edge")
+    c = np.cumsum(padded, axis=axis, dtype=np.float64)
+    zero_shape = list(c.shape)
+    zero_shape[axis] = 1
+    c = np.concatenate([np.zeros(zero_shape), c], axis=axis)
+    hi = np.take(c, np.arange(k, c.shape[axis]), axis=axis)
+    lo = np.take(c, np.arange(0, c.shape[axis] - k), axis=axis)
+    return ((hi - lo) / k).astype(np.float32)
+
+
+def _running_median(a: np.ndarray, k: int) -> np.ndarray:
+    k = max(1, int(k) | 1)
+    if k == 1 or a.size < 3:
+        return a
+    padded = np.pad(a, (k // 2, k // 2), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, k)
+    return np.median(windows, axis=1).astype(np.float32)
+
+
+def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
+    """Locate the retina line per column and the retina band in the flattened image."""
+    cfg = cfg or preprocessing_config()
+    h, w = grey.shape
+    n = int(cfg["analysis_size"])
+    sw, sh = min(w, n), min(h, n)
+    # The analysis runs on a small copy: the band is a large structure and speckle
+    # noise is averaged away by the box downscale.
+    small = np.asarray(Image.fromarray(grey).resize((sw, sh), Image.BOX), dtype=np.float32)
+    sm = _box_smooth(small, max(3, sh // 40), axis=0)
+    sm = _box_smooth(sm, max(1, sw // 32), axis=1)
+    edge = max(1, int(round(cfg["edge_ignore_frac"] * sh)))
+    # Scanner overlays and wrap-around artefacts sit on the top/bottom border rows.
+    inner = sm[edge : sh - edge]
+    line = inner.argmax(axis=0).astype(np.float32) + edge
+    col_contrast = inner.max(axis=0) - np.median(inner, axis=0)
+    ok = col_contrast >= 0.3 * max(1e-3, float(np.median(col_contrast)))
+    if ok.sum() >= 2:
+        xs = np.arange(sw)
+        line = np.interp(xs, xs[ok], line[ok]).astype(np.float32)
+    line = _running_median(line, int(cfg["line_smooth_frac"] * sw))
+    line = _box_smooth(line, max(1, int(cfg["line_smooth_frac"] * sw / 2)), axis=0)
+    # Back to original resolution.
+    line_full = np.interp(
+        (np.arange(w) + 0.5) * sw / w - 0.5, np.arange(sw), line
+    ) * (h / sh)
+    ref = float(np.median(line_full))
+    shifts = np.round(line_full - ref).astype(np.int32)
+
+    flat_small = flatten(small, np.round((line - np.median(line))).astype(np.int32))
+    profile = _box_smooth(flat_small.mean(axis=1), max(3, sh // 50), axis=0)
+    bg = float(np.percentile(profile, 10))
+    peak_row = int(profile[edge : sh - edge].argmax()) + edge
+    peak = float(profile[peak_row])
+    thr = bg + float(cfg["band_threshold"]) * (peak - bg)
+    top = peak_row
+    while top > 0 and profile[top - 1] > thr:
+        top -= 1
+    bottom = peak_row
+    while bottom < sh - 1 and profile[bottom + 1] > thr:
+        bottom += 1
+    contrast = (peak - bg) / 255.0
+    found = bool(contrast >= float(cfg["precheck_min_band_contrast"]) and bottom > top)
+    scale = h / sh
+    return Band(
+        width=w,
+        height=h,
+        shifts=shifts,
+        top=top * scale,
+        bottom=(bottom + 1) * scale,
+        contrast=float(contrast),
+        found=found,
+    )
+
+
+def flatten(grey: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Shift every column so that the retina line becomes straight (0 outside)."""
+    h, w = grey.shape
+    rows = np.arange(h, dtype=np.int32)[:, None] + shifts[None, :].astype(np.int32)
+    valid = (rows >= 0) & (rows < h)
+    out = np.take_along_axis(grey, np.clip(rows, 0, h - 1), axis=0)
+    return np.where(valid, out, 0).astype(grey.dtype)
+
+
+def window(
+    band: Band,
+    cfg: dict[str, Any] | None = None,
+    *,
+    scale: float = 1.0,
+    dy: float = 0.0,
+    x0: float = 0.0,
+    x1: float = 1.0,
+) -> tuple[float, float, float, float]:
+    """Return the crop box (flattened coordinates) around the band.
+
+    ``scale``, ``dy`` (fraction of the window height) and the horizontal extent
+    ``x0``/``x1`` (fractions of the width) are the augmentation knobs; serving uses
+    the defaults.
+    """
+    cfg = cfg or preprocessing_config()
+    h = band.height
+    win = float(cfg["window_scale"]) * band.thickness
+    win = float(np.clip(win, cfg["window_min_frac"] * h, cfg["window_max_frac"] * h)) * scale
+    c = band.centre + dy * win
+    return (x0 * band.width, c - win / 2.0, x1 * band.width, c + win / 2.0)
+
+
+def crop_resize(flat: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Crop ``box`` (zero padded outside the image) and resize to ``size``² in [0, 255]."""
+    img = Image.fromarray(flat)
+    box_i = tuple(int(round(v)) for v in box)
+    crop = img.crop(box_i)  # Pillow pads with 0 outside the image
+    crop = crop.resize((size, size), Image.BILINEAR)
+    return np.asarray(crop, dtype=np.float32)
+
+
+def stretch_contrast(arr: np.ndarray, cfg: dict[str, Any] | None = None) -> np.ndarray:
+    """Map the 1st..99.5th percentile to 0..1: gain and brightness differ by device."""
+    cfg = cfg or preprocessing_config()
+    lo = float(np.percentile(arr, cfg["contrast_low_pct"]))
+    hi = float(np.percentile(arr, cfg["contrast_high_pct"]))
+    return np.clip((arr - lo) / max(hi - lo, 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def normalise(arr01: np.ndarray, cfg: dict[str, Any] | None = None) -> np.ndarray:
+    """Apply model.json mean/std to a [0, 1] image and add the channel axis."""
+    cfg = cfg or preprocessing_config()
+    out = (arr01 - float(cfg["mean"])) / float(cfg["std"])
+    return out[None].astype(np.float32)
+
+
+def precheck(image: Image.Image, grey: np.ndarray, band: Band, cfg: dict[str, Any] | None = None) -> str:
+    """Return why ``image`` is clearly not an OCT B-scan, or "" if it may be one.
+
+    Cheap, deterministic rules that catch what a network trained only on grey scans
+    should never have to judge: colour photographs, blank images, no retina band.
+    """
+    cfg = cfg or preprocessing_config()
+    sat = colour_saturation(image)
+    if sat > float(cfg["precheck_max_saturation"]):
+        return "The image is in colour; OCT B-scans are greyscale."
+    if float(grey.std()) < float(cfg["precheck_min_std"]):
+        return "The image is almost uniform; no retina is visible."
+    if not band.found:
+        return "No retina band was found in the image."
+    return ""
+
+
+def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preprocessed:
+    """Turn one image into the model input (deterministic; what serving uses)."""
+    cfg = cfg or preprocessing_config()
+    grey = remove_fill(to_grey(image))
+    band = find_band(grey, cfg)
+    flat = flatten(grey, band.shifts)
+    box = window(band, cfg)
+    arr = stretch_contrast(crop_resize(flat, box, int(cfg["input_size"])), cfg)
+    geometry = Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box)
+    return Preprocessed(
+        array=normalise(arr, cfg),
+        geometry=geometry,
+        band=band,
+        precheck_reason=precheck(image, grey, band, cfg),
+        stats={"band_contrast": band.contrast, "grey_std": float(grey.std())},
+    )
+
+
+def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Map a model-input heatmap [S, S] back onto the original image [H, W]."""
+    x0, y0, x1, y1 = (int(round(v)) for v in geometry.box)
+    bw, bh = max(1, x1 - x0), max(1, y1 - y0)
+    hm = heatmap[:, ::-1] if geometry.flipped else heatmap
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(hm, dtype=np.float32)).resize((bw, bh), Image.BILINEAR),
+        dtype=np.float32,
+    )
+    h, w = geometry.height, geometry.width
+    flat = np.zeros((h, w), dtype=np.float32)
+    # Paste the part of the box that lies inside the image.
+    fy0, fy1 = max(0, y0), min(h, y1)
+    fx0, fx1 = max(0, x0), min(w, x1)
+    if fy1 > fy0 and fx1 > fx0:
+        flat[fy0:fy1, fx0:fx1] = resized[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+    # Undo the flattening: original row y of column x is flattened row y - shift[x].
+    rows = np.arange(h, dtype=np.int32)[:, None] - geometry.shifts[None, :]
+    valid = (rows >= 0) & (rows < h)
+    out = np.take_along_axis(flat, np.clip(rows, 0, h - 1), axis=0)
+    return np.clip(np.where(valid, out, 0.0), 0.0, 1.0).astype(np.float32)
