@@ -212,8 +212,19 @@ def statistics_rows() -> dict[str, Any]:
     )
     reviews = list(Review.objects.values("scan_id", "stage", "final_label"))
     sources = dict(Scan.objects.exclude(source_label="").values_list("id", "source_label"))
-    scan_ids = list(Scan.objects.values_list("id", flat=True))
-    predictions = {sid: p.predicted for sid, p in active_predictions_by_scan(scan_ids).items() if p.gate_passed}
+    from inference.models import Prediction
+
+    # Latest reading of the active version per scan; no IN list, so it scales to big imports.
+    predictions: dict[int, str] = {}
+    rows = (
+        Prediction.objects.filter(model_version__is_active=True)
+        .order_by("scan_id", "-created_at", "-id")
+        .values_list("scan_id", "predicted", "gate_passed")
+    )
+    for scan_id, predicted, gate_passed in rows.iterator(chunk_size=5000):
+        if scan_id not in predictions:
+            predictions[scan_id] = predicted if gate_passed else ""
+    predictions = {k: v for k, v in predictions.items() if v}
     return {"grades": grades, "reviews": reviews, "sources": sources, "predictions": predictions}
 
 
