@@ -1,0 +1,215 @@
+"""ONNX serving runtime for the OCT classifier (onnxruntime + numpy + Pillow only).
+
+One ``onnxruntime.InferenceSession`` per process, created lazily by :func:`get_model`
+with explicit thread counts. Preprocessing is :mod:`inference.preprocessing`, the
+same code the model was trained with; its constants, the class order, the
+temperature (baked into the graph) and the gate threshold come from
+``inference/weights/model.json``.
+
+Settings (all optional; defaults apply when Django is not configured):
+
+- ``OCT_MODEL_PATH``: the .onnx file (default: the file named in model.json).
+- ``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread
+  counts (default 1 / 1: Celery runs one worker process per core).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, UnidentifiedImageError
+
+from inference import preprocessing as P
+
+__all__ = [
+    "Model",
+    "Reading",
+    "UnreadableImage",
+    "get_model",
+    "heatmap_overlay_png",
+    "load_model",
+]
+
+
+class UnreadableImage(ValueError):
+    """The uploaded bytes are not an image Pillow can decode."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The model's reading of one image."""
+
+    probabilities: dict[str, float]  # class -> calibrated probability, model.json class order
+    predicted: str  # argmax class
+    confidence: float  # max probability
+    oct_score: float  # gate head: probability that the input is a retinal OCT B-scan
+    gate_passed: bool  # False -> "not an OCT B-scan"
+    gate_reason: str  # "" when passed, a human sentence otherwise
+    heatmap: np.ndarray  # float32 in [0, 1], shape (H, W) of the original image
+    inference_ms: float
+
+
+def _settings_value(name: str, default: Any) -> Any:
+    """Read a Django setting, or ``default`` when Django is absent or unconfigured."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return default
+        return getattr(settings, name, default)
+    except Exception:  # noqa: BLE001 - Django missing or settings broken: use defaults
+        return default
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Model:
+    """A loaded ONNX model plus its model.json (the card)."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        card: dict[str, Any],
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+    ) -> None:
+        self.path = Path(onnx_path)
+        self.card: dict[str, Any] = card
+        self.name: str = str(card.get("name", self.path.stem))
+        self.version: str = str(card.get("version", "0"))
+        self.classes: tuple[str, ...] = tuple(card.get("classes") or ("CNV", "DME", "DRUSEN", "NORMAL"))
+        self.sha256: str = _sha256(self.path)
+        self.gate_threshold: float = float(card.get("gate_threshold", 0.5))
+        self._cfg = P.preprocessing_config(card)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(intra_op_threads)
+        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self._cfg["input_size"])
+
+    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the graph on preprocessed inputs [N, 1, S, S]: (probabilities, heatmap, oct_score)."""
+        probs, heat, score = self._session.run(
+            ["probabilities", "heatmap", "oct_score"], {"input": np.ascontiguousarray(batch, dtype=np.float32)}
+        )
+        return probs, heat, score
+
+    def predict_images(self, images: list[Image.Image]) -> list[Reading]:
+        """Classify a batch of images in one session run."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        pre = [P.preprocess(img, self._cfg) for img in images]
+        probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
+        per_image_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
+        readings = []
+        for i, p in enumerate(pre):
+            pr = probs[i].astype(np.float64)
+            k = int(pr.argmax())
+            s = float(score[i])
+            reason = p.precheck_reason
+            if not reason and s < self.gate_threshold:
+                reason = f"The image does not look like a retinal OCT B-scan (OCT score {s:.2f})."
+            readings.append(
+                Reading(
+                    probabilities={c: float(pr[j]) for j, c in enumerate(self.classes)},
+                    predicted=self.classes[k],
+                    confidence=float(pr[k]),
+                    oct_score=s,
+                    gate_passed=not reason,
+                    gate_reason=reason,
+                    heatmap=P.heatmap_to_original(heat[i], p.geometry),
+                    inference_ms=per_image_ms,
+                )
+            )
+        return readings
+
+    def predict_bytes(self, data: bytes) -> Reading:
+        """Decode one uploaded file and classify it; raise UnreadableImage if it is no image."""
+        return self.predict_images([decode_image(data)])[0]
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode bytes with Pillow, raising :class:`UnreadableImage` on failure."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"The file is not a readable image ({exc}).") from exc
+    return img
+
+
+def load_model(path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1) -> Model:
+    """Build a fresh :class:`Model` (for benchmarks and tests); ``path`` is the .onnx file."""
+    card = P.load_model_json()
+    if path is None:
+        path = _settings_value("OCT_MODEL_PATH", None) or (P.WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx")))
+    path = Path(path)
+    side = path.with_suffix(".json")
+    # A model file may carry its own card beside it; the shipped one is model.json.
+    if path.parent != P.WEIGHTS_DIR and side.exists():
+        card = P.load_model_json(side)
+    return Model(path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+
+
+_model: Model | None = None
+_lock = threading.Lock()
+
+
+def get_model() -> Model:
+    """Return the process-wide model, creating the session on first use (thread-safe)."""
+    global _model
+    if _model is None:
+        with _lock:
+            if _model is None:
+                _model = load_model(
+                    intra_op_threads=int(_settings_value("OCT_ORT_INTRA_OP_THREADS", 1)),
+                    inter_op_threads=int(_settings_value("OCT_ORT_INTER_OP_THREADS", 1)),
+                )
+    return _model
+
+
+def _colormap(v: np.ndarray) -> np.ndarray:
+    """A jet-like colour map (blue -> cyan -> yellow -> red) without matplotlib."""
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return np.stack([r, g, b], axis=-1)
+
+
+def heatmap_overlay_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
+    """Return an RGBA PNG the size of ``image``: the coloured heatmap, transparent where cold.
+
+    The layer is meant to be drawn over the original image (CSS or Pillow
+    ``alpha_composite``); cold regions (below 0.2) are fully transparent.
+    """
+    w, h = image.size
+    hm = np.asarray(heatmap, dtype=np.float32)
+    if hm.shape != (h, w):
+        hm = np.asarray(Image.fromarray(np.ascontiguousarray(hm)).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    hm = np.clip(hm, 0.0, 1.0)
+    rgb = _colormap(hm)
+    alpha = np.clip((hm - 0.2) / 0.8, 0.0, 1.0) * 0.6
+    rgba = (np.concatenate([rgb, alpha[..., None]], axis=-1) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    return buf.getvalue()
