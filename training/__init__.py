@@ -1,0 +1,1 @@
+"""Training of the OCT classifier (PyTorch). Never imported by the web app or workers."""

