@@ -328,7 +328,7 @@ def test_sign_out_is_a_post_form(client, clinician):
 
 
 @pytest.mark.parametrize("role", ["clinician", "grader_t1"])
-def test_sign_in_lands_on_a_page_every_role_may_see(client, role, request):
+def test_sign_in_lands_on_a_page_every_role_may_see(client, role, request, db):
     user = request.getfixturevalue(role)
     page = client.get(reverse("login")).content.decode()
     assert f'name="next" value="{reverse("cases:home")}"' in page
