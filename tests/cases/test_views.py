@@ -349,3 +349,19 @@ def test_domain_errors_render_their_field_messages(client, clinician, monkeypatc
     assert response.status_code == 400
     html = response.content.decode()
     assert "Refused." in html and "<strong>identifier</strong>: Bad identifier." in html
+
+
+def test_missing_image_file_is_404_not_a_crash(client, clinician, scan):
+    scan.image.storage.delete(scan.image.name)
+    client.force_login(clinician)
+    assert client.get(reverse("cases:scan_image", args=[scan.pk])).status_code == 404
+
+
+def test_patient_list_page_queries_do_not_grow_with_rows(client, clinician, django_assert_max_num_queries):
+    from tests.factories import PatientFactory
+
+    for _ in range(20):
+        CaseFactory(patient=PatientFactory())
+    client.force_login(clinician)
+    with django_assert_max_num_queries(8):
+        assert client.get(reverse("cases:patient_list")).status_code == 200
