@@ -86,8 +86,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "cases:patient_list"
-LOGOUT_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "cases:home"
+LOGOUT_REDIRECT_URL = "cases:home"
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
