@@ -272,3 +272,22 @@ def grades_visible_by_scan(*, user: Any, scans: list[Scan]) -> dict[int, list[Gr
     for s in scans:
         out[s.pk] = list(grades_visible_to(user=user, scan=s, include_superseded=True))
     return out
+
+
+def reference_visible_ids(*, user: Any, scan_ids: list[int]) -> set[int]:
+    """``may_see_reference`` for many scans in one query (for list pages)."""
+    held = _roles(user)
+    if not held:
+        return set()
+    ids = set(scan_ids)
+    blinded = (
+        getattr(settings, "VERIFICATION_READING_CENTRE_MODE", False)
+        and Role.GRADER_T2.value in held
+        and not sees_everything(user)
+    )
+    if not blinded:
+        return ids
+    graded = set(
+        Grade.objects.filter(scan_id__in=ids, tier=Tier.GRADING, grader=user).values_list("scan_id", flat=True)
+    )
+    return ids & graded

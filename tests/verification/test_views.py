@@ -315,3 +315,35 @@ def test_audit_page_lists_grade_and_final_label_changes(client, grader_t1, grade
     page = login(client, admin).get(reverse("verification:scan_audit", args=[scan.pk])).content.decode()
     assert "grade #" in page and "final_label" in page
     assert grader_t1.username in page  # the actor recorded by AuditlogMiddleware
+
+
+def test_reference_visible_ids_matches_the_single_scan_rule(settings, grader_t1, grader_t2, clinician):
+    from cases.verification.selectors import may_see_reference, reference_visible_ids
+
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    a, b = ScanFactory(), ScanFactory()
+    for s in (a, b):
+        to_grading(s, grader_t1)
+    services.grade_submit(scan=a, grader=grader_t2, label="CNV", findings=NO_FINDINGS, confidence=3)
+    assert reference_visible_ids(user=grader_t2, scan_ids=[a.pk, b.pk]) == {a.pk}
+    assert {s.pk for s in (a, b) if may_see_reference(user=grader_t2, scan=s)} == {a.pk}
+    assert reference_visible_ids(user=clinician, scan_ids=[a.pk, b.pk]) == {a.pk, b.pk}
+
+
+@pytest.mark.parametrize("tier,allowed", [(1, {"t1"}), (2, {"t2"}), (3, {"t3", "admin"})])
+def test_worklist_next_permission_matrix(client, users, tier, allowed):
+    url = reverse("verification:worklist_next", args=[tier])
+    assert "/accounts/login/" in client.get(url)["Location"]
+    for key, user in users.items():
+        client.force_login(user)
+        status = client.get(url).status_code
+        assert (status == 302) if key in allowed else (status == 403), f"{key}: {status}"
+
+
+def test_correct_page_permission_matrix(client, users, grader_t1, scan):
+    g = services.quality_submit(scan=scan, grader=grader_t1, accept=True)
+    url = reverse("verification:grade_correct", args=[g.pk])
+    assert "/accounts/login/" in client.get(url)["Location"]
+    for key, user in users.items():
+        client.force_login(user)
+        assert client.get(url).status_code == (200 if key == "t1" else 404), key
