@@ -218,6 +218,19 @@ def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: 
     public = {k: v for k, v in c.items() if not k.startswith("_")}
     full = dict(card)
     full["card"] = public
+    # The headline figures the app shows and stores with the model version.
+    full["metrics"] = {
+        "test_accuracy": c["test"]["accuracy"],
+        "test_recall": {k: v["sensitivity"] for k, v in c["test"]["per_class"].items()},
+        "test_urgent_sensitivity": c["test"]["urgent"]["sensitivity"],
+        "test_urgent_specificity": c["test"]["urgent"]["specificity"],
+        "test_urgent_auc": c["test"]["urgent"]["auc"],
+        "test_weighted_error": c["test"]["weighted_error"],
+        "test_ece": c["calibration"]["test_ece_after"],
+        "test_octdl_accuracy": c.get("test_octdl", {}).get("accuracy"),
+        "loso_octdl_accuracy": c["loso"]["octdl_in_set"]["accuracy"],
+        "test_images": c["test"]["n"],
+    }
     model_json.write_text(json.dumps(full, indent=1))
 
     t, lo = c["test"], c["loso"]

@@ -252,14 +252,23 @@ def split_counts(splits: dict[str, list[D.Item]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--loso-epochs", type=int, default=4)
-    ap.add_argument("--samples-per-epoch", type=int, default=1400)
-    ap.add_argument("--negatives-per-epoch", type=int, default=160)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--loso-epochs", type=int, default=3)
+    ap.add_argument("--samples-per-epoch", type=int, default=1200)
+    ap.add_argument("--negatives-per-epoch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
+    ap.add_argument(
+        "--stage",
+        choices=("all", "loso", "final"),
+        default="all",
+        help="all: LOSO then final (the documented command); loso / final: run the two independent "
+        "trainings as two processes (final waits for --out/loso.json before writing the card)",
+    )
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--seed", type=int, default=20240501)
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
+    ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
     ap.add_argument("--smoke", action="store_true", help="tiny run to check the pipeline (results meaningless; not exported to inference/weights)")
     args = ap.parse_args(argv)
 
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     cfg = dict(P.DEFAULT_PREPROCESSING)
     size = int(cfg["input_size"])
@@ -303,9 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- Stage 2: leave OCTDL out -------------------------------------------------
     loso_path = args.out / "loso.json"
-    if args.skip_loso and loso_path.exists():
-        loso = json.loads(loso_path.read_text())
-        log("LOSO results reused from " + str(loso_path))
+    if args.stage == "final" or (args.skip_loso and loso_path.exists()):
+        loso = {}  # read below, once the final model is trained
     else:
         t_loso = time.time()
         loso_train = [s for s, it in zip(cached, train_in) if it.source != "octdl"]
@@ -335,12 +343,22 @@ def main(argv: list[str] | None = None) -> int:
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
         log("LOSO AMD: " + json.dumps(loso["octdl_amd"]))
         del m_loso
+    if args.stage == "loso":
+        log(f"LOSO stage done in {(time.time() - t_start) / 60:.1f} min")
+        return 0
 
     # ---- Stage 3: final model -----------------------------------------------------
     t_final = time.time()
-    model = train_model(cached, neg_train, cfg, epochs=epochs, tag="final", **common)
-    train_wall = time.time() - t_final
-    torch.save(model.state_dict(), args.out / "model.pt")
+    if args.reuse_checkpoint:
+        model = OctNet(image_size=size, pretrained=False).to(device)
+        model.load_state_dict(torch.load(args.out / "model.pt", map_location=device))
+        model.eval()
+        train_wall = float(json.loads((args.out / "train_wall.json").read_text())["final_train_wall_s"])
+    else:
+        model = train_model(cached, neg_train, cfg, epochs=epochs, tag="final", **common)
+        train_wall = time.time() - t_final
+        torch.save(model.state_dict(), args.out / "model.pt")
+        (args.out / "train_wall.json").write_text(json.dumps({"final_train_wall_s": train_wall}))
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
     temperature = fit_temperature(lv, yidx(val_in))
@@ -349,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     oct_scores_val = 1 / (1 + np.exp(-gv))
     gate_threshold = float(min(0.5, np.percentile(oct_scores_val, 0.5))) if len(gv) else 0.5
     log(f"temperature {temperature:.3f}; gate threshold {gate_threshold:.4f}")
+    if not loso:
+        # The LOSO run may still be going in its own process (--stage loso).
+        while not loso_path.exists():
+            log(f"waiting for {loso_path}")
+            time.sleep(30)
+        time.sleep(2)
+        loso = json.loads(loso_path.read_text())
+        log("LOSO results read from " + str(loso_path))
 
     onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
     onnx_path = onnx_dir / ONNX_NAME
