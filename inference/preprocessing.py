@@ -196,6 +196,9 @@ def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
     """Locate the retina line per column and the retina band in the flattened image."""
     cfg = cfg or preprocessing_config()
     h, w = grey.shape
+    if h < 16 or w < 16:
+        # Far too small to hold a B-scan; keep the geometry trivial so serving still answers.
+        return Band(width=w, height=h, shifts=np.zeros(w, np.int32), top=0.0, bottom=float(h), contrast=0.0, found=False)
     n = int(cfg["analysis_size"])
     sw, sh = min(w, n), min(h, n)
     # The analysis runs on a small copy: the band is a large structure and speckle

@@ -164,9 +164,9 @@ def load_model(path: str | Path | None = None, *, intra_op_threads: int = 1, int
     if path is None:
         path = _settings_value("OCT_MODEL_PATH", None) or (P.WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx")))
     path = Path(path)
-    side = path.with_suffix(".json")
-    # A model file may carry its own card beside it; the shipped one is model.json.
-    if path.parent != P.WEIGHTS_DIR and side.exists():
+    side = path.parent / "model.json"
+    # A model file outside inference/weights carries its own model.json beside it.
+    if path.parent.resolve() != P.WEIGHTS_DIR.resolve() and side.exists():
         card = P.load_model_json(side)
     return Model(path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
 
