@@ -1,0 +1,340 @@
+"""End-to-end benchmark: uploads over HTTP until the result is visible (figures, not a test).
+
+Sends N real B-scans, one per request, to ``POST /api/cases/<id>/scans/`` at a fixed
+rate (default 10 per second), while polling the case status endpoint the pages' poller
+uses (``/analysis/cases/<id>/status/``) until every scan is analysed. Reports
+upload-to-visible-result latency (p50 / p95) and scans per second.
+
+By default it starts everything itself on loopback, in a temporary folder: a fresh
+SQLite database (or ``--database-url``), ``manage.py runserver``, and one
+``celery -A octportal worker --pool=prefork --concurrency=1`` on Redis
+(``--broker``, default ``redis://127.0.0.1:6379/14``, flushed first). Without a
+reachable Redis it falls back to the embedded mode (inference inside the upload
+request) and says so. Or point it at a running server with ``--url`` (loopback only)
+and the credentials of a clinic user plus a case id.
+
+    .venv/bin/python bench/e2e.py                      # 50 uploads at 10/s
+    .venv/bin/python bench/e2e.py --count 100 --rate 20
+    .venv/bin/python bench/e2e.py --url http://127.0.0.1:8000 --username clinician --password ... --case 1
+
+The last line prints the key figure.
+"""
+from __future__ import annotations
+
+import argparse
+import http.cookiejar
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+MAX_WALL_S = 300
+
+
+class Session:
+    """A tiny cookie-keeping HTTP client for Django session auth with CSRF."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def csrf(self) -> str:
+        return next((c.value for c in self.jar if c.name == "csrftoken"), "")
+
+    def request(self, method: str, path: str, data: bytes | None = None, headers: dict | None = None, timeout=30):
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def login(self, username: str, password: str) -> None:
+        status, body = self.request("GET", "/accounts/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": token.group(1).decode() if token else ""}
+        ).encode()
+        status, body = self.request(
+            "POST", "/accounts/login/", form,
+            {"Content-Type": "application/x-www-form-urlencoded", "Referer": self.base + "/accounts/login/"},
+        )
+        if not any(c.name == "sessionid" for c in self.jar):
+            raise SystemExit(f"login as {username} failed (HTTP {status})")
+
+    def upload(self, case_id: int, name: str, data: bytes) -> tuple[int, dict]:
+        boundary = uuid.uuid4().hex
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        status, raw = self.request(
+            "POST", f"/api/cases/{case_id}/scans/", body,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-CSRFToken": self.csrf(),
+             "Referer": self.base + "/", "Accept": "application/json"},
+        )
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, {"raw": raw[:200].decode(errors="replace")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"server at {url} did not answer within {timeout:.0f} s")
+
+
+def redis_ok(url: str) -> bool:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.flushdb()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from datetime import date
+from cases.models import Case, Patient
+u, _ = get_user_model().objects.get_or_create(username="bench")
+u.set_password("bench-pass-123")
+u.save()
+u.groups.add(Group.objects.get(name="clinic_staff"))
+p, _ = Patient.objects.get_or_create(identifier="BENCH-0001")
+c = Case.objects.create(patient=p, eye="OD", exam_date=date(2026, 11, 2))
+print("CASE", c.pk)
+"""
+
+
+class Stack:
+    """Server + worker started by this script, in their own process groups."""
+
+    def __init__(self, args) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="octportal-e2e-"))
+        self.procs: list[subprocess.Popen] = []
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "octportal.settings.base",
+            "DJANGO_DEBUG": "false",
+            # IMMEDIATE: concurrent writers wait for the lock instead of failing with "database is locked".
+            "DATABASE_URL": args.database_url or f"sqlite:///{self.tmp / 'db.sqlite3'}?transaction_mode=IMMEDIATE",
+            "MEDIA_ROOT": str(self.tmp / "media"),
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        self.mode = "embedded (no broker: inference runs inside the upload request)"
+        if redis_ok(args.broker):
+            self.env["CELERY_BROKER_URL"] = args.broker
+            self.mode = f"worker (1 prefork process, Redis {args.broker})"
+        else:
+            self.env.pop("CELERY_BROKER_URL", None)
+            print(f"note: Redis not reachable at {args.broker}: falling back to the embedded mode")
+
+    def run(self, *cmd: str) -> str:
+        out = subprocess.run([PY, "manage.py", *cmd], cwd=REPO, env=self.env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"manage.py {' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+        return out.stdout
+
+    def spawn(self, name: str, *cmd: str) -> None:
+        log = open(self.tmp / f"{name}.log", "wb")
+        self.procs.append(subprocess.Popen(list(cmd), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+
+    def start(self) -> tuple[str, int]:
+        if self.env["DATABASE_URL"].startswith("postgres"):
+            ensure_postgres_database(self.env["DATABASE_URL"])
+        self.run("migrate", "--noinput")
+        case_id = int(re.search(r"CASE (\d+)", self.run("shell", "-c", SETUP)).group(1))
+        if "CELERY_BROKER_URL" in self.env:
+            self.spawn("worker", PY, "-m", "celery", "-A", "octportal", "worker", "--pool=prefork",
+                       "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle")
+        port = free_port()
+        self.spawn("server", PY, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/accounts/login/")
+        if "CELERY_BROKER_URL" in self.env:
+            deadline = time.monotonic() + 60
+            while b" ready." not in (self.tmp / "worker.log").read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return url, case_id
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        if os.environ.get("OCT_BENCH_KEEP"):
+            print(f"logs kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the benchmark's database if it does not exist (never drops anything)."""
+    import psycopg2
+
+    parts = urllib.parse.urlparse(url)
+    name = parts.path.lstrip("/")
+    conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
+                            password=parts.password or "", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def load_images(count: int) -> list[tuple[str, bytes]]:
+    folder = Path(os.environ.get("OCT_DATA_DIR", REPO.parent / "shared" / "oct"))
+    paths = sorted(folder.glob("kermany/*/*.jp*g"))
+    if len(paths) < count:
+        raise SystemExit(f"need {count} distinct images under {folder}/kermany (found {len(paths)}); lower --count")
+    step = len(paths) // count
+    return [(f"bench-{i}.jpeg", p.read_bytes()) for i, p in enumerate(paths[::step][:count])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=10.0, help="uploads per second")
+    parser.add_argument("--url", help="a running server (loopback only); needs --username/--password/--case")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--case", type=int)
+    parser.add_argument("--broker", default=os.environ.get("OCT_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--database-url", default=os.environ.get("OCT_BENCH_DATABASE_URL"))
+    parser.add_argument("--poll-ms", type=int, default=50)
+    args = parser.parse_args()
+    if args.count > 500:
+        raise SystemExit("--count is capped at 500")
+
+    stack = None
+    if args.url:
+        host = urllib.parse.urlparse(args.url).hostname
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            raise SystemExit("--url must be a loopback address")
+        url, case_id, username, password, mode = args.url, args.case, args.username, args.password, "external server"
+    else:
+        stack = Stack(args)
+        url, case_id = stack.start()
+        username, password, mode = "bench", "bench-pass-123", stack.mode
+    try:
+        run(url, case_id, username, password, mode, args)
+    finally:
+        if stack:
+            stack.stop()
+
+
+def run(url: str, case_id: int, username: str, password: str, mode: str, args) -> None:
+    images = load_images(args.count)
+    uploader = Session(url)
+    uploader.login(username, password)
+    poller = Session(url)
+    poller.login(username, password)
+    print(f"{args.count} uploads at {args.rate:g}/s to {url} (case {case_id}); mode: {mode}; cpu count {os.cpu_count()}")
+
+    started: dict[int, float] = {}  # upload index -> send time
+    scan_of: dict[int, int] = {}  # upload index -> scan id
+    upload_ms: list[float] = []
+    visible_at: dict[int, float] = {}  # scan id -> first time the poller saw it analysed/failed
+    final: dict[int, str] = {}
+    errors: list[str] = []
+    done = threading.Event()
+
+    def send(i: int, t_send: float) -> None:
+        delay = t_send - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        started[i] = time.perf_counter()
+        status, body = uploader.upload(case_id, *images[i])
+        upload_ms.append((time.perf_counter() - started[i]) * 1000)
+        if status != 201:
+            errors.append(f"upload {i}: HTTP {status} {str(body)[:120]}")
+            return
+        scan_of[i] = body["accepted"][0]["id"]
+
+    def poll() -> None:
+        while not done.is_set():
+            status, raw = poller.request("GET", f"/analysis/cases/{case_id}/status/", headers={"Accept": "application/json"})
+            now = time.perf_counter()
+            if status == 200:
+                for row in json.loads(raw)["scans"]:
+                    if row["status"] in ("analysed", "failed") and row["id"] not in visible_at:
+                        visible_at[row["id"]] = now
+                        final[row["id"]] = row["status"]
+            time.sleep(args.poll_ms / 1000)
+
+    threading.Thread(target=poll, daemon=True).start()
+    t0 = time.perf_counter() + 0.2
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for i in range(args.count):
+            pool.submit(send, i, t0 + i / args.rate)
+    deadline = time.perf_counter() + MAX_WALL_S
+    while time.perf_counter() < deadline:
+        if scan_of and all(s in visible_at for s in scan_of.values()) and len(scan_of) + len(errors) >= args.count:
+            break
+        time.sleep(0.05)
+    done.set()
+
+    latencies = [(visible_at[s] - started[i]) * 1000 for i, s in scan_of.items() if s in visible_at]
+    missing = [s for s in scan_of.values() if s not in visible_at]
+    if errors:
+        print(f"{len(errors)} upload errors, e.g. {errors[0]}")
+    if missing:
+        print(f"{len(missing)} scans without a visible result after {MAX_WALL_S} s")
+    if not latencies:
+        raise SystemExit("no result became visible")
+    span = max(visible_at[s] for s in scan_of.values() if s in visible_at) - min(started.values())
+    failed = sum(1 for s in scan_of.values() if final.get(s) == "failed")
+    lat = np.asarray(latencies)
+    print(f"upload request        p50 {np.percentile(upload_ms, 50):7.0f} ms   p95 {np.percentile(upload_ms, 95):7.0f} ms")
+    print(f"upload to result      p50 {np.percentile(lat, 50):7.0f} ms   p95 {np.percentile(lat, 95):7.0f} ms   "
+          f"max {lat.max():.0f} ms   (poll interval {args.poll_ms} ms)")
+    print(f"results               {len(latencies)} visible ({failed} failed), {len(latencies) / span:.1f} scans/s over {span:.1f} s")
+    print(f"KEY upload-to-result p95 {np.percentile(lat, 95):.0f} ms (p50 {np.percentile(lat, 50):.0f} ms) at "
+          f"{args.rate:g} uploads/s, {len(latencies) / span:.1f} scans/s, mode: {mode}")
+
+
+if __name__ == "__main__":
+    main()
