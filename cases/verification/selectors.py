@@ -47,12 +47,25 @@ def may_act_in_tier(user: Any, tier: int) -> bool:
     return role is not None and role.value in held
 
 
+OPEN_FOR_TIER2 = (Review.Stage.RECEIVED, Review.Stage.QUALITY_CONTROL, Review.Stage.GRADING)
+
+
 def _is_blinded_tier2(user: Any, scan: Scan) -> bool:
-    """A tier 2 grader (not also tier 3/admin) who has not yet graded this scan."""
+    """A tier 2 grader who has not yet graded this scan.
+
+    Someone who is tier 2 *and* tier 3 (or admin) stays blinded while the scan is
+    still open for tier 2 grading, since they could still grade it independently;
+    after that they see everything, as tier 3 does.
+    """
     held = _roles(user)
-    if Role.GRADER_T2.value not in held or sees_everything(user):
+    if Role.GRADER_T2.value not in held:
         return False
-    return not Grade.objects.filter(scan=scan, tier=Tier.GRADING, grader=user).exists()
+    if Grade.objects.filter(scan=scan, tier=Tier.GRADING, grader=user).exists():
+        return False
+    if sees_everything(user):
+        stage = Review.objects.filter(scan=scan).values_list("stage", flat=True).first()
+        return stage is None or stage in OPEN_FOR_TIER2
+    return True
 
 
 def may_see_reference(*, user: Any, scan: Any) -> bool:
@@ -75,8 +88,9 @@ def grades_visible_to(*, user: Any, scan: Scan, include_superseded: bool = False
     """Grades of ``scan`` the user may see.
 
     Tier 3 and admins see all of them. A tier 2 grader sees no tier 2 or tier 3
-    grade of others until their own tier 2 grade on the scan is in. Users without
-    a role see none.
+    grade of others until their own tier 2 grade on the scan is in (someone who is
+    both tier 2 and tier 3 only while the scan is open for tier 2). Users without a
+    role see none.
     """
     qs = Grade.objects.filter(scan=scan).select_related("grader", "supersedes").order_by("tier", "created_at", "id")
     if not include_superseded:
@@ -84,8 +98,6 @@ def grades_visible_to(*, user: Any, scan: Scan, include_superseded: bool = False
     held = _roles(user)
     if not held:
         return qs.none()
-    if sees_everything(user):
-        return qs
     if _is_blinded_tier2(user, scan):
         return qs.filter(Q(tier=Tier.QUALITY) | Q(grader=user))
     return qs
@@ -260,7 +272,7 @@ def grades_visible_by_scan(*, user: Any, scans: list[Scan]) -> dict[int, list[Gr
     """``grades_visible_to`` (superseded grades included) for many scans, batched for
     the users who see everything and per scan for everyone else."""
     out: dict[int, list[Grade]] = {s.pk: [] for s in scans}
-    if sees_everything(user):
+    if sees_everything(user) and Role.GRADER_T2.value not in _roles(user):
         rows = (
             Grade.objects.filter(scan__in=scans)
             .select_related("grader")
@@ -280,14 +292,14 @@ def reference_visible_ids(*, user: Any, scan_ids: list[int]) -> set[int]:
     if not held:
         return set()
     ids = set(scan_ids)
-    blinded = (
-        getattr(settings, "VERIFICATION_READING_CENTRE_MODE", False)
-        and Role.GRADER_T2.value in held
-        and not sees_everything(user)
-    )
-    if not blinded:
+    if not (getattr(settings, "VERIFICATION_READING_CENTRE_MODE", False) and Role.GRADER_T2.value in held):
         return ids
     graded = set(
         Grade.objects.filter(scan_id__in=ids, tier=Tier.GRADING, grader=user).values_list("scan_id", flat=True)
     )
+    if sees_everything(user):
+        closed = set(
+            Review.objects.filter(scan_id__in=ids).exclude(stage__in=OPEN_FOR_TIER2).values_list("scan_id", flat=True)
+        )
+        return ids & (graded | closed)
     return ids & graded

@@ -347,3 +347,21 @@ def test_correct_page_permission_matrix(client, users, grader_t1, scan):
     for key, user in users.items():
         client.force_login(user)
         assert client.get(url).status_code == (200 if key == "t1" else 404), key
+
+
+def test_senior_who_also_grades_tier2_is_blinded_while_scan_is_open(settings, user_factory, grader_t1, grader_t2, grader_t2b):
+    from cases.verification.selectors import grades_visible_to, may_see_reference, reference_visible_ids
+
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    both = user_factory("senior-and-grader", Role.GRADER_T2, Role.GRADER_T3)
+    scan = ScanFactory(source_label="CNV")
+    to_grading(scan, grader_t1)
+    services.grade_submit(scan=scan, grader=grader_t2, label="CNV", findings=NO_FINDINGS, confidence=3)
+    assert [g.tier for g in grades_visible_to(user=both, scan=scan)] == [1]
+    assert not may_see_reference(user=both, scan=scan)
+    assert reference_visible_ids(user=both, scan_ids=[scan.pk]) == set()
+    services.grade_submit(scan=scan, grader=grader_t2b, label="CNV", findings=NO_FINDINGS, confidence=3)
+    # Slots full: they can only verify now, and tier 3 sees everything.
+    assert sorted(g.tier for g in grades_visible_to(user=both, scan=scan)) == [1, 2, 2]
+    assert may_see_reference(user=both, scan=scan)
+    assert reference_visible_ids(user=both, scan_ids=[scan.pk]) == {scan.pk}
