@@ -245,6 +245,8 @@ def _claimable(now) -> Q:
 
 def _claim(scan_ids: Sequence[int]) -> list[int]:
     """Move claimable scans to RUNNING and return the ids this process now owns."""
+    if not scan_ids:
+        return []
     now = timezone.now()
     changes = dict(
         status=Scan.Status.RUNNING,
@@ -405,6 +407,9 @@ def _sentence(text: str) -> str:
 def prediction_run(*, scan_id: int) -> Prediction | None:
     """Analyse one queued scan with the loaded model; return its prediction.
 
+    Other scans waiting in QUEUED (up to OCT_INFERENCE_BATCH_SIZE in all) are claimed
+    and run in the same model batch.
+
     Return None when the scan was not claimable (already running elsewhere, done, or
     not queued) or when it failed without a prediction (unreadable image).
     """
@@ -414,7 +419,21 @@ def prediction_run(*, scan_id: int) -> Prediction | None:
     if not _claim([scan_id]):
         logger.info("scan id %s not claimable; skipped", scan_id)
         return None
-    return _run_claimed(model, version, [scan_id]).get(scan_id)
+    # Take other waiting scans along as one model batch (faster per scan when a queue
+    # builds up); their own messages then find nothing to claim and return at once.
+    others = _claim(_waiting_scan_ids(exclude=scan_id, limit=_batch_size() - 1))
+    return _run_claimed(model, version, [scan_id, *others]).get(scan_id)
+
+
+def _waiting_scan_ids(*, exclude: int, limit: int) -> list[int]:
+    if limit <= 0:
+        return []
+    return list(
+        Scan.objects.filter(status=Scan.Status.QUEUED)
+        .exclude(pk=exclude)
+        .order_by("status_changed_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
 
 
 def predict_scans(*, scan_ids: Sequence[int]) -> int:

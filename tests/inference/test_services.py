@@ -302,3 +302,39 @@ def test_real_model_gate_rejects_a_non_oct_image():
     scan.refresh_from_db()
     assert scan.status == Scan.Status.FAILED
     assert scan.status_detail
+
+
+def test_prediction_run_takes_waiting_scans_along_in_one_batch(fake_model, settings):
+    settings.OCT_INFERENCE_BATCH_SIZE = 3
+    scans = [queued_scan() for _ in range(4)]
+    services.prediction_run(scan_id=scans[2].pk)
+    assert fake_model.batches == [3]
+    statuses = [Scan.objects.get(pk=s.pk).status for s in scans]
+    assert statuses.count(Scan.Status.ANALYSED) == 3 and Scan.objects.get(pk=scans[2].pk).status == Scan.Status.ANALYSED
+    # The messages of the scans taken along find nothing left to do.
+    for s in scans:
+        if Scan.objects.get(pk=s.pk).status == Scan.Status.ANALYSED and s.pk != scans[2].pk:
+            assert services.prediction_run(scan_id=s.pk) is None
+    assert Prediction.objects.count() == 3
+
+
+def test_commands_register_the_model_and_requeue_stale_scans(fake_model, monkeypatch, django_capture_on_commit_callbacks):
+    import io
+
+    from django.core.management import call_command
+
+    monkeypatch.setattr("inference.runtime.load_model", lambda path=None, **kw: fake_model, raising=False)
+    out = io.StringIO()
+    call_command("register_model", stdout=out)
+    call_command("register_model", stdout=out)
+    assert "fake-octnet v0.0-test registered (active)" in out.getvalue()
+    assert "already registered (active)" in out.getvalue()
+    assert ModelVersion.objects.get().sha256 == fake_model.sha256
+
+    scan = queued_scan()
+    age(scan, 3600)
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("requeue_stale_scans", "--older-than", "60", stdout=out)
+    assert "re-enqueued 1 scan(s)" in out.getvalue()
+    assert Scan.objects.get(pk=scan.pk).status == Scan.Status.ANALYSED
