@@ -365,3 +365,10 @@ def test_senior_who_also_grades_tier2_is_blinded_while_scan_is_open(settings, us
     assert sorted(g.tier for g in grades_visible_to(user=both, scan=scan)) == [1, 2, 2]
     assert may_see_reference(user=both, scan=scan)
     assert reference_visible_ids(user=both, scan_ids=[scan.pk]) == {scan.pk}
+
+
+def test_statistics_page_names_exclusion_reasons_and_stages(client, grader_t1, grader_t3):
+    scan = ScanFactory()
+    services.quality_submit(scan=scan, grader=grader_t1, accept=False, reason="not_macular_bscan")
+    page = login(client, grader_t3).get(reverse("verification:statistics")).content.decode()
+    assert "Not a B-scan of the macula" in page and "Excluded 1" in page and "1 of 1 scans excluded" in page

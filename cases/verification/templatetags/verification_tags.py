@@ -36,3 +36,17 @@ def percent(value: float | None) -> str:
 @register.filter
 def num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+@register.filter
+def exclusion_label(value: str) -> str:
+    from ..models import ExclusionReason
+
+    return dict(ExclusionReason.choices).get(value, value)
+
+
+@register.filter
+def stage_label(value: str) -> str:
+    from ..models import Review
+
+    return dict(Review.Stage.choices).get(value, value)
