@@ -351,7 +351,11 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
 def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Prediction | None:
     """Store the outcome of one scan: the prediction (if any) and its final status, atomically."""
     with transaction.atomic():
-        scan = Scan.objects.select_for_update().get(pk=scan_id)
+        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
+        if scan is None:  # deleted while it was being read
+            if prediction is not None and prediction.heatmap:
+                prediction.heatmap.delete(save=False)
+            return None
         stored = None
         if prediction is not None:
             try:
