@@ -125,6 +125,8 @@ OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" /
 VERIFICATION_REQUIRED_GRADES = env.int("VERIFICATION_REQUIRED_GRADES", default=2)
 # Reading-centre mode hides the current label and the model from tier 2 until they grade.
 VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=False)
+# Key of the keyed hash that pseudonymises patients in exports (falls back to SECRET_KEY).
+VERIFICATION_EXPORT_KEY = env("VERIFICATION_EXPORT_KEY", default="")
 
 # Celery: no broker configured means tasks run in-process (embedded default).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
