@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .models import Case, Patient, Scan
 from .roles import GRADER_ROLES, HasRole, Role
-from .verification.selectors import may_see_reference
+from .verification.selectors import reference_visible_ids
 
 
 class ClinicApi(APIView):
@@ -81,8 +81,13 @@ class ScanOutput(serializers.ModelSerializer):
         return reverse("cases:scan_image", args=[obj.pk]) + "?original=1"
 
     def get_source_label(self, obj: Scan) -> str | None:
-        user = self.context["request"].user
-        return obj.source_label if may_see_reference(user=user, scan=obj) else None
+        # One blinding query for the whole page (the context is shared with the list).
+        visible = self.context.get("reference_visible_ids")
+        if visible is None:
+            scans = self.parent.instance if self.parent is not None else [obj]
+            visible = reference_visible_ids(user=self.context["request"].user, scan_ids=[s.pk for s in scans])
+            self.context["reference_visible_ids"] = visible
+        return obj.source_label if obj.pk in visible else None
 
 
 # --- input serializers ----------------------------------------------------------------

@@ -6,6 +6,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
 from cases.models import Case, Patient, Scan
+from cases.roles import Role
 from tests.cases.conftest import stored_files, upload
 from tests.factories import CaseFactory, PatientFactory, ScanFactory, bscan_bytes
 
@@ -171,11 +172,19 @@ def test_upload_of_the_wrong_type_is_refused(api_client, clinician, media_root):
     assert not Scan.objects.exists() and stored_files(media_root) == []
 
 
-def test_source_label_is_hidden_when_the_rule_says_so(api_client, clinician, monkeypatch):
-    scan = ScanFactory(source_label="CNV")
-    api_client.force_authenticate(clinician)
-    url = reverse("cases-api:scan_detail", args=[scan.pk])
-    monkeypatch.setattr("cases.api.may_see_reference", lambda *, user, scan: False)
-    assert api_client.get(url).json()["source_label"] is None
-    monkeypatch.setattr("cases.api.may_see_reference", lambda *, user, scan: True)
-    assert api_client.get(url).json()["source_label"] == "CNV"
+def test_source_label_is_hidden_from_an_ungraded_tier2_grader_in_reading_centre_mode(
+    api_client, user_factory, settings
+):
+    scans = [ScanFactory(source_label="CNV"), ScanFactory(source_label="DME")]
+    both = user_factory("clin-grader", Role.CLINICIAN, Role.GRADER_T2)
+    api_client.force_authenticate(both)
+    detail = reverse("cases-api:scan_detail", args=[scans[0].pk])
+    listing = reverse("cases-api:scan_list")
+
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    assert api_client.get(detail).json()["source_label"] is None
+    assert [s["source_label"] for s in api_client.get(listing).json()["results"]] == [None, None]
+
+    settings.VERIFICATION_READING_CENTRE_MODE = False
+    assert api_client.get(detail).json()["source_label"] == "CNV"
+    assert sorted(s["source_label"] for s in api_client.get(listing).json()["results"]) == ["CNV", "DME"]
