@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from .models import ModelVersion, Prediction
 from .services import model_version_activate
@@ -35,7 +37,16 @@ class PredictionAdmin(admin.ModelAdmin):
     list_display = ["id", "scan_id", "model_version", "predicted", "urgency", "confidence", "gate_passed", "created_at"]
     list_filter = ["model_version", "predicted", "urgency", "gate_passed"]
     list_select_related = ["model_version"]
-    readonly_fields = [f.name for f in Prediction._meta.fields]
+    # Heatmaps are private (no MEDIA_URL): link to the permission-checked view instead.
+    exclude = ["heatmap"]
+    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["heatmap_link"]
+
+    @admin.display(description="heatmap")
+    def heatmap_link(self, obj: Prediction) -> str:
+        if not obj.heatmap:
+            return "—"
+        url = reverse("inference:heatmap", args=[obj.scan_id])
+        return format_html('<a href="{}">overlay PNG</a>', url)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -209,3 +209,22 @@ def test_case_page_queries_do_not_grow_with_scans(client, clinician):
     html = response.content.decode()
     assert html.count("analysis-row") == 8 and "Most urgent finding" in html
     assert counts[0] == counts[1], counts
+
+
+# --- admin --------------------------------------------------------------------------------
+
+
+def test_admin_lists_versions_and_activates_one(client, admin, analysed_scan):
+    from inference.models import ModelVersion
+
+    newer = make_version(version="2.0", active=False)
+    client.force_login(admin)
+    assert client.get("/admin/inference/modelversion/").status_code == 200
+    assert client.get("/admin/inference/prediction/").status_code == 200
+    p = analysed_scan.predictions.get()
+    assert client.get(f"/admin/inference/prediction/{p.pk}/change/").status_code == 200
+    response = client.post(
+        "/admin/inference/modelversion/", {"action": "activate", "_selected_action": [newer.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert list(ModelVersion.objects.filter(is_active=True)) == [newer]
