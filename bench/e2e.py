@@ -157,10 +157,11 @@ class Stack:
             "MEDIA_ROOT": str(self.tmp / "media"),
             "DJANGO_LOG_LEVEL": "WARNING",
         }
+        self.concurrency = args.worker_concurrency
         self.mode = "embedded (no broker: inference runs inside the upload request)"
         if redis_ok(args.broker):
             self.env["CELERY_BROKER_URL"] = args.broker
-            self.mode = f"worker (1 prefork process, Redis {args.broker})"
+            self.mode = f"worker ({self.concurrency} prefork process(es), Redis {args.broker})"
         else:
             self.env.pop("CELERY_BROKER_URL", None)
             print(f"note: Redis not reachable at {args.broker}: falling back to the embedded mode")
@@ -183,7 +184,8 @@ class Stack:
         case_id = int(re.search(r"CASE (\d+)", self.run("shell", "-c", SETUP)).group(1))
         if "CELERY_BROKER_URL" in self.env:
             self.spawn("worker", PY, "-m", "celery", "-A", "octportal", "worker", "--pool=prefork",
-                       "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle")
+                       f"--concurrency={self.concurrency}", "--loglevel=WARNING", "--without-gossip",
+                       "--without-mingle")
         port = free_port()
         self.spawn("server", PY, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload")
         url = f"http://127.0.0.1:{port}"
@@ -245,6 +247,7 @@ def main() -> None:
     parser.add_argument("--broker", default=os.environ.get("OCT_BENCH_BROKER_URL", "redis://127.0.0.1:6379/14"))
     parser.add_argument("--database-url", default=os.environ.get("OCT_BENCH_DATABASE_URL"))
     parser.add_argument("--poll-ms", type=int, default=50)
+    parser.add_argument("--worker-concurrency", type=int, default=1, help="worker processes (1 ORT thread each)")
     args = parser.parse_args()
     if args.count > 500:
         raise SystemExit("--count is capped at 500")
