@@ -24,6 +24,8 @@ def test_exported_graph_matches_pytorch_within_1e4(tmp_path):
     probs, heat, score = sess.run(None, {"input": x})
     assert probs.shape == (3, 4) and heat.shape == (3, size, size) and score.shape == (3,)
     assert heat.min() >= 0 and heat.max() <= 1 + 1e-6
+    onnx = pytest.importorskip("onnx")
+    assert max(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")) >= 17
 
 
 def test_grey_stem_equals_rgb_network_on_replicated_grey():

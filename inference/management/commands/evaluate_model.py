@@ -67,6 +67,10 @@ class Command(BaseCommand):
         from inference import evaluation as E
         from inference import runtime as R
 
+        # call_command() passes keyword options through unparsed: normalise to Path here.
+        for key in ("dir", "predictions", "json", "model"):
+            if opts.get(key) is not None:
+                opts[key] = Path(opts[key])
         root: Path = opts["dir"]
         if not root.is_dir():
             raise CommandError(f"{root} is not a folder")
