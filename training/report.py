@@ -176,6 +176,10 @@ def _pct(v: float) -> str:
     return "n/a" if v != v else f"{100 * v:.1f}%"
 
 
+def _dist(pred: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in pred.items())
+
+
 def _metrics_table(rep: dict[str, Any]) -> str:
     rows = ["| class | n | sensitivity (recall) | specificity |", "|---|---|---|---|"]
     for cl in rep["classes"]:
@@ -323,10 +327,11 @@ Confusion matrix (LOSO, OCTDL):
 
 {_cm_table(lo['octdl_in_set'])}
 
-LOSO on OCTDL AMD ({lo['octdl_amd']['n']} images, out of set): predicted {lo['octdl_amd']['predicted']}.
+LOSO on OCTDL AMD ({lo['octdl_amd']['n']} images, out of set): predicted {_dist(lo['octdl_amd']['predicted'])}.
+The LOSO training took {lo.get('wall_s', float('nan')) / 60:.0f} min (its own process, alongside the final model's).
 
 ## Out of set: OCTDL AMD (final model)
-{amd['n']} AMD scans (a disease outside the four classes). Predicted: {amd['predicted']}; {_pct(amd['urgent_fraction'])} called
+{amd['n']} AMD scans (a disease outside the four classes). Predicted: {_dist(amd['predicted'])}; {_pct(amd['urgent_fraction'])} called
 urgent (CNV/DME); mean confidence {amd['mean_confidence']:.3f}; {amd.get('gate_rejected', 0)} rejected by the gate (it is an OCT
 scan, so the gate should pass it). Wet AMD is CNV, so "CNV" is often the clinically right call; dry AMD with drusen
 should land on DRUSEN. The model cannot say "other disease".
@@ -358,6 +363,9 @@ Held-out per kind: {', '.join(f'{k} {_pct(v)}' for k, v in gate['heldout']['per_
 | target | met | value |
 |---|---|---|
 """ + "\n".join(f"| {n} | {'yes' if ok else '**no**'} | {v} |" for n, ok, v in targets) + f"""
+
+## Notes
+{c.get('note') or 'None.'}
 
 ## Export and serving
 ONNX opset 17, input `input` float32 [N,1,{card['preprocessing']['input_size']},{card['preprocessing']['input_size']}], outputs `probabilities` [N,4], `heatmap` [N,S,S], `oct_score` [N];

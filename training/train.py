@@ -252,10 +252,10 @@ def split_counts(splits: dict[str, list[D.Item]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--loso-epochs", type=int, default=3)
-    ap.add_argument("--samples-per-epoch", type=int, default=1200)
-    ap.add_argument("--negatives-per-epoch", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--loso-epochs", type=int, default=5)
+    ap.add_argument("--samples-per-epoch", type=int, default=1400)
+    ap.add_argument("--negatives-per-epoch", type=int, default=160)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     ap.add_argument(
         "--stage",
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--seed", type=int, default=20240501)
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
+    ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
     ap.add_argument("--smoke", action="store_true", help="tiny run to check the pipeline (results meaningless; not exported to inference/weights)")
     args = ap.parse_args(argv)
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "manifest_sha256": D.manifest_sha256(root),
         "seed": args.seed,
         "versions": versions(),
-        "device": str(device) + ("" if device.type == "cuda" else f" ({torch.get_num_threads()} threads)"),
+        "device": str(device) + ("" if device.type == "cuda" else f", {torch.get_num_threads()} torch thread(s)"),
         "hyperparameters": {
             "epochs": epochs,
             "loso_epochs": loso.get("epochs"),
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "splits": counts,
         "loso": loso,
+        "note": args.card_note,
         "parity_max_abs_diff": max_diff,
         "final_train_wall_s": train_wall,
         "wall_s": wall,
