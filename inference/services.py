@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def model_version_register(
     With ``activate`` the version becomes the only active one; a new version is also
     activated when no version is active yet.
     """
-    card = card or {}
+    card = _json_safe(card or {})
     metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
     with transaction.atomic():
         row = ModelVersion.objects.select_for_update().filter(name=name, version=version).first()
@@ -114,6 +115,17 @@ def model_version_register(
         if activate or not ModelVersion.objects.filter(is_active=True).exists():
             _activate(row)
     return row, created
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/Infinity (valid in Python's json, not in a database JSON column) by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _activate(row: ModelVersion) -> None:

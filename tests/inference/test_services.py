@@ -338,3 +338,11 @@ def test_commands_register_the_model_and_requeue_stale_scans(fake_model, monkeyp
         call_command("requeue_stale_scans", "--older-than", "60", stdout=out)
     assert "re-enqueued 1 scan(s)" in out.getvalue()
     assert Scan.objects.get(pk=scan.pk).status == Scan.Status.ANALYSED
+
+
+def test_register_stores_a_card_with_nan_metrics():
+    row, _ = services.model_version_register(
+        name="octnet", version="9", sha256="c" * 64, card={"metrics": {"auc": float("nan"), "f1": 0.9}, "x": [float("inf")]}
+    )
+    row.refresh_from_db()
+    assert row.metrics == {"auc": None, "f1": 0.9} and row.card["x"] == [None]
