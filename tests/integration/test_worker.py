@@ -46,7 +46,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not _ON_POSTGRES, reason="needs PostgreSQL shared with the worker process "
                        "(run with DATABASE_URL=postgres://...)"),
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,13 +74,26 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interv
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fresh_content_type_cache() -> Iterator[None]:
-    """After this module's database flushes, ContentType ids cached in memory are stale:
-    clear them so later tests (auditlog writes content-type foreign keys) see the new rows."""
+def _fresh_content_type_cache_after_module() -> Iterator[None]:
     yield
     from django.contrib.contenttypes.models import ContentType
 
     ContentType.objects.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def _after_flush() -> None:
+    """Transactional tests flush the tables after each test: the role groups (created by
+    a migration) go, and content types come back with new ids, so ids cached in memory
+    are stale (auditlog writes content-type foreign keys). Put both right."""
+    from django.contrib.auth.models import Group
+    from django.contrib.contenttypes.models import ContentType
+
+    from cases.roles import Role
+
+    ContentType.objects.clear_cache()
+    for role in Role.values:
+        Group.objects.get_or_create(name=role)
 
 
 
