@@ -74,6 +74,16 @@ def no_role_user(db):
     return make_user("norole")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_content_type_cache():
+    """Live-server and transactional tests flush the database, which gives content
+    types new ids; a cache left from an earlier test would point at the old ones."""
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
+    yield
+
+
 @pytest.fixture
 def api_client():
     from rest_framework.test import APIClient

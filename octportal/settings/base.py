@@ -75,8 +75,11 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Celery workers and the web server write concurrently; wait instead of failing.
+    # Celery workers and the web server write concurrently: wait for the lock, and take
+    # the write lock when a transaction begins so that two writers never deadlock on an
+    # upgrade ("database is locked").
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -119,6 +122,8 @@ OCT_ORT_INTER_OP_THREADS = env.int("OCT_ORT_INTER_OP_THREADS", default=1)
 OCT_INFERENCE_BATCH_SIZE = env.int("OCT_INFERENCE_BATCH_SIZE", default=16)
 # A scan queued or running longer than this is re-enqueued by the periodic sweep.
 OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=300))
+# Claims of one scan that never finished before the sweep marks it failed.
+OCT_INFERENCE_MAX_ATTEMPTS = env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3)
 OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "oct"))
 
 # Tiered verification.
