@@ -85,6 +85,43 @@ def _fresh_content_type_cache():
 
 
 @pytest.fixture
+def browser_page(monkeypatch):
+    """A Playwright page in headless Debian Chromium (skips when either is missing)."""
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls a test makes
+    # beside it are synchronous, but Django cannot tell.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+@pytest.fixture
+def live_url(request, transactional_db) -> str:
+    """The live server's URL, with the role groups back after live-server flushes.
+
+    Django's live server wraps the app in a media handler built from MEDIA_URL, which
+    is None on purpose (no public media route); an off-site placeholder makes that
+    handler serve nothing, so images stay behind the authenticated view as in production.
+    """
+    from django.test.utils import override_settings
+
+    for name in Role.values:
+        Group.objects.get_or_create(name=name)
+    with override_settings(MEDIA_URL="http://media.invalid/"):
+        return request.getfixturevalue("live_server").url
+
+
+@pytest.fixture
 def api_client():
     from rest_framework.test import APIClient
 

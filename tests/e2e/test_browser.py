@@ -11,32 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import browser
+from tests.browser import requires_chromium
 from tests.factories import bscan_bytes
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"),
-]
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls below happen
-# outside it, but Django cannot tell, so allow them explicitly for this module.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def browser_page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        context.close()
-        browser.close()
+pytestmark = [pytest.mark.e2e, requires_chromium]
 
 
 def shoot(page, name: str) -> None:
@@ -49,13 +28,10 @@ def shoot(page, name: str) -> None:
 def sign_in(page, base: str, username: str, password: str) -> None:
     page.goto(base + "/accounts/login/")
     shoot(page, "01-login")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
+    browser.sign_in(page, base, username, password)
 
 
-def test_clinician_registers_uploads_and_views_a_scan(live_server, browser_page, user_factory, tmp_path, settings):
+def test_clinician_registers_uploads_and_views_a_scan(live_url, browser_page, user_factory, tmp_path, settings):
     from auditlog.models import LogEntry
 
     from cases.models import Scan
@@ -63,7 +39,7 @@ def test_clinician_registers_uploads_and_views_a_scan(live_server, browser_page,
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
     user_factory("clinician", Role.CLINICIAN)
-    page, base = browser_page, live_server.url
+    page, base = browser_page, live_url
 
     page.goto(base + "/")
     assert page.locator("h1").inner_text() == "Retinal OCT Analysis Platform"
@@ -172,11 +148,11 @@ def test_clinician_registers_uploads_and_views_a_scan(live_server, browser_page,
     assert "Sign in" in page.locator(".user-box").inner_text()
 
 
-def test_grader_is_refused_patient_pages_in_the_browser(live_server, browser_page, user_factory):
+def test_grader_is_refused_patient_pages_in_the_browser(live_url, browser_page, user_factory):
     from cases.roles import Role
 
     user_factory("grader1", Role.GRADER_T1)
-    page, base = browser_page, live_server.url
+    page, base = browser_page, live_url
     sign_in(page, base, "grader1", "pw-grader1")
     response = page.goto(base + "/patients/")
     assert response.status == 403

@@ -1,68 +1,24 @@
 """The grading page's keyboard flow in a real browser (Playwright + Debian's Chromium)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 
 from cases.verification import services
 from cases.verification.models import Grade, Review
+from tests import browser
+from tests.browser import requires_chromium
 from tests.factories import ScanFactory
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="browser tests need Debian's Chromium at /usr/bin/chromium"),
-]
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(autouse=True)
-def _role_groups(transactional_db):
-    """Live-server tests flush the database between tests, role groups included."""
-    from django.contrib.auth.models import Group
-
-    from cases.roles import Role
-
-    for role in Role:
-        Group.objects.get_or_create(name=role.value)
-
-
-@pytest.fixture
-def page():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
-        pg = context.new_page()
-        pg.set_default_timeout(20_000)
-        yield pg
-        context.close()
-        browser.close()
-
-
-@pytest.fixture
-def base_url(request) -> str:
-    """live_server's URL. Django's live server needs MEDIA_URL to be a string, and ours is
-    None on purpose (no public media route), so start it with a placeholder."""
-    from django.test.utils import override_settings
-
-    with override_settings(MEDIA_URL="/live-server-media-unused/"):
-        return request.getfixturevalue("live_server").url
+pytestmark = [pytest.mark.e2e, requires_chromium]
 
 
 def sign_in(page, base: str, user) -> None:
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", "pw-" + user.username)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
+    browser.sign_in(page, base, user.username)
 
 
-def test_grader_uses_keys_to_confirm_correct_and_move_on(base_url, page, grader_t1, grader_t2):
+def test_grader_uses_keys_to_confirm_correct_and_move_on(live_url, browser_page, grader_t1, grader_t2):
+    base_url, page = live_url, browser_page
     first = ScanFactory(source_label="DRUSEN", source_label_origin="kermany")
     second = ScanFactory(source_label="NORMAL")
     third = ScanFactory()
@@ -88,7 +44,8 @@ def test_grader_uses_keys_to_confirm_correct_and_move_on(base_url, page, grader_
     assert Review.objects.get(scan=first).stage == Review.Stage.GRADING  # needs a second grader
 
 
-def test_quality_grader_excludes_with_keys(base_url, page, grader_t1):
+def test_quality_grader_excludes_with_keys(live_url, browser_page, grader_t1):
+    base_url, page = live_url, browser_page
     scan = ScanFactory()
     sign_in(page, base_url, grader_t1)
     page.goto(f"{base_url}/verification/scans/{scan.pk}/tier/1/")
