@@ -40,8 +40,8 @@ def test_prediction_permissions(api_client, request, analysed_scan, who, expecte
         assert p["model_version"]["version"] == "1.0" and len(p["model_version"]["sha256"]) == 64
 
 
-def test_prediction_hidden_from_a_blinded_grader(api_client, grader_t2, analysed_scan, monkeypatch):
-    monkeypatch.setattr("inference.selectors.may_see_reference", lambda *, user, scan: False)
+def test_prediction_hidden_from_a_blinded_grader(api_client, grader_t2, analysed_scan, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = True  # tier 2 has not graded this scan yet
     api_client.force_authenticate(grader_t2)
     response = api_client.get(f"/api/scans/{analysed_scan.pk}/prediction/")
     assert response.status_code == 403

@@ -30,9 +30,9 @@ def get_as(client, user, url):
 
 
 @pytest.fixture
-def blind(monkeypatch):
-    """Reading-centre blinding: may_see_reference says no."""
-    monkeypatch.setattr("inference.selectors.may_see_reference", lambda *, user, scan: False)
+def blind(settings):
+    """Reading-centre mode: a tier 2 grader sees no model output before grading."""
+    settings.VERIFICATION_READING_CENTRE_MODE = True
 
 
 # --- permission matrix -------------------------------------------------------------------
