@@ -44,7 +44,7 @@ from training.model import ExportWrapper, OctNet
 WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
 ONNX_NAME = "oct-lite0-v1.onnx"
 MODEL_NAME = "oct-lite0"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.0.0 was the short-schedule first run (see the card notes)
 
 
 def log(msg: str) -> None:
