@@ -172,6 +172,22 @@ def out_of_set_report(probs: np.ndarray, gate_passed: np.ndarray | None = None, 
     return out
 
 
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf (undefined metrics, e.g. CNV recall on a folder without CNV) by None.
+
+    Strict JSON has no NaN, and database JSON columns refuse it.
+    """
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def format_report(name: str, rep: dict[str, Any]) -> str:
     """Render a classification report as plain text for the terminal."""
     classes = rep["classes"]

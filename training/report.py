@@ -176,6 +176,9 @@ def _pct(v: float) -> str:
     return "n/a" if v != v else f"{100 * v:.1f}%"
 
 
+json_safe = E.json_safe
+
+
 def _dist(pred: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in pred.items())
 
@@ -235,7 +238,7 @@ def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: 
         "loso_octdl_accuracy": c["loso"]["octdl_in_set"]["accuracy"],
         "test_images": c["test"]["n"],
     }
-    model_json.write_text(json.dumps(full, indent=1))
+    model_json.write_text(json.dumps(json_safe(full), indent=1, allow_nan=False))
 
     t, lo = c["test"], c["loso"]
     tk, to = c.get("test_kermany"), c.get("test_octdl")

@@ -145,4 +145,4 @@ class Command(BaseCommand):
                 w.writerow(["path", "folder", "predicted", *[f"p_{c}" for c in classes], "gate"])
                 w.writerows(rows)
         if opts["json"]:
-            opts["json"].write_text(json.dumps(result, indent=1, default=float))
+            opts["json"].write_text(json.dumps(E.json_safe(result), indent=1, allow_nan=False))
