@@ -235,7 +235,9 @@ def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
     except _DECODE_ERRORS:
         raise ImageRejected(CORRUPT_MESSAGE) from None
     buf = io.BytesIO()
-    grey.save(buf, format="PNG", compress_level=6)
+    # Fast zlib level: this is a derived copy (the original bytes are kept), and level 6
+    # costs ~3x the time in the upload request for ~15% less disk.
+    grey.save(buf, format="PNG", compress_level=1)
     return ConvertedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
