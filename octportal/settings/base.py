@@ -75,6 +75,9 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A fresh clone has no var/ yet; SQLite creates the file but not its folder.
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Celery workers and the web server write concurrently: wait for the lock, and take
     # the write lock when a transaction begins so that two writers never deadlock on an
     # upgrade ("database is locked").
