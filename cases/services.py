@@ -203,16 +203,11 @@ def scan_register(
             from inference.services import scan_request_analysis
 
             scan_request_analysis(scan=scan)
-    except IntegrityError as exc:
-        # Lost a race with a concurrent upload of the same image into this case.
+    except (IntegrityError, DomainError) as exc:
+        # Lost a race with a concurrent upload of the same image into this case: the
+        # unique constraint fired on insert, or full_clean saw a row committed after
+        # our first look.
         _delete_files(scan)
-        existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
-        if existing is not None:
-            raise Conflict(_duplicate_message(existing)) from exc
-        raise
-    except DomainError as exc:
-        _delete_files(scan)
-        # full_clean's constraint check may have seen a row committed after our first look.
         existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
         if existing is not None:
             raise Conflict(_duplicate_message(existing)) from exc
