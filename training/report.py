@@ -373,7 +373,7 @@ Held-out per kind: {', '.join(f'{k} {_pct(v)}' for k, v in gate['heldout']['per_
 ## Export and serving
 ONNX opset 17, input `input` float32 [N,1,{card['preprocessing']['input_size']},{card['preprocessing']['input_size']}], outputs `probabilities` [N,4], `heatmap` [N,S,S], `oct_score` [N];
 PyTorch vs ONNX max abs difference {c['parity_max_abs_diff']:.2e} on 16 test inputs. Serving speed through
-`inference.runtime` (preprocessing included, batch 32, 2 threads): {c['images_per_second']:.1f} images/s.
+`inference.runtime` (preprocessing included, batch 32, 2 threads), measured during the evaluation on the training machine: {c['images_per_second']:.1f} images/s; serving figures on an idle machine are in docs/inference.md.
 Fixed sample for the tests: `{c['fixed_sample']['file']}` ({c['fixed_sample']['n']} test images, accuracy {_pct(c['fixed_sample']['accuracy'])}).
 """
     target = (out_dir / "model-card.md") if smoke else (DOCS / "model-card.md")
