@@ -8,7 +8,7 @@ from cases.verification import services
 from cases.verification.models import Review
 from tests.factories import ScanFactory
 
-from .conftest import make_prediction
+from tests.inference.support import make_prediction
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
 
@@ -70,7 +70,7 @@ def test_api_flow_and_errors(api_client, grader_t1, grader_t2, grader_t2b, grade
 def test_api_review_state_is_blinded(settings, api_client, grader_t1, grader_t2, grader_t2b, grader_t3):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     scan = ScanFactory(source_label=Diagnosis.NORMAL)
-    make_prediction(scan, Diagnosis.CNV)
+    make_prediction(scan, predicted=Diagnosis.CNV)
     services.quality_submit(scan=scan, grader=grader_t1, accept=True)
     services.grade_submit(scan=scan, grader=grader_t2, label="DRUSEN", findings=NO_FINDINGS, confidence=3)
     url = f"/api/verification/scans/{scan.pk}/"

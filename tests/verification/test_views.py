@@ -15,7 +15,7 @@ from cases.verification.exports import patient_pseudonym
 from cases.verification.models import Grade, Review
 from tests.factories import ScanFactory
 
-from .conftest import make_prediction
+from tests.inference.support import make_prediction
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
 
@@ -145,8 +145,8 @@ def test_worklist_puts_model_urgent_first_then_oldest(grader_t1):
     from cases.verification.selectors import worklist_for
 
     old, newer, urgent = ScanFactory(), ScanFactory(), ScanFactory()
-    make_prediction(urgent, Diagnosis.CNV)
-    make_prediction(old, Diagnosis.NORMAL)
+    make_prediction(urgent, predicted=Diagnosis.CNV)
+    make_prediction(old, predicted=Diagnosis.NORMAL)
     assert list(worklist_for(user=grader_t1, tier=1)) == [urgent, old, newer]
 
 
@@ -186,7 +186,7 @@ def test_reading_centre_mode_hides_reference_until_own_grade(settings, client, g
     from cases.verification.selectors import may_see_reference
 
     scan = ScanFactory(source_label=Diagnosis.DME, source_label_origin="kermany folder")
-    make_prediction(scan, Diagnosis.CNV)
+    make_prediction(scan, predicted=Diagnosis.CNV)
     to_grading(scan, grader_t1)
     settings.VERIFICATION_READING_CENTRE_MODE = False
     assert may_see_reference(user=grader_t2, scan=scan)
@@ -206,13 +206,13 @@ def test_reference_is_source_label_else_model(grader_t1):
     from cases.verification.selectors import reference_for
 
     labelled = ScanFactory(source_label=Diagnosis.NORMAL)
-    make_prediction(labelled, Diagnosis.CNV)
+    make_prediction(labelled, predicted=Diagnosis.CNV)
     assert reference_for(scan=labelled).label == "NORMAL" and reference_for(scan=labelled).origin == "source"
     unlabelled = ScanFactory()
-    make_prediction(unlabelled, Diagnosis.CNV)
+    make_prediction(unlabelled, predicted=Diagnosis.CNV)
     assert reference_for(scan=unlabelled).label == "CNV" and reference_for(scan=unlabelled).origin == "model"
     rejected = ScanFactory()
-    make_prediction(rejected, Diagnosis.CNV, gate_passed=False)
+    make_prediction(rejected, predicted=Diagnosis.CNV, gate_passed=False)
     assert reference_for(scan=rejected).label == ""
 
 
@@ -249,7 +249,7 @@ def test_statistics_page_shows_kappa_and_confusion_matrix(client, grader_t1, gra
     for s, (a, b), truth, model in zip(scans, [("CNV", "CNV"), ("DME", "DME"), ("NORMAL", "DRUSEN")], ["CNV", "DME", "NORMAL"], ["CNV", "CNV", "NORMAL"]):
         to_verification(s, grader_t1, [grader_t2, grader_t2b], [a, b])
         services.verify_submit(scan=s, grader=grader_t3, final_label=truth)
-        make_prediction(s, model)
+        make_prediction(s, predicted=model)
     page = login(client, grader_t3).get(reverse("verification:statistics")).content.decode()
     assert "Fleiss" in page and "vf-heatmap" in page
     assert "accuracy <strong>66.7%</strong>" in page
@@ -258,7 +258,7 @@ def test_statistics_page_shows_kappa_and_confusion_matrix(client, grader_t1, gra
 def test_csv_export_has_final_labels_grades_and_model(client, grader_t1, grader_t2, grader_t2b, grader_t3):
     scan = ScanFactory()
     verified(scan, grader_t1, [grader_t2, grader_t2b], grader_t3, Diagnosis.DME)
-    make_prediction(scan, Diagnosis.DME)
+    make_prediction(scan, predicted=Diagnosis.DME)
     ScanFactory()  # not verified: not exported
     r = login(client, grader_t3).get(reverse("verification:export_csv"))
     rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
