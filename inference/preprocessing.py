@@ -158,21 +158,30 @@ def remove_fill(grey: np.ndarray) -> np.ndarray:
 
 
 def _window_extreme(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarray:
-    """Min or max over a window of ``k`` along ``axis``, edge padded like ``_box_smooth``."""
+    """Min or max over a window of ``k`` along ``axis``, edge padded like ``_box_smooth``.
+
+    Doubling (a sparse table): the extreme over 2^j values is the extreme of two
+    overlapping runs of 2^(j-1), so a window of k costs about log2(k) passes, not k.
+    Min and max are exact, so this equals the k-pass loop bit for bit.
+    """
     n = a.shape[axis]
+    k = max(1, int(k))
     pad = [(0, 0)] * a.ndim
     pad[axis] = (k // 2, k - 1 - k // 2)
-    padded = np.pad(a, pad, mode="edge")
+    run = np.pad(a, pad, mode="edge")
 
-    def shifted(i: int) -> np.ndarray:
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(i, i + n)
-        return padded[tuple(index)]
+    def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
+        index = [slice(None)] * arr.ndim
+        index[axis] = slice(start, start + length)
+        return arr[tuple(index)]
 
-    out = shifted(0).copy()
-    for i in range(1, k):
-        op(out, shifted(i), out=out)
-    return out
+    span = 1
+    while span * 2 <= k:
+        length = run.shape[axis] - span
+        run = op(part(run, 0, length), part(run, span, length))
+        span *= 2
+    # run[i] now covers span values from i; two overlapping runs cover k.
+    return op(part(run, 0, n), part(run, k - span, n))
 
 
 def colour_saturation(image: Image.Image) -> float:
@@ -186,20 +195,37 @@ def colour_saturation(image: Image.Image) -> float:
 
 
 def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Moving average with edge padding (keeps the length)."""
+    """Moving average with edge padding (keeps the length), as float32.
+
+    Integer input is summed exactly (k shifted slices) rather than through a float
+    cumulative sum: the same values as the cumulative sum gives for integers, at a
+    fraction of its cost (a float64 cumsum down the rows is slow in numpy).
+    """
     k = max(1, int(k))
     if k == 1:
         return a
     pad = [(0, 0)] * a.ndim
     pad[axis] = (k // 2, k - 1 - k // 2)
-    padded = np.pad(a, pad, mode="edge")
-    c = np.cumsum(padded, axis=axis, dtype=np.float64)
-    zero_shape = list(c.shape)
-    zero_shape[axis] = 1
-    c = np.concatenate([np.zeros(zero_shape), c], axis=axis)
-    hi = np.take(c, np.arange(k, c.shape[axis]), axis=axis)
-    lo = np.take(c, np.arange(0, c.shape[axis] - k), axis=axis)
-    return ((hi - lo) / k).astype(np.float32)
+    n = a.shape[axis]
+
+    def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
+        index = [slice(None)] * arr.ndim
+        index[axis] = slice(start, start + length)
+        return arr[tuple(index)]
+
+    if np.issubdtype(a.dtype, np.integer):
+        padded = np.pad(a.astype(np.float64), pad, mode="edge")
+        total = part(padded, 0, n).copy()
+        for i in range(1, k):
+            total += part(padded, i, n)
+        return (total / k).astype(np.float32)
+    padded = np.pad(np.asarray(a, dtype=np.float64), pad, mode="edge")
+    shape = list(padded.shape)
+    shape[axis] += 1
+    c = np.empty(shape, dtype=np.float64)
+    part(c, 0, 1)[...] = 0.0
+    np.cumsum(padded, axis=axis, out=part(c, 1, padded.shape[axis]))
+    return ((part(c, k, n) - part(c, 0, n)) / k).astype(np.float32)
 
 
 def _running_median(a: np.ndarray, k: int) -> np.ndarray:
@@ -222,14 +248,16 @@ def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
     sw, sh = min(w, n), min(h, n)
     # The analysis runs on a small copy: the band is a large structure and speckle
     # noise is averaged away by the box downscale.
-    small = np.asarray(Image.fromarray(grey).resize((sw, sh), Image.BOX), dtype=np.float32)
-    sm = _box_smooth(small, max(3, sh // 40), axis=0)
+    small_u8 = np.asarray(Image.fromarray(grey).resize((sw, sh), Image.BOX))
+    small = small_u8.astype(np.float32)
+    sm = _box_smooth(small_u8, max(3, sh // 40), axis=0)
     sm = _box_smooth(sm, max(1, sw // 32), axis=1)
     edge = max(1, int(round(cfg["edge_ignore_frac"] * sh)))
     # Scanner overlays and wrap-around artefacts sit on the top/bottom border rows.
     inner = sm[edge : sh - edge]
     line = inner.argmax(axis=0).astype(np.float32) + edge
-    col_contrast = inner.max(axis=0) - np.median(inner, axis=0)
+    # Median down each column, taken along rows of the transpose (same values, faster).
+    col_contrast = inner.max(axis=0) - np.median(np.ascontiguousarray(inner.T), axis=1)
     ok = col_contrast >= 0.3 * max(1e-3, float(np.median(col_contrast)))
     if ok.sum() >= 2:
         xs = np.arange(sw)
@@ -277,7 +305,28 @@ def flatten(grey: np.ndarray, shifts: np.ndarray, rows: tuple[int, int] | None =
     """
     h, w = grey.shape
     start, stop = rows if rows is not None else (0, h)
-    rows = np.arange(start, stop, dtype=np.int32)[:, None] + shifts[None, :].astype(np.int32)
+    shifts = np.asarray(shifts, dtype=np.int64)
+    out = np.zeros((max(0, stop - start), w), dtype=grey.dtype)
+    if out.size == 0:
+        return out
+    # The retina line is smooth, so neighbouring columns share a shift: copy each run
+    # of equal shifts as one block (a plain slice) instead of gathering pixel by pixel.
+    edges = np.flatnonzero(np.diff(shifts)) + 1
+    if len(edges) > w // 4:
+        return _flatten_gather(grey, shifts, start, stop)
+    bounds = [0, *edges.tolist(), w]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s = int(shifts[a])
+        src0, src1 = max(0, start + s), min(h, stop + s)
+        if src1 > src0:
+            out[src0 - s - start : src1 - s - start, a:b] = grey[src0:src1, a:b]
+    return out
+
+
+def _flatten_gather(grey: np.ndarray, shifts: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """:func:`flatten` for ragged shifts (noise images): one gather over the window."""
+    h = grey.shape[0]
+    rows = np.arange(start, stop, dtype=np.int64)[:, None] + shifts[None, :]
     valid = (rows >= 0) & (rows < h)
     out = np.take_along_axis(grey, np.clip(rows, 0, h - 1), axis=0)
     return np.where(valid, out, 0).astype(grey.dtype)
