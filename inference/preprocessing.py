@@ -142,9 +142,11 @@ def remove_fill(grey: np.ndarray) -> np.ndarray:
     pixel is fill when its whole 7x7 neighbourhood is near 255 (tissue speckle
     never is), and fill becomes black like every other out-of-scan region.
     """
-    bright = grey >= 248
-    if bright.mean() < 0.002:
+    # Most scans have no fill: a histogram (one cheap C pass) rules that out before any
+    # full-size boolean mask is built. Same test as ``(grey >= 248).mean() < 0.002``.
+    if int(_histogram(grey)[248:].sum()) / grey.size < 0.002:
         return grey
+    bright = grey >= 248
     # Separable min/max filters on bytes: the same masks as 7x7 / 9x9 box means
     # (all bright / any fill), an order of magnitude faster than float box sums.
     fill = _window_extreme(_window_extreme(bright.view(np.uint8), 7, 0, np.minimum), 7, 1, np.minimum)
@@ -182,6 +184,49 @@ def _window_extreme(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarra
         span *= 2
     # run[i] now covers span values from i; two overlapping runs cover k.
     return op(part(run, 0, n), part(run, k - span, n))
+
+
+def _histogram(grey: np.ndarray) -> np.ndarray:
+    """Return the 256-level histogram of a uint8 image (Pillow's C loop, int64)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(grey)).histogram(), dtype=np.int64)
+
+
+def _std_of_levels(hist: np.ndarray) -> float:
+    """Population standard deviation of the pixels counted by a 256-level histogram."""
+    levels = np.arange(hist.size, dtype=np.float64)
+    n = float(hist.sum())
+    if n == 0:
+        return 0.0
+    mean = float((hist * levels).sum()) / n
+    return float(np.sqrt((hist * (levels - mean) ** 2).sum() / n))
+
+
+def _percentile_of_levels(hist: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` for float32 ``values`` given by a 256-level histogram.
+
+    Reproduces numpy's default (linear) method step by step in float32, so the result
+    is the very number ``np.percentile`` returns on the float32 image, without
+    partitioning tens of thousands of pixels.
+    """
+    n = int(hist.sum())
+    cum = np.cumsum(hist)
+    q32 = np.float32(q) / np.float32(100)
+    v = np.float32(n - 1) * q32
+    prev = np.floor(v)
+    if v >= n - 1:
+        i = j = n - 1
+    elif v < 0:
+        i = j = 0
+    else:
+        i = int(prev)
+        j = i + 1
+    a = np.float32(np.searchsorted(cum, i, side="right"))
+    b = np.float32(np.searchsorted(cum, j, side="right"))
+    gamma = np.float32(v - prev)
+    diff = b - a
+    if gamma >= 0.5:
+        return float(b - diff * (np.float32(1) - gamma))
+    return float(a + diff * gamma)
 
 
 def colour_saturation(image: Image.Image) -> float:
@@ -357,11 +402,16 @@ def window(
 
 def crop_resize(flat: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
     """Crop ``box`` (zero padded outside the image) and resize to ``size``² in [0, 255]."""
+    return _crop_resize_levels(flat, box, size).astype(np.float32)
+
+
+def _crop_resize_levels(flat: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """:func:`crop_resize` before the float conversion (uint8 levels)."""
     img = Image.fromarray(flat)
     box_i = tuple(int(round(v)) for v in box)
     crop = img.crop(box_i)  # Pillow pads with 0 outside the image
     crop = crop.resize((size, size), Image.BILINEAR)
-    return np.asarray(crop, dtype=np.float32)
+    return np.asarray(crop)
 
 
 def stretch_contrast(arr: np.ndarray, cfg: dict[str, Any] | None = None) -> np.ndarray:
@@ -369,6 +419,18 @@ def stretch_contrast(arr: np.ndarray, cfg: dict[str, Any] | None = None) -> np.n
     cfg = cfg or preprocessing_config()
     lo = float(np.percentile(arr, cfg["contrast_low_pct"]))
     hi = float(np.percentile(arr, cfg["contrast_high_pct"]))
+    return _stretch(arr, lo, hi)
+
+
+def _stretch_levels(levels: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """:func:`stretch_contrast` of ``levels.astype(float32)``, percentiles from the histogram."""
+    hist = _histogram(levels)
+    lo = _percentile_of_levels(hist, float(cfg["contrast_low_pct"]))
+    hi = _percentile_of_levels(hist, float(cfg["contrast_high_pct"]))
+    return _stretch(levels.astype(np.float32), lo, hi)
+
+
+def _stretch(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((arr - lo) / max(hi - lo, 1.0), 0.0, 1.0).astype(np.float32)
 
 
@@ -416,9 +478,10 @@ def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preproc
     r0, r1 = min(max(0, y0), band.height), max(min(band.height, y1), 0)
     r1 = max(r0, r1)
     flat = flatten(grey, band.shifts, rows=(r0, r1))
-    arr = stretch_contrast(crop_resize(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
+    # The crop is uint8 levels: its percentiles come from a histogram, not a sort.
+    arr = _stretch_levels(_crop_resize_levels(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
     geometry = Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box)
-    grey_std = float(grey.std())
+    grey_std = _std_of_levels(_histogram(grey))
     return Preprocessed(
         array=normalise(arr, cfg),
         geometry=geometry,
