@@ -106,7 +106,7 @@ def torch_baseline(model_path: Path, card: dict, images: list[Image.Image], iter
         pre = P.preprocess(img, cfg)
         with torch.inference_mode():
             probs, heat, score = wrapper(torch.from_numpy(pre.array[None]))
-        P.heatmap_to_original(heat[0].numpy(), pre.geometry)
+        P.heatmap_to_grid(heat[0].numpy(), pre.geometry)
 
     arrays = [torch.from_numpy(P.preprocess(img, cfg).array[None]) for img in images]
 

@@ -491,13 +491,18 @@ def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preproc
     )
 
 
-def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry, *, step: int = 4) -> np.ndarray:
-    """Map a model-input heatmap [S, S] back onto the original image [H, W].
+#: The heatmap is sampled every HEATMAP_STEP pixels of the original image.
+HEATMAP_STEP = 4
 
-    The class-activation map comes from the network's coarse last feature grid, so
-    it is sampled every ``step`` original pixels (through the crop box and the
-    flattening) and interpolated up: full-resolution sampling would cost several
-    milliseconds per scan and show nothing more.
+
+def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEATMAP_STEP) -> np.ndarray:
+    """Map a model-input heatmap [S, S] onto the original image, sampled every ``step`` px.
+
+    Returns float32 in [0, 1] of shape (ceil(H / step), ceil(W / step)): value [i, j]
+    belongs to original pixel (step * i, step * j). The class-activation map comes
+    from the network's coarse last feature grid (6 x 6 cells over the crop), so a
+    4-px grid shows all there is to see; :func:`heatmap_to_original` and the overlay
+    renderer interpolate it up to the full image.
     """
     h, w = geometry.height, geometry.width
     x0, y0, x1, y1 = (int(round(v)) for v in geometry.box)
@@ -520,7 +525,18 @@ def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry, *, step: int = 
     fv, fu = v - v0, u - u0
     top = hm[v0, u0] * (1 - fu) + hm[v0, u1] * fu
     bottom = hm[v1, u0] * (1 - fu) + hm[v1, u1] * fu
-    grid = np.where(inside, top * (1 - fv) + bottom * fv, 0.0).astype(np.float32)
-    if step > 1:
-        grid = np.asarray(Image.fromarray(grid).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    grid = np.where(inside, top * (1 - fv) + bottom * fv, 0.0)
     return np.clip(grid, 0.0, 1.0).astype(np.float32)
+
+
+def heatmap_upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Interpolate a heatmap grid (e.g. from :func:`heatmap_to_grid`) to ``height`` x ``width``."""
+    if grid.shape == (height, width):
+        return np.asarray(grid, dtype=np.float32)
+    out = Image.fromarray(np.ascontiguousarray(grid, dtype=np.float32)).resize((width, height), Image.BILINEAR)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEATMAP_STEP) -> np.ndarray:
+    """Map a model-input heatmap [S, S] back onto the original image [H, W] (full size)."""
+    return heatmap_upsample(heatmap_to_grid(heatmap, geometry, step=step), geometry.width, geometry.height)

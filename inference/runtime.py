@@ -54,7 +54,9 @@ class Reading:
     oct_score: float  # gate head: probability that the input is a retinal OCT B-scan
     gate_passed: bool  # False -> "not an OCT B-scan"
     gate_reason: str  # "" when passed, a human sentence otherwise
-    heatmap: np.ndarray  # float32 in [0, 1], shape (H, W) of the original image
+    # float32 in [0, 1] on the original image, sampled every preprocessing.HEATMAP_STEP
+    # pixels: shape (ceil(H / step), ceil(W / step)); heatmap_overlay_png scales it up.
+    heatmap: np.ndarray
     inference_ms: float
 
 
@@ -129,7 +131,7 @@ class Model:
         t0 = time.perf_counter()
         pre = self._map(lambda img: P.preprocess(img, self._cfg), images)
         probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
-        heat_maps = self._map(lambda i: P.heatmap_to_original(heat[i], pre[i].geometry), list(range(len(pre))))
+        heat_maps = self._map(lambda i: P.heatmap_to_grid(heat[i], pre[i].geometry), list(range(len(pre))))
         per_image_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
         readings = []
         for i, p in enumerate(pre):
@@ -219,20 +221,22 @@ _OVERLAY_LUT = _overlay_lut()
 def heatmap_overlay_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
     """Return a PNG with alpha, the size of ``image``: the coloured heatmap, transparent where cold.
 
-    The layer is meant to be drawn over the original image (CSS or Pillow
-    ``alpha_composite``); cold regions (below 0.2) are fully transparent.
+    ``heatmap`` is in [0, 1] at any resolution over the image (the runtime gives a
+    grid every few pixels); it is interpolated to the image size here. The layer is
+    meant to be drawn over the original image (CSS or Pillow ``alpha_composite``);
+    cold regions (below 0.2) are fully transparent.
     """
     w, h = image.size
     hm = np.asarray(heatmap, dtype=np.float32)
-    if hm.shape != (h, w):
-        hm = np.asarray(Image.fromarray(np.ascontiguousarray(hm)).resize((w, h), Image.BILINEAR), dtype=np.float32)
-    # 256 levels are more than the eye tells apart in an overlay. Stored as a
-    # palette PNG whose palette and transparency are the colour table, it decodes to
-    # the same RGBA pixels at a fraction of the size and encoding time of RGBA.
-    levels = (np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    layer = Image.frombytes("P", (w, h), levels.tobytes())
-    layer.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
+    # 256 levels are more than the eye tells apart in an overlay, so quantise first
+    # and interpolate the levels (a uint8 resize is several times cheaper than float).
+    levels = Image.fromarray((np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    if levels.size != (w, h):
+        levels = levels.resize((w, h), Image.BILINEAR)
+    # Stored as a palette PNG whose palette and transparency are the colour table, it
+    # decodes to the same RGBA pixels at a fraction of the size and encoding time of RGBA.
+    levels.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
     buf = io.BytesIO()
     # Fast zlib level: the overlay is regenerated from the heatmap, never archived.
-    layer.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
+    levels.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
     return buf.getvalue()

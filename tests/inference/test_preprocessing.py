@@ -59,6 +59,10 @@ def test_heatmap_maps_back_to_original_size():
     assert out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     assert out.max() > 0.5
+    grid = P.heatmap_to_grid(hm, pre.geometry)
+    assert grid.shape == (75, 175) and grid.dtype == np.float32
+    # The grid is the full-size map sampled every HEATMAP_STEP pixels, up to interpolation.
+    assert np.corrcoef(grid.ravel(), out[::4, ::4].ravel())[0, 1] > 0.95
 
 
 def test_white_registration_fill_is_removed():

@@ -68,14 +68,15 @@ def test_onnx_graph_inputs_outputs_and_dynamic_batch(model):
     assert meta is not None
 
 
-def test_reading_has_calibrated_probabilities_and_heatmap_of_original_size(model):
+def test_reading_has_calibrated_probabilities_and_heatmap_over_the_original_image(model):
     img = synthetic_bscan(700, 350)
     (r,) = model.predict_images([img])
     assert set(r.probabilities) == set(model.classes)
     assert abs(sum(r.probabilities.values()) - 1.0) < 1e-5
     assert r.predicted == max(r.probabilities, key=r.probabilities.get)
     assert r.confidence == pytest.approx(max(r.probabilities.values()))
-    assert r.heatmap.shape == (350, 700) and r.heatmap.dtype == np.float32
+    # One value every HEATMAP_STEP (4) original pixels: ceil(350 / 4) x ceil(700 / 4).
+    assert r.heatmap.shape == (88, 175) and r.heatmap.dtype == np.float32
     assert 0.0 <= r.heatmap.min() and r.heatmap.max() <= 1.0
     assert 0.0 <= r.oct_score <= 1.0
     assert r.inference_ms > 0
@@ -86,7 +87,7 @@ def test_predict_bytes_decodes_and_rejects_garbage(model):
 
     buf = io.BytesIO()
     synthetic_bscan().save(buf, format="PNG")
-    assert model.predict_bytes(buf.getvalue()).heatmap.shape == (400, 640)
+    assert model.predict_bytes(buf.getvalue()).heatmap.shape == (100, 160)
     with pytest.raises(UnreadableImage):
         model.predict_bytes(b"definitely not an image")
     assert issubclass(UnreadableImage, ValueError)
@@ -103,6 +104,17 @@ def test_heatmap_overlay_is_rgba_png_transparent_where_cold():
     rgba = np.asarray(out.convert("RGBA"))
     assert rgba[0, 0, 3] == 0 and rgba[30, 45, 3] > 0
     assert tuple(rgba[30, 45, :3]) != (0, 0, 0)  # hot pixels are coloured
+
+
+def test_heatmap_overlay_scales_a_coarse_grid_to_the_image():
+    from inference.runtime import heatmap_overlay_png
+
+    img = Image.new("L", (120, 80))
+    grid = np.zeros((20, 30), np.float32)  # one value every 4 px
+    grid[5:10, 15:30] = 1.0  # hot: right half, rows 20..40
+    rgba = np.asarray(Image.open(io.BytesIO(heatmap_overlay_png(img, grid))).convert("RGBA"))
+    assert rgba.shape == (80, 120, 4)
+    assert rgba[30, 100, 3] > 0 and rgba[30, 20, 3] == 0 and rgba[70, 100, 3] == 0
 
 
 def test_get_model_is_a_thread_safe_singleton():
