@@ -204,12 +204,25 @@ def _std_of_levels(hist: np.ndarray) -> float:
 def _percentile_of_levels(hist: np.ndarray, q: float) -> float:
     """``np.percentile(values, q)`` for float32 ``values`` given by a 256-level histogram.
 
-    Reproduces numpy's default (linear) method step by step in float32, so the result
-    is the very number ``np.percentile`` returns on the float32 image, without
+    The order statistics are read off the cumulative histogram instead of
     partitioning tens of thousands of pixels.
     """
-    n = int(hist.sum())
     cum = np.cumsum(hist)
+    return _percentile_linear(int(cum[-1]), q, lambda i: np.float32(np.searchsorted(cum, i, side="right")))
+
+
+def _percentile_sorted(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` of a sorted float32 vector."""
+    return _percentile_linear(values.size, q, lambda i: values[i])
+
+
+def _percentile_linear(n: int, q: float, order_statistic: Any) -> float:
+    """numpy's default (linear) percentile, step by step in float32.
+
+    Reproduces exactly what ``np.percentile`` returns for a float32 array (numpy 2:
+    q / 100, virtual index (n - 1) q, and its two-sided lerp), given a function
+    that returns the i-th smallest value. Checked against numpy in the tests.
+    """
     q32 = np.float32(q) / np.float32(100)
     v = np.float32(n - 1) * q32
     prev = np.floor(v)
@@ -220,13 +233,22 @@ def _percentile_of_levels(hist: np.ndarray, q: float) -> float:
     else:
         i = int(prev)
         j = i + 1
-    a = np.float32(np.searchsorted(cum, i, side="right"))
-    b = np.float32(np.searchsorted(cum, j, side="right"))
+    a = np.float32(order_statistic(i))
+    b = np.float32(order_statistic(j))
     gamma = np.float32(v - prev)
     diff = b - a
     if gamma >= 0.5:
         return float(b - diff * (np.float32(1) - gamma))
     return float(a + diff * gamma)
+
+
+def _median_last_axis(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=-1)``: the same values, from numpy's (vectorised) sort."""
+    ordered = np.sort(x, axis=-1)
+    n = ordered.shape[-1]
+    if n % 2:
+        return ordered[..., n // 2]
+    return np.mean(ordered[..., n // 2 - 1 : n // 2 + 1], axis=-1)
 
 
 def colour_saturation(image: Image.Image) -> float:
@@ -279,7 +301,7 @@ def _running_median(a: np.ndarray, k: int) -> np.ndarray:
         return a
     padded = np.pad(a, (k // 2, k // 2), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, k)
-    return np.median(windows, axis=1).astype(np.float32)
+    return _median_last_axis(windows).astype(np.float32)
 
 
 def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
@@ -294,7 +316,6 @@ def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
     # The analysis runs on a small copy: the band is a large structure and speckle
     # noise is averaged away by the box downscale.
     small_u8 = np.asarray(Image.fromarray(grey).resize((sw, sh), Image.BOX))
-    small = small_u8.astype(np.float32)
     sm = _box_smooth(small_u8, max(3, sh // 40), axis=0)
     sm = _box_smooth(sm, max(1, sw // 32), axis=1)
     edge = max(1, int(round(cfg["edge_ignore_frac"] * sh)))
@@ -302,7 +323,7 @@ def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
     inner = sm[edge : sh - edge]
     line = inner.argmax(axis=0).astype(np.float32) + edge
     # Median down each column, taken along rows of the transpose (same values, faster).
-    col_contrast = inner.max(axis=0) - np.median(np.ascontiguousarray(inner.T), axis=1)
+    col_contrast = inner.max(axis=0) - _median_last_axis(np.ascontiguousarray(inner.T))
     ok = col_contrast >= 0.3 * max(1e-3, float(np.median(col_contrast)))
     if ok.sum() >= 2:
         xs = np.arange(sw)
@@ -316,9 +337,10 @@ def find_band(grey: np.ndarray, cfg: dict[str, Any] | None = None) -> Band:
     ref = float(np.median(line_full))
     shifts = np.round(line_full - ref).astype(np.int32)
 
-    flat_small = flatten(small, np.round((line - np.median(line))).astype(np.int32))
+    # Flattening copies pixels, so flattening the bytes then converting is the same.
+    flat_small = flatten(small_u8, np.round((line - np.median(line))).astype(np.int32)).astype(np.float32)
     profile = _box_smooth(flat_small.mean(axis=1), max(3, sh // 50), axis=0)
-    bg = float(np.percentile(profile, 10))
+    bg = _percentile_sorted(np.sort(profile), 10)
     peak_row = int(profile[edge : sh - edge].argmax()) + edge
     peak = float(profile[peak_row])
     thr = bg + float(cfg["band_threshold"]) * (peak - bg)
@@ -350,31 +372,18 @@ def flatten(grey: np.ndarray, shifts: np.ndarray, rows: tuple[int, int] | None =
     """
     h, w = grey.shape
     start, stop = rows if rows is not None else (0, h)
-    shifts = np.asarray(shifts, dtype=np.int64)
-    out = np.zeros((max(0, stop - start), w), dtype=grey.dtype)
-    if out.size == 0:
-        return out
-    # The retina line is smooth, so neighbouring columns share a shift: copy each run
-    # of equal shifts as one block (a plain slice) instead of gathering pixel by pixel.
-    edges = np.flatnonzero(np.diff(shifts)) + 1
-    if len(edges) > w // 4:
-        return _flatten_gather(grey, shifts, start, stop)
-    bounds = [0, *edges.tolist(), w]
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        s = int(shifts[a])
-        src0, src1 = max(0, start + s), min(h, stop + s)
-        if src1 > src0:
-            out[src0 - s - start : src1 - s - start, a:b] = grey[src0:src1, a:b]
-    return out
-
-
-def _flatten_gather(grey: np.ndarray, shifts: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """:func:`flatten` for ragged shifts (noise images): one gather over the window."""
-    h = grey.shape[0]
-    rows = np.arange(start, stop, dtype=np.int64)[:, None] + shifts[None, :]
-    valid = (rows >= 0) & (rows < h)
-    out = np.take_along_axis(grey, np.clip(rows, 0, h - 1), axis=0)
-    return np.where(valid, out, 0).astype(grey.dtype)
+    shifts = np.asarray(shifts, dtype=np.intp)
+    if stop <= start or w == 0:
+        return np.zeros((max(0, stop - start), w), dtype=grey.dtype)
+    # Pad with zero rows so that every shifted row exists, then gather all pixels
+    # with one flat index (``take`` on a contiguous buffer is far cheaper than
+    # ``take_along_axis`` plus a validity mask).
+    margin = int(max(0, -(start + shifts.min()), stop - 1 + shifts.max() - (h - 1)))
+    padded = np.zeros((h + 2 * margin, w), dtype=grey.dtype)
+    padded[margin : margin + h] = grey
+    row_offsets = (np.arange(start, stop, dtype=np.intp) + margin) * w
+    column_offsets = shifts * w + np.arange(w, dtype=np.intp)
+    return padded.ravel().take(row_offsets[:, None] + column_offsets[None, :])
 
 
 def window(
