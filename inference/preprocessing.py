@@ -519,23 +519,28 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     hm = np.ascontiguousarray(heatmap[:, ::-1] if geometry.flipped else heatmap, dtype=np.float32)
     sh, sw = hm.shape
     step = max(1, int(step))
-    gy = np.arange(0, h, step, dtype=np.int32)
-    gx = np.arange(0, w, step, dtype=np.int32)
-    # Original row y of column x is flattened row y - shift[x]; the box was cut from
-    # the flattened image and resized to S x S (pixel centres aligned, as Pillow does).
-    yf = gy[:, None] - geometry.shifts.astype(np.int32)[gx][None, :]
-    inside = (yf >= max(0, y0)) & (yf < min(h, y1)) & (gx >= max(0, x0))[None, :] & (gx < min(w, x1))[None, :]
-    v = np.clip((yf - y0 + 0.5) * (sh / bh) - 0.5, 0.0, sh - 1.0)
-    u = np.clip((gx - x0 + 0.5) * (sw / bw) - 0.5, 0.0, sw - 1.0)[None, :]
-    v0 = np.floor(v).astype(np.int32)
-    u0 = np.floor(u).astype(np.int32)
-    v1 = np.minimum(v0 + 1, sh - 1)
+    gy = np.arange(0, h, step, dtype=np.intp)
+    gx = np.arange(0, w, step, dtype=np.intp)
+    # The box was cut from the flattened image and resized to S x S (pixel centres
+    # aligned, as Pillow does). Columns first: u depends on x only, so interpolate
+    # the heatmap across to every sampled column once.
+    u = np.clip((gx - x0 + 0.5) * (sw / bw) - 0.5, 0.0, sw - 1.0).astype(np.float32)
+    u0 = u.astype(np.intp)
     u1 = np.minimum(u0 + 1, sw - 1)
-    fv, fu = v - v0, u - u0
-    top = hm[v0, u0] * (1 - fu) + hm[v0, u1] * fu
-    bottom = hm[v1, u0] * (1 - fu) + hm[v1, u1] * fu
-    grid = np.where(inside, top * (1 - fv) + bottom * fv, 0.0)
-    return np.clip(grid, 0.0, 1.0).astype(np.float32)
+    fu = u - u0
+    columns = hm[:, u0] * (1 - fu) + hm[:, u1] * fu  # [S, len(gx)]
+    # Original row y of column x is flattened row y - shift[x].
+    yf = gy[:, None] - geometry.shifts.astype(np.intp)[gx][None, :]
+    v = np.clip((yf - y0 + 0.5).astype(np.float32) * np.float32(sh / bh) - np.float32(0.5), 0.0, sh - 1.0)
+    v0 = v.astype(np.intp)
+    v1 = np.minimum(v0 + 1, sh - 1)
+    fv = v - v0
+    flat = columns.ravel()
+    across = np.arange(len(gx), dtype=np.intp)
+    top = flat[v0 * len(gx) + across]
+    grid = top + (flat[v1 * len(gx) + across] - top) * fv
+    inside = (yf >= max(0, y0)) & (yf < min(h, y1)) & ((gx >= max(0, x0)) & (gx < min(w, x1)))[None, :]
+    return np.clip(np.where(inside, grid, np.float32(0.0)), 0.0, 1.0).astype(np.float32)
 
 
 def heatmap_upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
