@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_JSON = WEIGHTS_DIR / "model.json"
@@ -121,7 +121,10 @@ class Preprocessed:
 
 def to_grey(image: Image.Image) -> np.ndarray:
     """Return the image as a uint8 grey array (EXIF rotation applied, alpha dropped)."""
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) not in (None, 1):
+        image = ImageOps.exif_transpose(image)  # otherwise it would only copy
+    if image.mode == "L":
+        return np.asarray(image)
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -142,9 +145,14 @@ def remove_fill(grey: np.ndarray) -> np.ndarray:
     pixel is fill when its whole 7x7 neighbourhood is near 255 (tissue speckle
     never is), and fill becomes black like every other out-of-scan region.
     """
-    # Most scans have no fill: a histogram (one cheap C pass) rules that out before any
-    # full-size boolean mask is built. Same test as ``(grey >= 248).mean() < 0.002``.
-    if int(_histogram(grey)[248:].sum()) / grey.size < 0.002:
+    return _remove_fill(grey, _histogram(grey))
+
+
+def _remove_fill(grey: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    """:func:`remove_fill` given the image's histogram; returns ``grey`` itself when nothing is fill."""
+    # Most scans have no fill: the histogram rules that out before any full-size
+    # boolean mask is built. Same test as ``(grey >= 248).mean() < 0.002``.
+    if int(hist[248:].sum()) / grey.size < 0.002:
         return grey
     bright = grey >= 248
     # Separable min/max filters on bytes: the same masks as 7x7 / 9x9 box means
@@ -154,8 +162,20 @@ def remove_fill(grey: np.ndarray) -> np.ndarray:
         return grey
     # Grow the mask by a few pixels: JPEG ringing leaves a bright rim around the fill.
     grown = _window_extreme(_window_extreme(fill, 9, 0, np.maximum), 9, 1, np.maximum).view(bool)
-    out = grey.copy()
-    out[grown] = 0
+    return np.where(grown, np.uint8(0), grey)
+
+
+def _pad_edge(a: np.ndarray, before: int, after: int, axis: int, dtype: Any = None) -> np.ndarray:
+    """``np.pad(a, ..., mode="edge")`` along one axis (optionally converting), without its overhead."""
+    n = a.shape[axis]
+    shape = list(a.shape)
+    shape[axis] = n + before + after
+    out = np.empty(shape, dtype=dtype or a.dtype)
+    moved = np.moveaxis(out, axis, 0)
+    src = np.moveaxis(a, axis, 0)
+    moved[before : before + n] = src
+    moved[:before] = src[:1]
+    moved[before + n :] = src[n - 1 : n]
     return out
 
 
@@ -168,9 +188,7 @@ def _window_extreme(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarra
     """
     n = a.shape[axis]
     k = max(1, int(k))
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (k // 2, k - 1 - k // 2)
-    run = np.pad(a, pad, mode="edge")
+    run = _pad_edge(a, k // 2, k - 1 - k // 2, axis)
 
     def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
         index = [slice(None)] * arr.ndim
@@ -271,8 +289,6 @@ def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
     k = max(1, int(k))
     if k == 1:
         return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (k // 2, k - 1 - k // 2)
     n = a.shape[axis]
 
     def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -280,13 +296,13 @@ def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
         index[axis] = slice(start, start + length)
         return arr[tuple(index)]
 
-    if np.issubdtype(a.dtype, np.integer):
-        padded = np.pad(a.astype(np.float64), pad, mode="edge")
+    if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
+        padded = _pad_edge(a, k // 2, k - 1 - k // 2, axis, dtype=np.int32)
         total = part(padded, 0, n).copy()
         for i in range(1, k):
             total += part(padded, i, n)
         return (total / k).astype(np.float32)
-    padded = np.pad(np.asarray(a, dtype=np.float64), pad, mode="edge")
+    padded = _pad_edge(a, k // 2, k - 1 - k // 2, axis, dtype=np.float64)
     shape = list(padded.shape)
     shape[axis] += 1
     c = np.empty(shape, dtype=np.float64)
@@ -299,7 +315,7 @@ def _running_median(a: np.ndarray, k: int) -> np.ndarray:
     k = max(1, int(k) | 1)
     if k == 1 or a.size < 3:
         return a
-    padded = np.pad(a, (k // 2, k // 2), mode="edge")
+    padded = _pad_edge(a, k // 2, k // 2, 0)
     windows = np.lib.stride_tricks.sliding_window_view(padded, k)
     return _median_last_axis(windows).astype(np.float32)
 
@@ -375,15 +391,17 @@ def flatten(grey: np.ndarray, shifts: np.ndarray, rows: tuple[int, int] | None =
     shifts = np.asarray(shifts, dtype=np.intp)
     if stop <= start or w == 0:
         return np.zeros((max(0, stop - start), w), dtype=grey.dtype)
-    # Pad with zero rows so that every shifted row exists, then gather all pixels
-    # with one flat index (``take`` on a contiguous buffer is far cheaper than
-    # ``take_along_axis`` plus a validity mask).
-    margin = int(max(0, -(start + shifts.min()), stop - 1 + shifts.max() - (h - 1)))
-    padded = np.zeros((h + 2 * margin, w), dtype=grey.dtype)
-    padded[margin : margin + h] = grey
-    row_offsets = (np.arange(start, stop, dtype=np.intp) + margin) * w
+    # Copy the source rows the window can reach into a zero-padded buffer, then
+    # gather all pixels with one flat index (``take`` on a contiguous buffer is far
+    # cheaper than ``take_along_axis`` plus a validity mask).
+    lo, hi = start + int(shifts.min()), stop + int(shifts.max())
+    buf = np.zeros((hi - lo, w), dtype=grey.dtype)
+    a, b = max(lo, 0), min(hi, h)
+    if b > a:
+        buf[a - lo : b - lo] = grey[a:b]
+    row_offsets = (np.arange(start, stop, dtype=np.intp) - lo) * w
     column_offsets = shifts * w + np.arange(w, dtype=np.intp)
-    return padded.ravel().take(row_offsets[:, None] + column_offsets[None, :])
+    return buf.ravel().take(row_offsets[:, None] + column_offsets[None, :])
 
 
 def window(
@@ -418,8 +436,9 @@ def _crop_resize_levels(flat: np.ndarray, box: tuple[float, float, float, float]
     """:func:`crop_resize` before the float conversion (uint8 levels)."""
     img = Image.fromarray(flat)
     box_i = tuple(int(round(v)) for v in box)
-    crop = img.crop(box_i)  # Pillow pads with 0 outside the image
-    crop = crop.resize((size, size), Image.BILINEAR)
+    if box_i != (0, 0, *img.size):
+        img = img.crop(box_i)  # Pillow pads with 0 outside the image
+    crop = img.resize((size, size), Image.BILINEAR)
     return np.asarray(crop)
 
 
@@ -477,7 +496,11 @@ def precheck(
 def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preprocessed:
     """Turn one image into the model input (deterministic; what serving uses)."""
     cfg = cfg or preprocessing_config()
-    grey = remove_fill(to_grey(image))
+    raw = to_grey(image)
+    hist = _histogram(raw)
+    grey = _remove_fill(raw, hist)
+    if grey is not raw:
+        hist = _histogram(grey)
     band = find_band(grey, cfg)
     box = window(band, cfg)
     # Flatten only the rows the crop can reach: rows outside the image are zero in
@@ -490,7 +513,7 @@ def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preproc
     # The crop is uint8 levels: its percentiles come from a histogram, not a sort.
     arr = _stretch_levels(_crop_resize_levels(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
     geometry = Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box)
-    grey_std = _std_of_levels(_histogram(grey))
+    grey_std = _std_of_levels(hist)
     return Preprocessed(
         array=normalise(arr, cfg),
         geometry=geometry,

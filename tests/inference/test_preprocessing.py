@@ -1,6 +1,7 @@
 """The shared preprocessing: deterministic, shape-stable, band-aware, torch-free."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from inference import preprocessing as P
 
@@ -96,3 +97,59 @@ def test_real_scans_from_every_source_preprocess(oct_data):
         assert pre.band.found, path
         assert pre.precheck_reason == "", path
         assert pre.array.shape[1:] == (P.preprocessing_config()["input_size"],) * 2
+
+
+def test_to_grey_applies_exif_orientation_and_keeps_plain_grey_as_is():
+    img = Image.fromarray(np.arange(12 * 20, dtype=np.uint8).reshape(12, 20))
+    assert np.array_equal(P.to_grey(img), np.asarray(img))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=100)
+    decoded = Image.open(io.BytesIO(buf.getvalue()))
+    grey = P.to_grey(decoded)
+    assert grey.shape == (20, 12)
+    assert np.array_equal(grey, np.asarray(ImageOps.exif_transpose(decoded)))
+
+
+def test_fast_percentiles_and_medians_equal_numpy():
+    rng = np.random.default_rng(3)
+    for shape in [(192, 192), (7, 5), (1, 1), (2, 1)]:
+        levels = rng.integers(0, 256, shape, dtype=np.uint8)
+        hist = P._histogram(levels)
+        values = levels.astype(np.float32)
+        for q in (0.0, 1.0, 10.0, 50.0, 99.5, 100.0):
+            assert P._percentile_of_levels(hist, q) == float(np.percentile(values, q))
+            assert P._percentile_sorted(np.sort(values.ravel()), q) == float(np.percentile(values, q))
+    x = rng.random((9, 236)).astype(np.float32)
+    assert np.array_equal(P._median_last_axis(x), np.median(x, axis=-1))
+    assert np.array_equal(P._median_last_axis(x[:, :235]), np.median(x[:, :235], axis=-1))
+
+
+def test_flatten_equals_a_column_by_column_shift():
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (40, 30), dtype=np.uint8)
+    for shifts in (np.zeros(30, int), np.linspace(-12, 9, 30).round().astype(int), rng.integers(-50, 50, 30)):
+        for rows in ((0, 40), (5, 22), (30, 40)):
+            expected = np.zeros((rows[1] - rows[0], 30), np.uint8)
+            for x in range(30):
+                for i, y in enumerate(range(*rows)):
+                    if 0 <= y + shifts[x] < 40:
+                        expected[i, x] = grey[y + shifts[x], x]
+            assert np.array_equal(P.flatten(grey, shifts, rows=rows), expected)
+
+
+def test_window_filters_and_box_sums_equal_the_plain_loops():
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 2, (23, 31), dtype=np.uint8)
+    for k in (1, 2, 3, 7, 9):
+        for axis in (0, 1):
+            padded = np.pad(a, [(k // 2, k - 1 - k // 2) if ax == axis else (0, 0) for ax in (0, 1)], mode="edge")
+            windows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis)
+            assert np.array_equal(P._window_extreme(a, k, axis, np.minimum), windows.min(axis=-1))
+            assert np.array_equal(P._window_extreme(a, k, axis, np.maximum), windows.max(axis=-1))
+    levels = rng.integers(0, 256, (20, 24), dtype=np.uint8)
+    for k in (3, 6, 8):
+        for axis in (0, 1):
+            # The exact integer path and the cumulative-sum path agree on integer data.
+            assert np.array_equal(P._box_smooth(levels, k, axis), P._box_smooth(levels.astype(np.float32), k, axis))
