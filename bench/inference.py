@@ -5,7 +5,10 @@ Measures, in one process and on the same images:
 * one B-scan end to end on ONE thread: decode the file, preprocess, run the ONNX
   session, map the heatmap back to the original image (p50 / p95); also the same
   plus encoding the overlay PNG that the worker stores, and the session run alone;
-* batched throughput on TWO threads (one session, intra-op threads = 2);
+* batched throughput on TWO threads: the batch is split between two threads, each
+  preprocessing its share and running it through the one shared session
+  (``OCT_BATCH_THREADS=2``, one intra-op thread per run); for reference also the
+  session run alone on two intra-op threads;
 * baseline A: a new ONNX session per request (what the original prototype did);
 * baseline B: the same network in PyTorch eager mode (one thread), same pipeline,
   when torch and ``training/`` are importable (e.g. ``.venv-train/bin/python``).
@@ -152,7 +155,8 @@ def main() -> None:
     describe("inference alone (session.run, 1 image)", infer)
 
     # --- ours, batched, two threads -----------------------------------------------------
-    model2 = runtime.load_model(args.model, intra_op_threads=2, inter_op_threads=1)
+    model2 = runtime.load_model(args.model, intra_op_threads=1, inter_op_threads=1, batch_threads=2)
+    model2_intra = runtime.load_model(args.model, intra_op_threads=2, inter_op_threads=1)
     batches = [decoded[i : i + args.batch] for i in range(0, len(decoded) - args.batch + 1, args.batch)] or [decoded]
     model2.predict_images(batches[0])  # warm-up
     rounds = max(2, (args.iterations * 2) // (args.batch * len(batches)))
@@ -164,13 +168,14 @@ def main() -> None:
             n += len(batch)
     batched_ips = n / (time.perf_counter() - t0)
     stacked = np.concatenate(arrays[: args.batch])
+    model2_intra.run_arrays(stacked)  # warm-up
     t0 = time.perf_counter()
     for _ in range(rounds * len(batches)):
-        model2.run_arrays(stacked)
+        model2_intra.run_arrays(stacked)
     infer_ips = rounds * len(batches) * len(stacked) / (time.perf_counter() - t0)
-    print(f"\n== ONNX Runtime batched (batch {args.batch}), 2 intra-op threads")
-    print(f"{'end to end (decode done; preprocess+inference+heatmap)':<58} {batched_ips:7.1f} images/s")
-    print(f"{'inference alone':<58} {infer_ips:7.1f} images/s")
+    print(f"\n== ONNX Runtime batched (batch {args.batch}), 2 threads")
+    print(f"{'end to end, 2 batch threads (decode done; preprocess+inference+heatmap)':<58} {batched_ips:7.1f} images/s")
+    print(f"{'inference alone, one run on 2 intra-op threads':<58} {infer_ips:7.1f} images/s")
 
     # --- baseline A: a new session per request -------------------------------------------
     def session_per_request(data: bytes) -> None:

@@ -551,19 +551,32 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     u0 = u.astype(np.intp)
     u1 = np.minimum(u0 + 1, sw - 1)
     fu = u - u0
-    columns = hm[:, u0] * (1 - fu) + hm[:, u1] * fu  # [S, len(gx)]
-    # Original row y of column x is flattened row y - shift[x].
-    yf = gy[:, None] - geometry.shifts.astype(np.intp)[gx][None, :]
+    # Row gathers of the transposed map are plain copies of contiguous rows.
+    hm_t = np.ascontiguousarray(hm.T)
+    columns = hm_t[u0] * (1 - fu)[:, None] + hm_t[u1] * fu[:, None]  # [len(gx), S]
+    # Original row y of column x is flattened row y - shift[x]. Only rows that some
+    # column maps into the crop window can be non-zero: compute just those.
+    shifts = geometry.shifts.astype(np.intp)[gx]
+    grid = np.zeros((len(gy), len(gx)), dtype=np.float32)
+    if len(gx) == 0 or len(gy) == 0:
+        return grid
+    lo = max(0, y0) + int(shifts.min())
+    hi = min(h, y1) + int(shifts.max())
+    i0, i1 = int(np.searchsorted(gy, lo)), int(np.searchsorted(gy, hi))
+    if i1 <= i0:
+        return grid
+    yf = gy[i0:i1, None] - shifts[None, :]
     v = np.clip((yf - y0 + 0.5).astype(np.float32) * np.float32(sh / bh) - np.float32(0.5), 0.0, sh - 1.0)
     v0 = v.astype(np.intp)
     v1 = np.minimum(v0 + 1, sh - 1)
     fv = v - v0
     flat = columns.ravel()
-    across = np.arange(len(gx), dtype=np.intp)
-    top = flat[v0 * len(gx) + across]
-    grid = top + (flat[v1 * len(gx) + across] - top) * fv
+    across = np.arange(len(gx), dtype=np.intp) * sh
+    top = flat[v0 + across]
+    rows = top + (flat[v1 + across] - top) * fv
     inside = (yf >= max(0, y0)) & (yf < min(h, y1)) & ((gx >= max(0, x0)) & (gx < min(w, x1)))[None, :]
-    return np.clip(np.where(inside, grid, np.float32(0.0)), 0.0, 1.0).astype(np.float32)
+    grid[i0:i1] = np.clip(np.where(inside, rows, np.float32(0.0)), 0.0, 1.0)
+    return grid
 
 
 def heatmap_upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:

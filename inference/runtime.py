@@ -10,7 +10,11 @@ Settings (all optional; defaults apply when Django is not configured):
 
 - ``OCT_MODEL_PATH``: the .onnx file (default: the file named in model.json).
 - ``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread
-  counts (default 1 / 1: Celery runs one worker process per core).
+  counts of the session (default 1 / 1: Celery runs one worker process per core).
+- ``OCT_BATCH_THREADS``: threads a batch of scans is spread over (default 1). Each
+  thread preprocesses its share of the batch and runs it through the (shared,
+  thread-safe) session; with 1 intra-op thread per run this keeps every core busy,
+  which intra-op parallelism alone does not (preprocessing is per image).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class Model:
         *,
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
+        batch_threads: int = 1,
     ) -> None:
         self.path = Path(onnx_path)
         self.card: dict[str, Any] = card
@@ -104,14 +109,8 @@ class Model:
         opts.inter_op_num_threads = int(inter_op_threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        # Preprocessing and heatmap mapping are per image and mostly GIL-free (Pillow,
-        # numpy): a batch spreads them over as many threads as the session may use.
-        self._pool = ThreadPoolExecutor(max_workers=int(intra_op_threads)) if int(intra_op_threads) > 1 else None
-
-    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
-        if self._pool is None or len(items) < 2:
-            return [fn(item) for item in items]
-        return list(self._pool.map(fn, items))
+        self.batch_threads = max(1, int(batch_threads))
+        self._pool = ThreadPoolExecutor(max_workers=self.batch_threads) if self.batch_threads > 1 else None
 
     @property
     def input_size(self) -> int:
@@ -124,20 +123,31 @@ class Model:
         )
         return probs, heat, score
 
+    def _predict_chunk(self, images: list[Image.Image]) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray]]:
+        """Preprocess, run and map back the heatmaps of some images (one session run)."""
+        pre = [P.preprocess(img, self._cfg) for img in images]
+        probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
+        return [
+            (p, probs[i], float(score[i]), P.heatmap_to_grid(heat[i], p.geometry)) for i, p in enumerate(pre)
+        ]
+
     def predict_images(self, images: list[Image.Image]) -> list[Reading]:
-        """Classify a batch of images in one session run."""
+        """Classify a batch of images: one session run per batch thread's share."""
         if not images:
             return []
         t0 = time.perf_counter()
-        pre = self._map(lambda img: P.preprocess(img, self._cfg), images)
-        probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
-        heat_maps = self._map(lambda i: P.heatmap_to_grid(heat[i], pre[i].geometry), list(range(len(pre))))
+        if self._pool is None or len(images) < 2:
+            results = self._predict_chunk(images)
+        else:
+            # Contiguous shares keep the results in input order.
+            size = -(-len(images) // self.batch_threads)
+            shares = [images[i : i + size] for i in range(0, len(images), size)]
+            results = [r for chunk in self._pool.map(self._predict_chunk, shares) for r in chunk]
         per_image_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
         readings = []
-        for i, p in enumerate(pre):
-            pr = probs[i].astype(np.float64)
+        for p, row, s, grid in results:
+            pr = row.astype(np.float64)
             k = int(pr.argmax())
-            s = float(score[i])
             reason = p.precheck_reason
             if not reason and s < self.gate_threshold:
                 reason = f"The image does not look like a retinal OCT B-scan (OCT score {s:.2f})."
@@ -149,7 +159,7 @@ class Model:
                     oct_score=s,
                     gate_passed=not reason,
                     gate_reason=reason,
-                    heatmap=heat_maps[i],
+                    heatmap=grid,
                     inference_ms=per_image_ms,
                 )
             )
@@ -170,7 +180,9 @@ def decode_image(data: bytes) -> Image.Image:
     return img
 
 
-def load_model(path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1) -> Model:
+def load_model(
+    path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1, batch_threads: int = 1
+) -> Model:
     """Build a fresh :class:`Model` (for benchmarks and tests); ``path`` is the .onnx file."""
     card = P.load_model_json()
     if path is None:
@@ -180,7 +192,9 @@ def load_model(path: str | Path | None = None, *, intra_op_threads: int = 1, int
     # A model file outside inference/weights carries its own model.json beside it.
     if path.parent.resolve() != P.WEIGHTS_DIR.resolve() and side.exists():
         card = P.load_model_json(side)
-    return Model(path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    return Model(
+        path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, batch_threads=batch_threads
+    )
 
 
 _model: Model | None = None
@@ -196,6 +210,7 @@ def get_model() -> Model:
                 _model = load_model(
                     intra_op_threads=int(_settings_value("OCT_ORT_INTRA_OP_THREADS", 1)),
                     inter_op_threads=int(_settings_value("OCT_ORT_INTER_OP_THREADS", 1)),
+                    batch_threads=int(_settings_value("OCT_BATCH_THREADS", 1)),
                 )
     return _model
 

@@ -122,6 +122,8 @@ DATA_UPLOAD_MAX_NUMBER_FILES = OCT_UPLOAD_MAX_FILES
 OCT_MODEL_PATH = env("OCT_MODEL_PATH", default="")
 OCT_ORT_INTRA_OP_THREADS = env.int("OCT_ORT_INTRA_OP_THREADS", default=1)
 OCT_ORT_INTER_OP_THREADS = env.int("OCT_ORT_INTER_OP_THREADS", default=1)
+# Threads one batch of scans is spread over (each preprocesses and runs its share).
+OCT_BATCH_THREADS = env.int("OCT_BATCH_THREADS", default=1)
 OCT_INFERENCE_BATCH_SIZE = env.int("OCT_INFERENCE_BATCH_SIZE", default=16)
 # A scan queued or running longer than this is re-enqueued by the periodic sweep.
 OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=300))

@@ -151,3 +151,17 @@ def test_shipped_model_classifies_the_fixed_sample_as_the_card_claims(model, oct
     claimed = CARD["card"]["fixed_sample"]["accuracy"]
     assert accuracy >= claimed - 1e-9
     assert all(rd.gate_passed for rd in readings)
+
+
+def test_batch_spread_over_threads_gives_the_same_readings_in_order(model):
+    from inference import runtime
+
+    images = [synthetic_bscan(500 + 20 * i, 300 + 10 * i) for i in range(5)]
+    threaded = runtime.load_model(batch_threads=2)
+    one = [model.predict_images([img])[0] for img in images]
+    many = threaded.predict_images(images)
+    assert [r.heatmap.shape for r in many] == [r.heatmap.shape for r in one]
+    for a, b in zip(one, many):
+        assert a.predicted == b.predicted
+        for c in a.probabilities:
+            assert a.probabilities[c] == pytest.approx(b.probabilities[c], abs=1e-5)
