@@ -171,11 +171,15 @@ def _pad_edge(a: np.ndarray, before: int, after: int, axis: int, dtype: Any = No
     shape = list(a.shape)
     shape[axis] = n + before + after
     out = np.empty(shape, dtype=dtype or a.dtype)
-    moved = np.moveaxis(out, axis, 0)
-    src = np.moveaxis(a, axis, 0)
-    moved[before : before + n] = src
-    moved[:before] = src[:1]
-    moved[before + n :] = src[n - 1 : n]
+
+    def along(start: int, stop: int) -> tuple[slice, ...]:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    out[along(before, before + n)] = a
+    out[along(0, before)] = a[along(0, 1)]
+    out[along(before + n, before + n + after)] = a[along(n - 1, n)]
     return out
 
 
@@ -535,48 +539,30 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     from the network's coarse last feature grid (6 x 6 cells over the crop), so a
     4-px grid shows all there is to see; :func:`heatmap_to_original` and the overlay
     renderer interpolate it up to the full image.
+
+    The map is resized to the crop box at grid resolution, placed in flattened
+    coordinates and shifted back column by column (the inverse of :func:`flatten`);
+    box and shifts are rounded to the grid, so positions are exact to ``step`` / 2 px.
     """
     h, w = geometry.height, geometry.width
-    x0, y0, x1, y1 = (int(round(v)) for v in geometry.box)
-    bw, bh = max(1, x1 - x0), max(1, y1 - y0)
-    hm = np.ascontiguousarray(heatmap[:, ::-1] if geometry.flipped else heatmap, dtype=np.float32)
-    sh, sw = hm.shape
     step = max(1, int(step))
-    gy = np.arange(0, h, step, dtype=np.intp)
-    gx = np.arange(0, w, step, dtype=np.intp)
-    # The box was cut from the flattened image and resized to S x S (pixel centres
-    # aligned, as Pillow does). Columns first: u depends on x only, so interpolate
-    # the heatmap across to every sampled column once.
-    u = np.clip((gx - x0 + 0.5) * (sw / bw) - 0.5, 0.0, sw - 1.0).astype(np.float32)
-    u0 = u.astype(np.intp)
-    u1 = np.minimum(u0 + 1, sw - 1)
-    fu = u - u0
-    # Row gathers of the transposed map are plain copies of contiguous rows.
-    hm_t = np.ascontiguousarray(hm.T)
-    columns = hm_t[u0] * (1 - fu)[:, None] + hm_t[u1] * fu[:, None]  # [len(gx), S]
-    # Original row y of column x is flattened row y - shift[x]. Only rows that some
-    # column maps into the crop window can be non-zero: compute just those.
-    shifts = geometry.shifts.astype(np.intp)[gx]
-    grid = np.zeros((len(gy), len(gx)), dtype=np.float32)
-    if len(gx) == 0 or len(gy) == 0:
-        return grid
-    lo = max(0, y0) + int(shifts.min())
-    hi = min(h, y1) + int(shifts.max())
-    i0, i1 = int(np.searchsorted(gy, lo)), int(np.searchsorted(gy, hi))
-    if i1 <= i0:
-        return grid
-    yf = gy[i0:i1, None] - shifts[None, :]
-    v = np.clip((yf - y0 + 0.5).astype(np.float32) * np.float32(sh / bh) - np.float32(0.5), 0.0, sh - 1.0)
-    v0 = v.astype(np.intp)
-    v1 = np.minimum(v0 + 1, sh - 1)
-    fv = v - v0
-    flat = columns.ravel()
-    across = np.arange(len(gx), dtype=np.intp) * sh
-    top = flat[v0 + across]
-    rows = top + (flat[v1 + across] - top) * fv
-    inside = (yf >= max(0, y0)) & (yf < min(h, y1)) & ((gx >= max(0, x0)) & (gx < min(w, x1)))[None, :]
-    grid[i0:i1] = np.clip(np.where(inside, rows, np.float32(0.0)), 0.0, 1.0)
-    return grid
+    gh, gw = -(-h // step), -(-w // step)
+    hm = np.ascontiguousarray(heatmap[:, ::-1] if geometry.flipped else heatmap, dtype=np.float32)
+    x0, y0, x1, y1 = (int(round(v)) for v in geometry.box)
+    bw, bh = max(1, round((x1 - x0) / step)), max(1, round((y1 - y0) / step))
+    # Bilinear, pixel centres aligned as when the crop was resized to the input.
+    box = np.asarray(Image.fromarray(hm).resize((bw, bh), Image.BILINEAR), dtype=np.float32)
+    # The crop box in flattened grid rows/columns; only flattened rows inside the
+    # image (0..H) exist, so the rest of the box is dropped.
+    gx0, gy0 = round(x0 / step), round(y0 / step)
+    canvas = np.zeros((gh, gw), dtype=np.float32)
+    r0, r1 = max(0, gy0), min(gh, gy0 + bh, -(-min(h, y1) // step))
+    c0, c1 = max(0, gx0), min(gw, gx0 + bw)
+    if r1 > r0 and c1 > c0:
+        canvas[r0:r1, c0:c1] = box[r0 - gy0 : r1 - gy0, c0 - gx0 : c1 - gx0]
+    # Original row y of column x is flattened row y - shift[x]: unflatten.
+    shifts = np.round(geometry.shifts.astype(np.float64)[::step][:gw] / step).astype(np.intp)
+    return np.clip(flatten(canvas, -shifts), 0.0, 1.0)
 
 
 def heatmap_upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
