@@ -165,21 +165,22 @@ def _remove_fill(grey: np.ndarray, hist: np.ndarray) -> np.ndarray:
     return np.where(grown, np.uint8(0), grey)
 
 
+def _along(arr: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+    """The view ``arr[..., start:start + length, ...]`` on ``axis``."""
+    index = [slice(None)] * arr.ndim
+    index[axis] = slice(start, start + length)
+    return arr[tuple(index)]
+
+
 def _pad_edge(a: np.ndarray, before: int, after: int, axis: int, dtype: Any = None) -> np.ndarray:
     """``np.pad(a, ..., mode="edge")`` along one axis (optionally converting), without its overhead."""
     n = a.shape[axis]
     shape = list(a.shape)
     shape[axis] = n + before + after
     out = np.empty(shape, dtype=dtype or a.dtype)
-
-    def along(start: int, stop: int) -> tuple[slice, ...]:
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(start, stop)
-        return tuple(index)
-
-    out[along(before, before + n)] = a
-    out[along(0, before)] = a[along(0, 1)]
-    out[along(before + n, before + n + after)] = a[along(n - 1, n)]
+    _along(out, axis, before, n)[...] = a
+    _along(out, axis, 0, before)[...] = _along(a, axis, 0, 1)
+    _along(out, axis, before + n, after)[...] = _along(a, axis, n - 1, 1)
     return out
 
 
@@ -193,19 +194,13 @@ def _window_extreme(a: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarra
     n = a.shape[axis]
     k = max(1, int(k))
     run = _pad_edge(a, k // 2, k - 1 - k // 2, axis)
-
-    def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
-        index = [slice(None)] * arr.ndim
-        index[axis] = slice(start, start + length)
-        return arr[tuple(index)]
-
     span = 1
     while span * 2 <= k:
         length = run.shape[axis] - span
-        run = op(part(run, 0, length), part(run, span, length))
+        run = op(_along(run, axis, 0, length), _along(run, axis, span, length))
         span *= 2
     # run[i] now covers span values from i; two overlapping runs cover k.
-    return op(part(run, 0, n), part(run, k - span, n))
+    return op(_along(run, axis, 0, n), _along(run, axis, k - span, n))
 
 
 def _histogram(grey: np.ndarray) -> np.ndarray:
@@ -294,25 +289,19 @@ def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
     if k == 1:
         return a
     n = a.shape[axis]
-
-    def part(arr: np.ndarray, start: int, length: int) -> np.ndarray:
-        index = [slice(None)] * arr.ndim
-        index[axis] = slice(start, start + length)
-        return arr[tuple(index)]
-
     if np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize <= 2:
         padded = _pad_edge(a, k // 2, k - 1 - k // 2, axis, dtype=np.int32)
-        total = part(padded, 0, n).copy()
+        total = _along(padded, axis, 0, n).copy()
         for i in range(1, k):
-            total += part(padded, i, n)
+            total += _along(padded, axis, i, n)
         return (total / k).astype(np.float32)
     padded = _pad_edge(a, k // 2, k - 1 - k // 2, axis, dtype=np.float64)
     shape = list(padded.shape)
     shape[axis] += 1
     c = np.empty(shape, dtype=np.float64)
-    part(c, 0, 1)[...] = 0.0
-    np.cumsum(padded, axis=axis, out=part(c, 1, padded.shape[axis]))
-    return ((part(c, k, n) - part(c, 0, n)) / k).astype(np.float32)
+    _along(c, axis, 0, 1)[...] = 0.0
+    np.cumsum(padded, axis=axis, out=_along(c, axis, 1, padded.shape[axis]))
+    return ((_along(c, axis, k, n) - _along(c, axis, 0, n)) / k).astype(np.float32)
 
 
 def _running_median(a: np.ndarray, k: int) -> np.ndarray:
