@@ -219,6 +219,23 @@ def parity(model: OctNet, temperature: float, size: int, path: Path, x: np.ndarr
     return float(max(np.abs(a - b).max() for a, b in zip(ref, got)))
 
 
+def _shown_args(argv: list[str]) -> list[str]:
+    """The command-line arguments as the card shows them: the note's text is in the Notes."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            shown.append('"(see Notes)"')
+            skip = False
+        elif arg == "--card-note":
+            shown.append(arg)
+            skip = True
+        elif arg.startswith("--card-note="):
+            shown.append('--card-note="(see Notes)"')
+        else:
+            shown.append(arg)
+    return shown
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -274,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.time()
-    command = "python -m training.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m training.train " + " ".join(_shown_args(argv if argv is not None else sys.argv[1:]))
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
@@ -339,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "octdl_amd": E.out_of_set_report(softmax(la / t_l)),
             "kermany_val_accuracy": float((lv.argmax(1) == yidx(kval)).mean()),
             "wall_s": time.time() - t_loso,
+            "run_of": MODEL_VERSION,
         }
         loso_path.write_text(json.dumps(loso, indent=1))
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
@@ -354,12 +372,16 @@ def main(argv: list[str] | None = None) -> int:
         model = OctNet(image_size=size, pretrained=False).to(device)
         model.load_state_dict(torch.load(args.out / "model.pt", map_location=device))
         model.eval()
-        train_wall = float(json.loads((args.out / "train_wall.json").read_text())["final_train_wall_s"])
+        trained = json.loads((args.out / "train_wall.json").read_text())
+        train_wall = float(trained["final_train_wall_s"])
+        # The card names the command that trained the weights, not only this re-export.
+        if trained.get("command"):
+            command = f"{trained['command']} (card re-written by: {command})"
     else:
         model = train_model(cached, neg_train, cfg, epochs=epochs, tag="final", **common)
         train_wall = time.time() - t_final
         torch.save(model.state_dict(), args.out / "model.pt")
-        (args.out / "train_wall.json").write_text(json.dumps({"final_train_wall_s": train_wall}))
+        (args.out / "train_wall.json").write_text(json.dumps({"final_train_wall_s": train_wall, "command": command}))
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
     temperature = fit_temperature(lv, yidx(val_in))
@@ -418,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         smoke=args.smoke,
     )
-    wall = time.time() - t_start
+    # With a reused checkpoint, the wall time is the training's plus this re-export's.
+    wall = time.time() - t_start + (train_wall if args.reuse_checkpoint else 0.0)
     card["card"] = {
         "command": command,
         "manifest_sha256": D.manifest_sha256(root),

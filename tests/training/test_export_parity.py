@@ -1,6 +1,8 @@
 """PyTorch vs ONNX parity of the export path (needs torch: skipped in the app-only CI)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -52,10 +54,13 @@ def test_shipped_onnx_matches_its_checkpoint_when_present():
     from training.train import parity
 
     card = P.load_model_json()
-    ckpt = P.WEIGHTS_DIR.parent.parent / "training" / "runs" / "v1" / "model.pt"
+    # The run folder of the shipped model is the --out of the command in its card.
+    out = re.search(r"--out (\S+)", card.get("card", {}).get("command", ""))
+    run = out.group(1) if out else "training/runs/v1"
+    ckpt = P.WEIGHTS_DIR.parent.parent / run / "model.pt"
     onnx_path = P.WEIGHTS_DIR / str(card.get("onnx", ""))
     if not ckpt.is_file() or not onnx_path.is_file():
-        pytest.skip("training/runs/v1/model.pt (the checkpoint of the shipped model) is not in this checkout")
+        pytest.skip(f"{run}/model.pt (the checkpoint of the shipped model) is not in this checkout")
     size = int(card["preprocessing"]["input_size"])
     model = OctNet(image_size=size, pretrained=False)
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
