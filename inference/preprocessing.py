@@ -421,12 +421,7 @@ def window(
 
 
 def crop_resize(flat: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """Crop ``box`` (zero padded outside the image) and resize to ``size``² in [0, 255]."""
-    return _crop_resize_levels(flat, box, size).astype(np.float32)
-
-
-def _crop_resize_levels(flat: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """:func:`crop_resize` before the float conversion (uint8 levels)."""
+    """Crop ``box`` (zero padded outside the image) and resize to ``size``² (uint8 levels)."""
     img = Image.fromarray(flat)
     box_i = tuple(int(round(v)) for v in box)
     if box_i != (0, 0, *img.size):
@@ -504,7 +499,7 @@ def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preproc
     r1 = max(r0, r1)
     flat = flatten(grey, band.shifts, rows=(r0, r1))
     # The crop is uint8 levels: its percentiles come from a histogram, not a sort.
-    arr = _stretch_levels(_crop_resize_levels(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
+    arr = _stretch_levels(crop_resize(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
     geometry = Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box)
     grey_std = _std_of_levels(hist)
     return Preprocessed(
@@ -554,14 +549,10 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     return np.clip(flatten(canvas, -shifts), 0.0, 1.0)
 
 
-def heatmap_upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Interpolate a heatmap grid (e.g. from :func:`heatmap_to_grid`) to ``height`` x ``width``."""
-    if grid.shape == (height, width):
-        return np.asarray(grid, dtype=np.float32)
-    out = Image.fromarray(np.ascontiguousarray(grid, dtype=np.float32)).resize((width, height), Image.BILINEAR)
-    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
-
-
 def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEATMAP_STEP) -> np.ndarray:
     """Map a model-input heatmap [S, S] back onto the original image [H, W] (full size)."""
-    return heatmap_upsample(heatmap_to_grid(heatmap, geometry, step=step), geometry.width, geometry.height)
+    grid = heatmap_to_grid(heatmap, geometry, step=step)
+    size = (geometry.width, geometry.height)
+    if grid.shape[::-1] == size:
+        return grid
+    return np.clip(np.asarray(Image.fromarray(grid).resize(size, Image.BILINEAR), dtype=np.float32), 0.0, 1.0)
