@@ -40,7 +40,7 @@ def run_served(served: Any, images: list[Image.Image], batch: int = 32) -> tuple
     return np.array(probs).reshape(-1, len(served.classes)), np.array(passed, bool), np.array(scores), len(images) / max(dt, 1e-9)
 
 
-def _load(root: Path, items: list[D.Item]) -> list[Image.Image]:
+def load_images(root: Path, items: list[D.Item]) -> list[Image.Image]:
     out = []
     for it in items:
         img = Image.open(root / it.path)
@@ -66,7 +66,7 @@ def evaluate_all(
     val_in = [i for i in splits["val"] if i.in_set]
     y_test = np.array([D.CLASSES.index(i.label) for i in test_in])
     y_val = np.array([D.CLASSES.index(i.label) for i in val_in])
-    probs, passed, scores, ips = run_served(served, _load(root, test_in))
+    probs, passed, scores, ips = run_served(served, load_images(root, test_in))
     out: dict[str, Any] = {"test": E.classification_report(probs, y_test), "images_per_second": ips}
     for src in ("kermany", "octdl"):
         m = np.array([i.source == src for i in test_in])
@@ -75,7 +75,7 @@ def evaluate_all(
     amd = [i for i in items if i.source == "octdl" and i.label == "AMD"]
     if smoke:
         amd = amd[:20]
-    pa, ga, sa, _ = run_served(served, _load(root, amd))
+    pa, ga, sa, _ = run_served(served, load_images(root, amd))
     out["amd_out_of_set"] = E.out_of_set_report(pa, ga)
     out["calibration"] = {
         "test_ece_before": E.expected_calibration_error(_softmax(test_logits), y_test),

@@ -121,6 +121,18 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
+def mean_nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()) if len(y) else float("nan")
+
+
+def frozen_text(frozen_blocks: int) -> str:
+    """How the card describes the layers kept at their ImageNet values."""
+    if frozen_blocks <= 0:
+        return "stem only (ImageNet weights and batch-norm statistics); every MBConv block fine-tuned"
+    return f"stem + first {frozen_blocks} MBConv blocks (ImageNet weights and batch-norm statistics)"
+
+
 def train_model(
     samples: list[TrainSample],
     negatives: list[TrainSample],
@@ -134,11 +146,12 @@ def train_model(
     seed: int,
     device: torch.device,
     tag: str,
+    frozen_blocks: int = 5,
 ) -> OctNet:
     """Train from the ImageNet weights for a fixed number of epochs (no selection)."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    model = OctNet(image_size=int(cfg["input_size"])).to(device)
+    model = OctNet(image_size=int(cfg["input_size"]), frozen_blocks=frozen_blocks).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     labels = np.array([s.label for s in samples])
@@ -266,6 +279,34 @@ def split_counts(splits: dict[str, list[D.Item]]) -> dict[str, Any]:
     return out
 
 
+def compare_on_validation(
+    root: Path, val_in: list[D.Item], probs: np.ndarray, y: np.ndarray, temperature: float, out: Path
+) -> dict[str, Any]:
+    """Report a candidate beside the shipped model on the in-set validation images.
+
+    The shipped model runs through the serving runtime (its temperature is in the
+    graph); the candidate's probabilities use its own temperature fitted on the same
+    split. Written to ``out/validation.json``; the choice is the rule in
+    docs/training.md, made on these figures only.
+    """
+    from inference import runtime as R
+    from training import report
+
+    shipped_card = json.loads((WEIGHTS_DIR / "model.json").read_text())
+    served = R.Model(WEIGHTS_DIR / ONNX_NAME, shipped_card, intra_op_threads=2, inter_op_threads=1)
+    shipped_probs, _, _, _ = report.run_served(served, report.load_images(root, val_in))
+    result = {}
+    for name, p in (("candidate", probs), (f"shipped {served.version}", shipped_probs)):
+        rep = E.classification_report(p, y)
+        rep["nll"] = mean_nll(p, y)
+        rep["errors"] = int((p.argmax(1) != y).sum())
+        result[name] = rep
+        log(E.format_report(f"validation, {name}: {rep['errors']} of {len(y)} wrong, NLL {rep['nll']:.4f}", rep))
+    result["candidate"]["temperature"] = temperature
+    (out / "validation.json").write_text(json.dumps(E.json_safe(result), indent=1))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
@@ -276,14 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     ap.add_argument(
         "--stage",
-        choices=("all", "loso", "final"),
+        choices=("all", "loso", "final", "candidate"),
         default="all",
         help="all: LOSO then final (the documented command); loso / final: run the two independent "
-        "trainings as two processes (final waits for --out/loso.json before writing the card)",
+        "trainings as two processes (final waits for --out/loso.json before writing the card); "
+        "candidate: train the final model and report it on the validation split beside the shipped "
+        "model, without exporting it or touching the test split (ship it later with --stage final "
+        "--reuse-checkpoint)",
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--seed", type=int, default=20240501)
+    ap.add_argument("--frozen-blocks", type=int, default=5, help="MBConv blocks (after the stem, which always stays) kept at their ImageNet weights")
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
@@ -326,11 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     loso_epochs = 1 if args.smoke else args.loso_epochs
     spe = 64 if args.smoke else args.samples_per_epoch
     npe = 16 if args.smoke else args.negatives_per_epoch
-    common = dict(samples_per_epoch=spe, negatives_per_epoch=npe, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device)
+    common = dict(
+        samples_per_epoch=spe,
+        negatives_per_epoch=npe,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=device,
+        frozen_blocks=args.frozen_blocks,
+    )
 
     # ---- Stage 2: leave OCTDL out -------------------------------------------------
     loso_path = args.out / "loso.json"
-    if args.stage == "final" or (args.skip_loso and loso_path.exists()):
+    if args.stage in ("final", "candidate") or (args.skip_loso and loso_path.exists()):
         loso = {}  # read below, once the final model is trained
     else:
         t_loso = time.time()
@@ -357,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             "kermany_val_accuracy": float((lv.argmax(1) == yidx(kval)).mean()),
             "wall_s": time.time() - t_loso,
             "run_of": MODEL_VERSION,
+            "frozen_blocks": args.frozen_blocks,
         }
         loso_path.write_text(json.dumps(loso, indent=1))
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
@@ -374,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         trained = json.loads((args.out / "train_wall.json").read_text())
         train_wall = float(trained["final_train_wall_s"])
+        if int(trained.get("frozen_blocks", 5)) != args.frozen_blocks:
+            ap.error(f"{args.out}/model.pt was trained with --frozen-blocks {trained.get('frozen_blocks', 5)}")
         # The card names the command that trained the weights, not only this re-export.
         if trained.get("command"):
             command = f"{trained['command']} (card re-written by: {command})"
@@ -381,10 +437,16 @@ def main(argv: list[str] | None = None) -> int:
         model = train_model(cached, neg_train, cfg, epochs=epochs, tag="final", **common)
         train_wall = time.time() - t_final
         torch.save(model.state_dict(), args.out / "model.pt")
-        (args.out / "train_wall.json").write_text(json.dumps({"final_train_wall_s": train_wall, "command": command}))
+        (args.out / "train_wall.json").write_text(
+            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks})
+        )
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
     temperature = fit_temperature(lv, yidx(val_in))
+    if args.stage == "candidate":
+        compare_on_validation(root, val_in, softmax(lv / temperature), yidx(val_in), temperature, args.out)
+        log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported, test split untouched")
+        return 0
     # Gate threshold on val: 0.5 unless that would turn away more than 0.5% of the
     # real val scans, then the 0.5th percentile of their OCT scores.
     oct_scores_val = 1 / (1 + np.exp(-gv))
@@ -458,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             "optimizer": "AdamW, weight decay 1e-4, linear warm-up then cosine",
             "label_smoothing": 0.1,
             "sampling": "class-balanced",
-            "frozen": "stem + first 5 MBConv blocks (ImageNet weights and batch-norm statistics)",
+            "frozen": frozen_text(args.frozen_blocks),
         },
         "splits": counts,
         "loso": loso,
