@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(2)
         loso = json.loads(loso_path.read_text())
         log("LOSO results read from " + str(loso_path))
+    if int(loso.get("frozen_blocks", 5)) != args.frozen_blocks:
+        # The card reports the LOSO figures as those of the shipped recipe.
+        ap.error(f"{loso_path} was trained with --frozen-blocks {loso.get('frozen_blocks', 5)}, not {args.frozen_blocks}")
 
     onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
     onnx_path = onnx_dir / ONNX_NAME

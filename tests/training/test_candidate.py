@@ -1,0 +1,58 @@
+"""The candidate stage: a retrained model is judged on validation only and ships nothing."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (training-only dependency, see requirements-train.txt)")
+pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch is not installed (requirements-train.txt)")
+
+from training import data as D  # noqa: E402
+
+
+def _weights_digest() -> dict[str, str]:
+    from inference import preprocessing as P
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(P.WEIGHTS_DIR.iterdir()) if p.is_file()}
+
+
+def test_frozen_blocks_sets_what_trains():
+    from training.model import OctNet
+
+    full = OctNet(pretrained=False, frozen_blocks=0)
+    part = OctNet(pretrained=False, frozen_blocks=5)
+    assert not any(p.requires_grad for p in full.net._conv_stem.parameters())
+    assert all(p.requires_grad for b in full.net._blocks for p in b.parameters())
+    assert not any(p.requires_grad for b in part.net._blocks[:5] for p in b.parameters())
+    assert all(p.requires_grad for b in part.net._blocks[5:] for p in b.parameters())
+
+
+def test_candidate_reports_validation_beside_the_shipped_model_and_exports_nothing(tmp_path):
+    if not (D.data_dir() / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real OCT images not found at {D.data_dir()} (set OCT_DATA_DIR to the folder holding MANIFEST.tsv)")
+    from training.train import main
+
+    before = _weights_digest()
+    args = ["--out", str(tmp_path), "--smoke", "--threads", "1", "--frozen-blocks", "0"]
+    assert main([*args, "--stage", "candidate"]) == 0
+    assert _weights_digest() == before
+    assert not (tmp_path / "weights").exists()
+
+    result = json.loads((tmp_path / "validation.json").read_text())
+    shipped = json.loads((D.REPO_ROOT / "inference" / "weights" / "model.json").read_text())["version"]
+    assert set(result) == {"candidate", f"shipped {shipped}"}
+    for rep in result.values():
+        cm = rep["confusion_matrix"]
+        n = sum(map(sum, cm))
+        assert rep["n"] == n > 0
+        assert rep["errors"] == n - sum(cm[i][i] for i in range(len(cm)))
+        assert rep["nll"] > 0
+    assert json.loads((tmp_path / "train_wall.json").read_text())["frozen_blocks"] == 0
+
+    # Re-exporting the checkpoint under another recipe is refused before anything is written.
+    with pytest.raises(SystemExit) as exc:
+        main([*args[:-1], "5", "--stage", "final", "--reuse-checkpoint"])
+    assert exc.value.code == 2
+    assert not (tmp_path / "weights").exists()
