@@ -44,7 +44,7 @@ from training.model import ExportWrapper, OctNet
 WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
 ONNX_NAME = "oct-lite0-v1.onnx"
 MODEL_NAME = "oct-lite0"
-MODEL_VERSION = "1.2.0"  # 1.0.0: cut schedule; 1.1.0: 8 final epochs (underfit); see the card notes
+MODEL_VERSION = "1.3.0"  # 1.0.0: cut schedule; 1.1.0: 8 final epochs (underfit); 1.2.0: 16 epochs, 5 blocks frozen; see docs/training.md
 
 
 def log(msg: str) -> None:
@@ -310,7 +310,7 @@ def compare_on_validation(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--loso-epochs", type=int, default=5)
     ap.add_argument("--samples-per-epoch", type=int, default=1400)
     ap.add_argument("--negatives-per-epoch", type=int, default=160)
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--seed", type=int, default=20240501)
-    ap.add_argument("--frozen-blocks", type=int, default=5, help="MBConv blocks (after the stem, which always stays) kept at their ImageNet weights")
+    ap.add_argument("--frozen-blocks", type=int, default=0, help="MBConv blocks (after the stem, which always stays) kept at their ImageNet weights")
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
