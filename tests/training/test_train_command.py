@@ -1,4 +1,4 @@
-"""The candidate stage: a retrained model is judged on validation only and ships nothing."""
+"""The training command: the candidate stage (judged on validation only, ships nothing) and the whole pipeline."""
 from __future__ import annotations
 
 import hashlib
@@ -56,3 +56,24 @@ def test_candidate_reports_validation_beside_the_shipped_model_and_exports_nothi
         main([*args[:-1], "5", "--stage", "final", "--reuse-checkpoint"])
     assert exc.value.code == 2
     assert not (tmp_path / "weights").exists()
+
+
+def test_whole_command_runs_loso_beside_the_final_model_and_writes_the_card(tmp_path):
+    """The documented command end to end (tiny subset): LOSO in a second process on a CPU."""
+    if not (D.data_dir() / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real OCT images not found at {D.data_dir()} (set OCT_DATA_DIR to the folder holding MANIFEST.tsv)")
+    from training.train import MODEL_VERSION, main
+
+    before = _weights_digest()
+    assert main(["--out", str(tmp_path), "--smoke", "--threads", "2"]) == 0
+    assert _weights_digest() == before
+
+    assert "LOSO stage done" in (tmp_path / "loso.log").read_text()
+    card = json.loads((tmp_path / "weights" / "model.json").read_text())
+    assert card["version"] == MODEL_VERSION
+    assert card["card"]["loso"]["run_of"] == MODEL_VERSION
+    assert card["card"]["loso"]["frozen_blocks"] == 0
+    assert card["card"]["device"] == "cpu, 1 torch thread(s)"
+    assert (tmp_path / "weights" / "oct-lite0-v1.onnx").is_file()
+    assert card["card"]["parity_max_abs_diff"] < 1e-4
+    assert f"# Model card: oct-lite0 {MODEL_VERSION}" in (tmp_path / "model-card.md").read_text()
