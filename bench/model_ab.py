@@ -1,0 +1,80 @@
+"""Is a retrained model as fast as the one it replaces? Two ONNX files, one process.
+
+A new model version changes the weights, and may change the graph. This script runs
+both files' sessions (one thread each) on the same preprocessed real B-scans, in
+alternation so that a noisy machine slows both alike, and prints each one's p50/p95
+and the ratio. Needs only the app environment::
+
+    git show <old commit>:inference/weights/oct-lite0-v1.onnx > /tmp/old.onnx
+    .venv/bin/python bench/model_ab.py /tmp/old.onnx            # against the shipped model
+
+The last line prints the ratio (new / old; above 1 means the new model is slower).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inference import preprocessing as P  # noqa: E402
+
+
+def session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def real_inputs(n: int) -> list[np.ndarray]:
+    """Preprocessed inputs [1, 1, S, S] of the first n B-scans in the data set (or noise)."""
+    root = Path(os.environ.get("OCT_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "oct"))
+    cfg = P.preprocessing_config(P.load_model_json())
+    every = sorted(root.glob("**/*.jp*g"))
+    paths = every[:: max(1, len(every) // max(n, 1))][:n]
+    if not paths:
+        print(f"no B-scans under {root}: timing on noise instead")
+        size = int(cfg["input_size"])
+        return [np.random.default_rng(i).normal(size=(1, 1, size, size)).astype(np.float32) for i in range(n)]
+    return [P.preprocess(Image.open(p), cfg).array[None] for p in paths]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("old", type=Path, help="the baseline .onnx")
+    parser.add_argument("new", type=Path, nargs="?", default=P.WEIGHTS_DIR / "oct-lite0-v1.onnx", help="default: the shipped model")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=300)
+    args = parser.parse_args()
+
+    old, new = session(args.old), session(args.new)
+    inputs = real_inputs(args.images)
+    for x in inputs:
+        old.run(None, {"input": x})
+        new.run(None, {"input": x})
+    t_old, t_new = [], []
+    for i in range(args.iterations):
+        x = {"input": inputs[i % len(inputs)]}
+        t0 = time.perf_counter()
+        old.run(None, x)
+        t1 = time.perf_counter()
+        new.run(None, x)
+        t2 = time.perf_counter()
+        t_old.append((t1 - t0) * 1e3)
+        t_new.append((t2 - t1) * 1e3)
+    for name, path, t in (("old", args.old, t_old), ("new", args.new, t_new)):
+        print(f"{name} {path}: session.run p50 {np.median(t):.2f} ms, p95 {np.percentile(t, 95):.2f} ms (n={len(t)})")
+    print(f"KEY new/old p50 {np.median(t_new) / np.median(t_old):.3f} ({len(inputs)} inputs, 1 thread, alternating runs)")
+
+
+if __name__ == "__main__":
+    main()
