@@ -8,7 +8,8 @@ Stages (seeded, fixed epoch counts; nothing is selected on the test split):
    octdl/AMD never trained on (out-of-set report only).
 2. Leave-one-source-out (LOSO): train on kermany+c8 train split only, fit the
    temperature on kermany val, evaluate on every OCTDL image (DME/NORMAL, and the
-   prediction distribution on AMD).
+   prediction distribution on AMD). On a CPU it trains in a second process, beside
+   the final model.
 3. Final model: train on every source's train split (+ generated non-OCT negatives
    for the gate head), fit temperature and gate threshold on val, export ONNX to
    ``inference/weights/``, evaluate the exported model through the serving runtime on
@@ -18,6 +19,7 @@ Stages (seeded, fixed epoch counts; nothing is selected on the test split):
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -286,12 +288,15 @@ def start_loso_process(argv: list[str], out: Path) -> "subprocess.Popen[bytes]":
     (out / "loso.json").unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(D.REPO_ROOT), os.environ.get("PYTHONPATH")])))
     with open(out / "loso.log", "wb") as fh:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "training.train", *argv, "--stage", "loso", "--threads", "1"],
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=env,
         )
+    # If this process fails or is interrupted, the LOSO training does not run on alone.
+    atexit.register(lambda: proc.poll() is None and proc.kill())
+    return proc
 
 
 def compare_on_validation(
@@ -334,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         "--stage",
         choices=("all", "loso", "final", "candidate"),
         default="all",
-        help="all: LOSO then final (the documented command); loso / final: run the two independent "
+        help="all: LOSO and final (the documented command; on a CPU with 2+ threads the LOSO training "
+        "runs in a second process beside the final one); loso / final: run the two independent "
         "trainings as two processes (final waits for --out/loso.json before writing the card); "
         "candidate: train the final model and report it on the validation split beside the shipped "
         "model, without exporting it or touching the test split (ship it later with --stage final "
