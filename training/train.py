@@ -118,8 +118,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     best_t, best_nll = 1.0, float("inf")
     for log_t in np.linspace(math.log(0.3), math.log(5.0), 400):
         t = math.exp(log_t)
-        p = softmax(logits / t)
-        nll = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
+        nll = mean_nll(softmax(logits / t), y)
         if nll < best_nll:
             best_t, best_nll = t, nll
     return best_t
