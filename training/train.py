@@ -408,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         loso = {}  # read below, once the final model is trained
     elif args.stage == "all" and device.type == "cpu" and args.threads >= 2:
         # On a CPU the two trainings run side by side, one thread each: on 2 cores that
-        # is faster than one after the other with 2 threads (55 vs about 65 min).
+        # is faster than one after the other with 2 threads (the v1.3.0 recipe: 59 min
+        # measured, see docs/training.md, against an estimated 65 min).
         loso = {}
         loso_proc = start_loso_process(argv if argv is not None else sys.argv[1:], args.out)
         torch.set_num_threads(max(1, args.threads - 1))
@@ -489,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(5 if args.smoke else 30)
         if loso_proc is not None and loso_proc.wait() != 0:
             raise SystemExit(f"the LOSO process failed (exit {loso_proc.returncode}); see {args.out / 'loso.log'}")
-        time.sleep(0 if loso_proc is not None else 2)
+        if loso_proc is None:
+            time.sleep(2)  # let the other process finish writing the file
         loso = json.loads(loso_path.read_text())
         log("LOSO results read from " + str(loso_path))
     if int(loso.get("frozen_blocks", 5)) != args.frozen_blocks:
