@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .models import Case, Patient, Scan
 from .roles import GRADER_ROLES, HasRole, Role
-from .verification.selectors import reference_visible_ids
+from verification.selectors import reference_visible_ids
 
 
 class ClinicApi(APIView):

@@ -15,7 +15,7 @@ from . import selectors, services
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
 from .forms import CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
 from .roles import GRADER_ROLES, Role, role_required
-from .verification.selectors import may_see_reference
+from verification.selectors import may_see_reference
 
 PATIENTS_PER_PAGE = 25
 

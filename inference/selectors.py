@@ -14,7 +14,7 @@ from cases import selectors as cases_selectors
 from cases.diagnoses import URGENCY_RANK, Diagnosis, Urgency
 from cases.models import Case, Scan
 from cases.roles import GRADER_ROLES, Role, has_role
-from cases.verification.selectors import may_see_reference
+from verification.selectors import may_see_reference
 
 from .models import ModelVersion, Prediction
 

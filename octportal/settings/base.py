@@ -36,7 +36,7 @@ INSTALLED_APPS = [
     "auditlog",
     "cases",
     "inference",
-    "cases.verification",
+    "verification",
 ]
 
 MIDDLEWARE = [

@@ -6,8 +6,8 @@ from auditlog.models import LogEntry
 
 from cases.diagnoses import Diagnosis
 from cases.roles import Role
-from cases.verification import services
-from cases.verification.models import ExclusionReason, Grade, Review, Tier
+from verification import services
+from verification.models import ExclusionReason, Grade, Review, Tier
 from octportal.errors import Conflict, DomainError, Forbidden
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
