@@ -123,6 +123,9 @@ class Scan(models.Model):
     file_size = models.PositiveIntegerField()
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    colour_saturation = models.FloatField(
+        null=True, blank=True, help_text="Mean colour saturation of the upload (0 grey); the input gate reads it."
+    )
     source_label = models.CharField(
         max_length=8,
         choices=Diagnosis.choices,

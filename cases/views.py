@@ -9,13 +9,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from auditlog.signals import accessed
 
+from intake import services as intake_services
 from octportal.errors import DomainError
+from verification import blinding
 
 from . import selectors, services
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
 from .forms import CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
 from .roles import GRADER_ROLES, Role, role_required
-from verification.selectors import may_see_reference
 
 PATIENTS_PER_PAGE = 25
 
@@ -115,15 +116,17 @@ def case_create(request: HttpRequest, patient_pk: int) -> HttpResponse:
     return render(request, "cases/case_form.html", {"form": form, "patient": patient, "case": None})
 
 
-def _case_page(request: HttpRequest, case_id: int, *, report: services.UploadReport | None = None, status: int = 200):
+def _case_page(
+    request: HttpRequest, case_id: int, *, report: intake_services.UploadReport | None = None, status: int = 200
+) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=case_id)
     context = {
         "case": case,
         "patient": case.patient,
         "scans": list(case.scans.all()),
         "report": report,
-        "max_upload": getattr(settings, "OCT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024),
-        "max_files": getattr(settings, "OCT_UPLOAD_MAX_FILES", 100),
+        "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
+        "max_files": settings.OCT_UPLOAD_MAX_FILES,
     }
     return render(request, "cases/case_detail.html", context, status=status)
 
@@ -154,7 +157,7 @@ def case_update(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
-    report = services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
+    report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
 
@@ -170,7 +173,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "scan": scan,
         "case": scan.case,
         "patient": scan.case.patient,
-        "show_reference": may_see_reference(user=request.user, scan=scan),
+        "show_reference": blinding.may_see_reading(user=request.user, scan=scan),
     }
     return render(request, "cases/scan_detail.html", context)
 

@@ -34,8 +34,8 @@ MAX_RETRIES = 5
 BACKOFF_FACTOR_S = 2
 BACKOFF_MAX_S = 120
 
-_TIME_LIMIT = getattr(settings, "CELERY_TASK_TIME_LIMIT", 120)
-_SOFT_TIME_LIMIT = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 90)
+_TIME_LIMIT = settings.CELERY_TASK_TIME_LIMIT
+_SOFT_TIME_LIMIT = settings.CELERY_TASK_SOFT_TIME_LIMIT
 
 
 def retry_countdown(retries: int) -> int:

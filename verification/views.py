@@ -17,6 +17,7 @@ from cases.models import Scan
 from cases.roles import Role, role_required
 
 from . import exports, selectors, services
+from . import statistics as stats
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
 
@@ -140,8 +141,6 @@ def _label_keys() -> list[dict[str, str]]:
 
 @role_required(Role.GRADER_T3)
 def statistics(request: HttpRequest) -> HttpResponse:
-    from . import statistics as stats
-
     report = stats.build_report(**selectors.statistics_rows(), labels=list(Diagnosis.values))
     return render(request, "verification/statistics.html", {"report": report, "labels": list(Diagnosis.values)})
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from inference import card as C
 from inference import preprocessing as P
 
-ONNX = P.WEIGHTS_DIR / str(P.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
+ONNX = C.WEIGHTS_DIR / str(C.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
 pytestmark = pytest.mark.skipif(not ONNX.is_file(), reason=f"shipped model {ONNX} is missing (run python -m training.train)")
 
 
