@@ -41,10 +41,12 @@ def test_same_image_cannot_be_stored_twice_in_a_case(db):
 def test_same_image_may_be_in_two_cases(db):
     scan = ScanFactory()
     other = CaseFactory(patient=scan.case.patient)
-    Scan.objects.create(
+    twin = Scan.objects.create(
         case=other, sha256=scan.sha256, original="x.png", image="y.png", original_name="x",
         format="PNG", original_mode="L", file_size=1, width=1, height=1,
     )
+    assert Scan.objects.filter(sha256=scan.sha256).count() == 2
+    assert {scan.case_id, twin.case_id} == {scan.case_id, other.pk}
 
 
 def test_scan_size_must_be_positive(db):
