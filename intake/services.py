@@ -30,12 +30,7 @@ class UploadReport:
 
 
 def scan_submit(
-    *,
-    case: Case,
-    file: IO[bytes],
-    uploaded_by: AbstractBaseUser | None,
-    source_label: str = "",
-    source_label_origin: str = "",
+    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, source_label: str = "", source_label_origin: str = ""
 ) -> Scan:
     """Register one image into ``case``, queue its analysis and open its review.
 
@@ -44,11 +39,7 @@ def scan_submit(
     """
     with transaction.atomic():
         scan = scan_register(
-            case=case,
-            file=file,
-            uploaded_by=uploaded_by,
-            source_label=source_label,
-            source_label_origin=source_label_origin,
+            case=case, file=file, uploaded_by=uploaded_by, source_label=source_label, source_label_origin=source_label_origin
         )
         try:
             review_open(scan=scan)

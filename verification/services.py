@@ -84,6 +84,7 @@ def _check_may_act(*, review: Review, grader: Any, tier: int) -> None:
 
 
 def _save_grade(grade: Grade) -> Grade:
+    """Validate and store a new grade (grades are never edited after this)."""
     try:
         grade.full_clean()
     except ValidationError as exc:
@@ -198,15 +199,8 @@ def grade_submit(
                 f"This scan already has the {review.required_grades} independent grades it needs; take the next one."
             )
         grade = _save_grade(
-            Grade(
-                scan=scan,
-                tier=Tier.GRADING,
-                grader=grader,
-                comment=comment,
-                time_taken_ms=_time_ms(time_taken),
-                reference_label=reference_label or "",
-                **fields,
-            )
+            Grade(scan=scan, tier=Tier.GRADING, grader=grader, comment=comment, time_taken_ms=_time_ms(time_taken),
+                  reference_label=reference_label or "", **fields)
         )
         _apply_tier2(review)
     return grade
@@ -227,15 +221,8 @@ def verify_submit(
         review = _lock_review(scan)
         _check_may_act(review=review, grader=grader, tier=Tier.VERIFICATION)
         grade = _save_grade(
-            Grade(
-                scan=scan,
-                tier=Tier.VERIFICATION,
-                grader=grader,
-                label=final_label,
-                comment=note,
-                time_taken_ms=_time_ms(time_taken),
-                reference_label=reference_label or "",
-            )
+            Grade(scan=scan, tier=Tier.VERIFICATION, grader=grader, label=final_label, comment=note,
+                  time_taken_ms=_time_ms(time_taken), reference_label=reference_label or "")
         )
         _apply_tier3(review, grade)
     return grade
