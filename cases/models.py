@@ -156,5 +156,10 @@ class Scan(models.Model):
     def __str__(self) -> str:
         return f"Scan {self.pk} ({self.original_name})"
 
+    @property
+    def code(self) -> str:
+        """A neutral name for people who may not see the uploaded file name (graders)."""
+        return f"SCAN-{self.pk:06d}"
+
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])

@@ -135,8 +135,10 @@ OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" /
 
 # Tiered verification.
 VERIFICATION_REQUIRED_GRADES = max(1, env.int("VERIFICATION_REQUIRED_GRADES", default=2))
-# Reading-centre mode hides the current label and the model from tier 2 until they grade.
-VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=False)
+# Reading-centre mode (the default) hides the current label and everything derived from
+# the model from tier 2 until they grade: independent grading. False gives tier 2
+# "confirm or correct" (they see the current label and the model's reading).
+VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=True)
 # Key of the keyed hash that pseudonymises patients in exports (falls back to SECRET_KEY).
 VERIFICATION_EXPORT_KEY = env("VERIFICATION_EXPORT_KEY", default="")
 

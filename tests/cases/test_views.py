@@ -288,14 +288,23 @@ def test_no_public_media_url(client, scan):
     assert client.get("/media/" + scan.image.name).status_code == 404
 
 
-def test_every_image_view_is_recorded_in_the_audit_trail(client, scan, grader_t2):
-    client.force_login(grader_t2)
+def test_every_image_view_is_recorded_in_the_audit_trail(client, scan, grader_t2, clinician):
     url = reverse("cases:scan_image", args=[scan.pk])
+    client.force_login(grader_t2)
     b"".join(client.get(url).streaming_content)
+    client.force_login(clinician)
     b"".join(client.get(url + "?original=1").streaming_content)
     entries = LogEntry.objects.get_for_object(scan).filter(action=LogEntry.Action.ACCESS)
     assert entries.count() == 2
-    assert {e.actor for e in entries} == {grader_t2}
+    assert {e.actor for e in entries} == {grader_t2, clinician}
+
+
+def test_graders_cannot_download_the_uploaded_bytes(client, scan, grader_t1, grader_t2, grader_t3):
+    url = reverse("cases:scan_image", args=[scan.pk]) + "?original=1"
+    for grader in (grader_t1, grader_t2, grader_t3):
+        client.force_login(grader)
+        assert client.get(url).status_code == 403
+    assert not LogEntry.objects.filter(action=LogEntry.Action.ACCESS).exists()
 
 
 def test_refused_image_view_is_not_recorded(client, scan, no_role_user):
