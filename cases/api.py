@@ -178,6 +178,7 @@ class CaseScanUploadApi(ClinicApi):
     """POST multipart ``files`` (one or more) into a case; answer what was accepted and rejected."""
 
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "upload"
 
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)
