@@ -7,5 +7,10 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "octportal.settings.production")
+from octportal import celery as _celery
+
+# Importing the octportal package already set the development default (octportal.celery);
+# a web server that nobody configured gets production instead.
+if _celery.SETTINGS_DEFAULTED:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "octportal.settings.production"
 application = get_wsgi_application()
