@@ -1,0 +1,114 @@
+"""No patient identifier in request logs: real requests through a real server, real log output."""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.core.servers.basehttp import WSGIRequestHandler
+from django.db import connections
+from django.test import Client
+from django.test.testcases import LiveServerThread, _StaticFilesHandler
+from django.test.utils import override_settings
+from rest_framework.authtoken.models import Token
+
+from octportal.logging import redact_query_strings
+from tests.factories import PatientFactory
+
+REPO = Path(__file__).resolve().parents[2]
+IDENTIFIER = "KER-103044"
+
+
+class LoggingServerThread(LiveServerThread):
+    """Django's live server, but with the development server's request logging left on."""
+
+    def _create_server(self, connections_override=None):
+        return self.server_class((self.host, self.port), WSGIRequestHandler, allow_reuse_address=False,
+                                 connections_override=connections_override)
+
+
+@pytest.fixture
+def server(transactional_db):
+    shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
+    for conn in shared.values():
+        conn.inc_thread_sharing()
+    with override_settings(MEDIA_URL="http://media.invalid/"):
+        thread = LoggingServerThread("localhost", _StaticFilesHandler, connections_override=shared)
+        thread.daemon = True
+        thread.start()
+        thread.is_ready.wait()
+        if thread.error:
+            raise thread.error
+        yield f"http://localhost:{thread.port}"
+        thread.terminate()
+    for conn in shared.values():
+        conn.dec_thread_sharing()
+
+
+@pytest.fixture
+def log_output():
+    """What the configured console handler writes (the handler and filters of LOGGING)."""
+    handlers = {h for name in ("", "django.server", "django.request") for h in logging.getLogger(name).handlers
+                if h.get_name() == "console"}
+    assert handlers, "LOGGING's console handler is not attached"
+    buf = io.StringIO()
+    old = [(h, h.setStream(buf)) for h in handlers]
+    yield buf
+    for h, stream in old:
+        h.setStream(stream)
+
+
+def get(url: str, **headers: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_patient_search_leaves_no_identifier_in_the_server_log(server, log_output, clinician):
+    PatientFactory(identifier=IDENTIFIER)
+    browser = Client()
+    browser.force_login(clinician)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+    token = Token.objects.create(user=clinician).key
+
+    assert get(f"{server}/patients/?q={IDENTIFIER}", Cookie=cookie) == 200
+    assert get(f"{server}/api/patients/?q={IDENTIFIER}", Authorization=f"Token {token}") == 200
+    assert get(f"{server}/api/patients/?q={IDENTIFIER}&page=9", Authorization=f"Token {token}") == 404
+    assert get(f"{server}/no-such-page/?q={IDENTIFIER}") == 404
+
+    output = log_output.getvalue()
+    assert re.search(r'"GET /patients/\?\[redacted\] HTTP/1\.1" 200', output), output
+    assert '"GET /api/patients/?[redacted] HTTP/1.1" 404' in output
+    assert "Not Found: /no-such-page/" in output  # django.request's warning, through the same handler
+    assert IDENTIFIER not in output
+    assert "q=" not in output
+
+
+def test_redaction_keeps_the_path_and_drops_every_query_string():
+    assert redact_query_strings('"GET /a/b/?q=KER-1&page=2 HTTP/1.1" 200 5') == '"GET /a/b/?[redacted] HTTP/1.1" 200 5'
+    assert redact_query_strings("Forbidden: /api/x/") == "Forbidden: /api/x/"
+    assert redact_query_strings("see http://h/p?q=1 and /r?x=2") == "see http://h/p?[redacted] and /r?[redacted]"
+
+
+def test_the_gunicorn_access_log_leaves_out_the_query_string_and_referrer():
+    namespace: dict = {}
+    exec((REPO / "docker" / "gunicorn.conf.py").read_text(), namespace)
+    fmt = namespace["access_log_format"]
+    assert "%(U)s" in fmt
+    for field in ("%(r)s", "%(q)s", "%(f)s"):
+        assert field not in fmt
+
+
+def test_the_nginx_access_log_leaves_out_the_query_string_and_referrer():
+    conf = (REPO / "docker" / "nginx.conf").read_text()
+    log_format = conf.split("log_format", 1)[1].split(";", 1)[0]
+    assert "$uri" in log_format
+    for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$http_referer"):
+        assert variable not in log_format
+    assert "access_log /var/log/nginx/access.log octportal;" in conf
