@@ -175,7 +175,7 @@ def scan_register(
     max_bytes, max_pixels = _upload_limits()
     name = _display_name(file)
     data = images.read_upload(file, max_bytes=max_bytes)
-    converted = images.inspect_and_convert(data, max_pixels=max_pixels)
+    converted = images.inspect_and_convert(data, max_pixels=max_pixels, min_side=settings.OCT_UPLOAD_MIN_SIDE_PX)
     existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
     if existing is not None:
         raise Conflict(_duplicate_message(existing))

@@ -148,6 +148,8 @@ MEDIA_URL = None
 OCT_UPLOAD_MAX_BYTES = env.int("OCT_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
 OCT_UPLOAD_MAX_PIXELS = env.int("OCT_UPLOAD_MAX_PIXELS", default=40_000_000)
 OCT_UPLOAD_MAX_FILES = env.int("OCT_UPLOAD_MAX_FILES", default=100)
+# Smallest width and height of a B-scan (a smaller image is a thumbnail or an icon).
+OCT_UPLOAD_MIN_SIDE_PX = env.int("OCT_UPLOAD_MIN_SIDE_PX", default=128)
 # Django refuses bodies larger than this before our validation runs; leave room for a batch.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -5,6 +5,7 @@ from datetime import date
 from unittest import mock
 
 import pytest
+from PIL import Image
 from django.db import IntegrityError, transaction
 
 from cases import services
@@ -110,14 +111,14 @@ def test_case_create_refuses_unknown_eye(clinician):
 
 
 def test_scan_register_stores_original_and_grey_png_and_queues_analysis(case, clinician, media_root):
-    data = bscan_bytes("JPEG", 64, 48)
+    data = bscan_bytes("JPEG", 160, 128)
     with mock.patch("inference.services.scan_request_analysis", wraps=None) as request_analysis:
         scan = services.scan_register(case=case, file=upload("eye.jpg", data), uploaded_by=clinician)
     request_analysis.assert_called_once_with(scan=scan)
     scan.refresh_from_db()
     assert scan.original.read() == data
     assert scan.original.name.endswith(".jpg") and scan.image.name.endswith(".png")
-    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 64, 48)
+    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 160, 128)
     assert scan.original_name == "eye.jpg" and scan.uploaded_by == clinician
     assert scan.file_size == len(data)
     assert len(stored_files(media_root)) == 2
@@ -213,7 +214,7 @@ def truncated_jpeg() -> bytes:
 
 
 def corrupt_png() -> bytes:
-    data = bytearray(bscan_bytes("PNG", 128, 96))
+    data = bytearray(bscan_bytes("PNG", 160, 128))
     data[120:160] = b"\x00" * 40
     return bytes(data)
 
@@ -253,25 +254,25 @@ def test_bad_upload_is_rejected_with_reason_and_leaves_nothing(name, make, messa
 
 
 def test_too_large_file_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_BYTES = 1000
-    small = bscan_bytes("PNG", 8, 8)
-    big = bscan_bytes("BMP", 64, 48)
+    settings.OCT_UPLOAD_MAX_BYTES = 20_000
+    small = encode_image(Image.new("L", (128, 128), 20), "PNG")
+    big = bscan_bytes("BMP", 160, 128)
     report = services.scans_upload(
         case=case, files=[upload("big.bmp", big), upload("small.png", small)], uploaded_by=clinician
     )
-    assert report.rejected == [("big.bmp", f"The file is too large ({len(big) / 1024:.1f} KB); the limit is 1,000 bytes.")]
+    assert report.rejected == [("big.bmp", f"The file is too large ({len(big) / 1024:.1f} KB); the limit is 19.5 KB.")]
     assert [s.original_name for s in report.accepted] == ["small.png"]
     assert len(stored_files(media_root)) == 2
 
 
 def test_too_many_pixels_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_PIXELS = 5000
+    settings.OCT_UPLOAD_MAX_PIXELS = 20_000
     report = services.scans_upload(
         case=case,
-        files=[upload("wide.png", bscan_bytes("PNG", 200, 100)), upload("ok.png", bscan_bytes("PNG", 64, 48))],
+        files=[upload("wide.png", bscan_bytes("PNG", 300, 200)), upload("ok.png", bscan_bytes("PNG", 128, 128))],
         uploaded_by=clinician,
     )
-    assert report.rejected == [("wide.png", "The image has too many pixels (200 × 100 = 20,000); the limit is 5,000.")]
+    assert report.rejected == [("wide.png", "The image has too many pixels (300 × 200 = 60,000); the limit is 20,000.")]
     assert [s.original_name for s in report.accepted] == ["ok.png"]
     assert len(stored_files(media_root)) == 2
 
