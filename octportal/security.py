@@ -95,11 +95,11 @@ def _cool_off() -> timedelta | None:
 
 def lockout_message() -> str:
     cool_off = _cool_off()
-    wait = f" Try again in {math.ceil(cool_off.total_seconds() / 60)} minutes" if cool_off else " Ask an administrator"
-    return (
-        "Too many failed sign-in attempts for this account or from this address: signing in is "
-        f"locked.{wait}, or ask an administrator to unlock the account."
-    )
+    head = "Too many failed sign-in attempts for this account or from this address: signing in is locked."
+    if cool_off:
+        minutes = math.ceil(cool_off.total_seconds() / 60)
+        return f"{head} Try again in {minutes} minutes, or ask an administrator to unlock the account."
+    return f"{head} Ask an administrator to unlock the account."
 
 
 def lockout_response(request: HttpRequest, original_response: HttpResponse | None = None,
