@@ -266,7 +266,9 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_query_strings"]},
     },
     "loggers": {
-        # The development server's access log (Django gives it its own handler otherwise).
+        # Django's own handlers (console when DEBUG, mail_admins, the development server's
+        # access log) would bypass the filter: route its loggers to ours instead.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},

@@ -52,7 +52,7 @@ def server(transactional_db):
 @pytest.fixture
 def log_output():
     """What the configured console handler writes (the handler and filters of LOGGING)."""
-    handlers = {h for name in ("", "django.server", "django.request") for h in logging.getLogger(name).handlers
+    handlers = {h for name in ("", "django", "django.server") for h in logging.getLogger(name).handlers
                 if h.get_name() == "console"}
     assert handlers, "LOGGING's console handler is not attached"
     buf = io.StringIO()
