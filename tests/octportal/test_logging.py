@@ -1,4 +1,5 @@
-"""No patient identifier in request logs: real requests through a real server, real log output."""
+"""No patient identifier in request logs (real requests through a real server, real log
+output) or in task messages."""
 from __future__ import annotations
 
 import io
@@ -9,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from celery.app.task import Task
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.servers.basehttp import WSGIRequestHandler
 from django.db import connections
 from django.test import Client
@@ -17,7 +20,7 @@ from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
 from octportal.logging import redact_query_strings
-from tests.factories import PatientFactory
+from tests.factories import CaseFactory, PatientFactory, bscan_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTIFIER = "KER-103044"
@@ -112,3 +115,30 @@ def test_the_nginx_access_log_leaves_out_the_query_string_and_referrer():
     for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$http_referer"):
         assert variable not in log_format
     assert "access_log /var/log/nginx/access.log octportal;" in conf
+
+
+@pytest.mark.django_db
+def test_task_messages_carry_scan_ids_only(api_client, clinician, monkeypatch, django_capture_on_commit_callbacks):
+    sent: list[tuple] = []
+    original = Task.apply_async
+
+    def recording(self, args=None, kwargs=None, **options):
+        sent.append((self.name, args, kwargs))
+        return original(self, args=args, kwargs=kwargs, **options)
+
+    monkeypatch.setattr(Task, "apply_async", recording)
+    case = CaseFactory(patient=PatientFactory(identifier=IDENTIFIER))
+    api_client.force_authenticate(clinician)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post(
+            f"/api/cases/{case.pk}/scans/",
+            {"files": [SimpleUploadedFile("SMITH_JOHN.png", bscan_bytes(), content_type="image/png")]},
+            format="multipart",
+        )
+    assert response.status_code == 201
+    assert sent, "no task was sent"
+    for name, args, kwargs in sent:
+        flat = list(args or ()) + list((kwargs or {}).values())
+        assert all(isinstance(a, int) or (isinstance(a, list) and all(isinstance(i, int) for i in a)) for a in flat), (
+            name, args, kwargs)
+        assert IDENTIFIER not in repr((args, kwargs)) and "SMITH" not in repr((args, kwargs))
