@@ -17,7 +17,7 @@ def test_pages_with_scripts_viewer_and_charts_raise_no_csp_violation(live_url, b
     from tests.inference.support import make_prediction
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
-    user_factory("clinician", Role.CLINICIAN, Role.ADMIN, is_staff=True, is_superuser=True)
+    user_factory("clinician", Role.CLINICIAN, Role.GRADER_T1, Role.ADMIN, is_staff=True, is_superuser=True)
     scan = ScanFactory(status=Scan.Status.ANALYSED)
     make_prediction(scan, heatmap=bscan_bytes("PNG", 160, 128))
     pending = ScanFactory(case=scan.case, status=Scan.Status.QUEUED)
@@ -30,6 +30,9 @@ def test_pages_with_scripts_viewer_and_charts_raise_no_csp_violation(live_url, b
     for path in [
         "/", "/patients/", f"/patients/{scan.case.patient.pk}/", f"/cases/{scan.case.pk}/",
         f"/scans/{scan.pk}/", f"/scans/{pending.pk}/", "/verification/statistics/", "/account/",
+        f"/verification/scans/{scan.pk}/audit/", "/verification/worklist/1/", f"/verification/scans/{scan.pk}/tier/1/",
+        "/admin/", "/admin/cases/patient/",
+        f"/admin/cases/patient/{scan.case.patient.pk}/change/", "/admin/auditlog/logentry/",
     ]:
         response = page.goto(base + path)
         assert response.status == 200, path
