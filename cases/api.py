@@ -114,9 +114,12 @@ def _int_param(request: Request, name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ValidationError({name: "Must be an integer id."}) from None
+    if not 0 < value < 2**63:  # beyond a database integer (SQLite raises OverflowError)
+        raise ValidationError({name: "Must be an integer id."})
+    return value
 
 
 # --- endpoints ------------------------------------------------------------------------

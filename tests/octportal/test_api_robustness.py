@@ -145,3 +145,26 @@ def test_an_anonymous_api_request_is_json(api_client):
 def test_a_wrong_role_api_request_is_json(api_client, user_factory):
     api_client.force_authenticate(user_factory("g1", Role.GRADER_T1))
     assert_json_detail(api_client.get("/api/patients/"), 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["case=99999999999999999999999", "case=-1", "case=x"])
+def test_an_id_filter_beyond_a_database_integer_is_a_400(api, query):
+    body = assert_json_detail(api.get(f"/api/scans/?{query}"), 400)
+    assert body["detail"] == "case: Must be an integer id."
+
+
+@pytest.mark.django_db
+def test_field_errors_carry_a_detail_beside_the_errors_by_field(api):
+    body = assert_json_detail(api.post("/api/patients/", {"identifier": "x", "birth_year": "abc"}, format="json"), 400)
+    assert body["detail"] == "birth_year: A valid integer is required."
+    assert body["birth_year"] == ["A valid integer is required."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("payload", [{"tier": [1]}, {"tier": {"a": 1}}, {"tier": "1e9"}, {}, {"tier": 1, "label": ["x"]}])
+def test_malformed_grade_bodies_are_a_400_with_a_detail(api_client, user_factory, payload):
+    grader = user_factory("g", Role.GRADER_T1, Role.GRADER_T2, Role.GRADER_T3)
+    api_client.force_authenticate(grader)
+    url = reverse("verification-api-grade-submit", args=[ScanFactory().pk])
+    assert_json_detail(api_client.post(url, payload, format="json"), 400)
