@@ -36,6 +36,13 @@ class LoggingServerThread(LiveServerThread):
 
 @pytest.fixture
 def server(transactional_db):
+    from django.contrib.auth.models import Group
+
+    from cases.roles import Role
+
+    # Transactional tests flush the database, role groups included.
+    for name in Role.values:
+        Group.objects.get_or_create(name=name)
     shared = {c.alias: c for c in connections.all() if c.vendor == "sqlite" and c.is_in_memory_db()}
     for conn in shared.values():
         conn.inc_thread_sharing()
@@ -73,7 +80,10 @@ def get(url: str, **headers: str) -> int:
         return exc.code
 
 
-def test_a_patient_search_leaves_no_identifier_in_the_server_log(server, log_output, clinician):
+def test_a_patient_search_leaves_no_identifier_in_the_server_log(server, log_output, user_factory):
+    from cases.roles import Role
+
+    clinician = user_factory("clinician", Role.CLINICIAN)
     PatientFactory(identifier=IDENTIFIER)
     browser = Client()
     browser.force_login(clinician)
