@@ -137,9 +137,12 @@ def _int_param(request: Request, name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise DomainError(f"The parameter '{name}' must be an integer id.", errors={name: ["Must be an integer id."]}) from None
+        raise DomainError(f"{name}: Must be an integer id.", errors={name: ["Must be an integer id."]}) from None
+    if not 0 < value < 2**63:  # beyond a database integer (SQLite raises OverflowError)
+        raise DomainError(f"{name}: Must be an integer id.", errors={name: ["Must be an integer id."]})
+    return value
 
 
 # --- endpoints ------------------------------------------------------------------------
@@ -197,6 +200,7 @@ class CaseScanUploadApi(ClinicApi):
     """POST multipart ``files`` (one or more) into a case; answer what was accepted and rejected."""
 
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "upload"
 
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)

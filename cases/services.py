@@ -176,7 +176,9 @@ def scan_register(
         raise Conflict("This case is closed; reopen it before adding scans.")
     name = upload_name(file)
     data = images.read_upload(file, max_bytes=settings.OCT_UPLOAD_MAX_BYTES)
-    converted = images.inspect_and_convert(data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS)
+    converted = images.inspect_and_convert(
+        data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS, min_side=settings.OCT_UPLOAD_MIN_SIDE_PX
+    )
     existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
     if existing is not None:
         raise Conflict(_duplicate_message(existing))

@@ -5,6 +5,7 @@ from datetime import date
 from unittest import mock
 
 import pytest
+from PIL import Image
 from django.db import IntegrityError, transaction
 
 from cases import services
@@ -112,14 +113,14 @@ def test_case_create_refuses_unknown_eye(clinician):
 
 
 def test_scan_register_stores_original_and_grey_png_and_queues_nothing(case, clinician, media_root):
-    data = bscan_bytes("JPEG", 64, 48)
+    data = bscan_bytes("JPEG", 160, 128)
     with mock.patch("inference.services.queue.scan_request_analysis") as request_analysis:
         scan = services.scan_register(case=case, file=upload("eye.jpg", data), uploaded_by=clinician)
     request_analysis.assert_not_called()
     scan.refresh_from_db()
     assert scan.original.read() == data
     assert scan.original.name.endswith(".jpg") and scan.image.name.endswith(".png")
-    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 64, 48)
+    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 160, 128)
     assert scan.original_name == "eye.jpg" and scan.uploaded_by == clinician
     assert scan.file_size == len(data)
     assert scan.status == Scan.Status.RECEIVED and scan.colour_saturation == 0.0
