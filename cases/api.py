@@ -99,7 +99,7 @@ class ScanOutput(serializers.ModelSerializer):
         return reverse("cases:scan_image", args=[obj.pk])
 
     def get_original_url(self, obj: Scan) -> str | None:
-        if not blinding.may_see_file_names(self._user()):
+        if not obj.original or not blinding.may_see_file_names(self._user()):
             return None
         return reverse("cases:scan_image", args=[obj.pk]) + "?original=1"
 

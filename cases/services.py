@@ -200,7 +200,8 @@ def scan_register(
     try:
         with transaction.atomic():
             # The stored name carries the detected format's extension, never the uploaded one.
-            scan.original.save("original" + converted.extension, ContentFile(data), save=False)
+            if settings.OCT_KEEP_UPLOADED_FILES:
+                scan.original.save("original" + converted.extension, ContentFile(data), save=False)
             scan.image.save("image.png", ContentFile(converted.png), save=False)
             _full_clean(scan)
             scan.save()

@@ -150,6 +150,9 @@ MEDIA_URL = None
 OCT_UPLOAD_MAX_BYTES = env.int("OCT_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
 OCT_UPLOAD_MAX_PIXELS = env.int("OCT_UPLOAD_MAX_PIXELS", default=40_000_000)
 OCT_UPLOAD_MAX_FILES = env.int("OCT_UPLOAD_MAX_FILES", default=100)
+# Keep the uploaded bytes beside the de-identified grey copy? They may carry names and
+# dates in EXIF/XMP/text chunks, so only where the clinic needs them (never served to graders).
+OCT_KEEP_UPLOADED_FILES = env.bool("OCT_KEEP_UPLOADED_FILES", default=False)
 # Smallest width and height of a B-scan (a smaller image is a thumbnail or an icon).
 OCT_UPLOAD_MIN_SIDE_PX = env.int("OCT_UPLOAD_MIN_SIDE_PX", default=128)
 # Django refuses bodies larger than this before our validation runs; leave room for a batch.

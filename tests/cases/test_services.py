@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import PurePath
 from unittest import mock
 
 import pytest
@@ -195,3 +196,11 @@ def test_lost_unique_race_is_a_duplicate_and_leaves_no_files(case, clinician, me
     assert info.value.message == f"Duplicate: this image is already in this case (scan #{first.pk}, first.png)."
     assert Scan.objects.count() == 1
     assert stored_files(media_root) == before
+
+
+def test_by_default_the_uploaded_bytes_are_not_kept(case, clinician, media_root, settings):
+    settings.OCT_KEEP_UPLOADED_FILES = False
+    scan = services.scan_register(case=case, file=upload("SMITH_JOHN.jpg", bscan_bytes("JPEG", 160, 128)),
+                                  uploaded_by=clinician)
+    assert not scan.original
+    assert [p.name for p in stored_files(media_root)] == [PurePath(scan.image.name).name]

@@ -378,3 +378,17 @@ def test_patient_list_page_queries_do_not_grow_with_rows(client, clinician, djan
     client.force_login(clinician)
     with django_assert_max_num_queries(8):
         assert client.get(reverse("cases:patient_list")).status_code == 200
+
+
+def test_without_kept_uploads_the_original_download_is_a_clear_404(client, clinician, case, settings):
+    settings.OCT_KEEP_UPLOADED_FILES = False
+    from intake.services import scan_submit
+    from tests.cases.conftest import upload
+    from tests.factories import bscan_bytes
+
+    scan = scan_submit(case=case, file=upload("eye.png", bscan_bytes("PNG", 160, 128)), uploaded_by=clinician)
+    client.force_login(clinician)
+    response = client.get(reverse("cases:scan_image", args=[scan.pk]) + "?original=1")
+    assert response.status_code == 404
+    assert "does not keep uploaded files" in response.content.decode()
+    assert "Download original" not in client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()
