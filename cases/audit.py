@@ -3,7 +3,7 @@
 An entry names its record by type and id ("patient #12"), never by ``str()``: a
 patient's identifier or an uploaded file's name (often a person's name when it comes
 off a device) would otherwise sit in ``LogEntry.object_repr`` of every entry, including
-each view of an image. Free-text fields (notes, the uploaded file name) are recorded
+each view of an image. Free-text fields (notes, the uploaded file name, the source label's origin) are recorded
 as changed, not what they say; structured fields keep their values so edits stay
 auditable.
 """
@@ -14,7 +14,7 @@ from typing import Any
 REDACTED = "[redacted]"
 # Model names (ContentType.model) of this app whose entries get a neutral name.
 AUDITED_MODELS = frozenset({"patient", "case", "scan"})
-FREE_TEXT_FIELDS = {"patient": ["notes"], "case": ["notes"], "scan": ["original_name"]}
+FREE_TEXT_FIELDS = {"patient": ["notes"], "case": ["notes"], "scan": ["original_name", "source_label_origin"]}
 
 
 def redact(value: str) -> str:

@@ -3,26 +3,39 @@
 Both are generators for ``StreamingHttpResponse``: nothing large is held in
 memory, and both read grades through ``blinding.grades_visible_by_scan`` so the
 blinding rules apply to exports too; the model's reading is the scan's current one.
+
+Exports are pseudonymous: patients and scans appear only as keyed hashes (HMAC-SHA256
+with ``VERIFICATION_EXPORT_KEY``), file names, file hashes and the source label's
+origin (a path) are left out, the examination date is reduced to its year, and the
+ZIP's images are re-encoded from their pixels (no metadata) with a fixed timestamp.
+What an export contains is listed in docs/security.md.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import hmac
+import io
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from PIL import Image
 
 from inference.selectors import predictions_current_by_scan
 
 from . import blinding, selectors
 from .models import Grade, Tier
 
-EXTENSION = {"JPEG": ".jpeg", "PNG": ".png", "TIFF": ".tiff", "BMP": ".bmp"}
-CHUNK = 256 * 1024
+# Zip entries carry this instead of the upload time (a date is a quasi-identifier).
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _keyed_hash(text: str) -> str:
+    key = settings.VERIFICATION_EXPORT_KEY or settings.SECRET_KEY
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def patient_pseudonym(identifier: str) -> str:
@@ -31,9 +44,23 @@ def patient_pseudonym(identifier: str) -> str:
     The key is ``VERIFICATION_EXPORT_KEY`` (falls back to ``SECRET_KEY``), so the
     mapping cannot be recomputed from the export alone.
     """
-    key = settings.VERIFICATION_EXPORT_KEY or settings.SECRET_KEY
-    digest = hmac.new(key.encode(), identifier.encode(), hashlib.sha256).hexdigest()
-    return str(int(digest[:15], 16) % 10**10)
+    return str(int(_keyed_hash(identifier)[:15], 16) % 10**10)
+
+
+def scan_pseudonym(scan: Any) -> str:
+    """A stable pseudonym of a scan for export (keyed hash of its random uid)."""
+    return "S" + _keyed_hash(f"scan:{scan.uid.hex}")[:16]
+
+
+def clean_png(scan: Any) -> bytes:
+    """The scan's stored grey image re-encoded from its pixels alone (no metadata)."""
+    with scan.image.open("rb") as fh:
+        img = Image.open(fh)
+        img.load()
+    pixels = Image.frombytes("L", img.size, img.convert("L").tobytes())
+    buf = io.BytesIO()
+    pixels.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 class _Echo:
@@ -54,8 +81,8 @@ def _grade_text(g: Grade) -> str:
 
 
 CSV_HEADER = [
-    "scan_id", "patient_pseudonym", "eye", "exam_date", "original_name", "sha256", "source_label",
-    "source_label_origin", "final_label", "verified_by", "verified_at", "model_version", "model_predicted",
+    "scan_pseudonym", "patient_pseudonym", "eye", "exam_year", "source_label",
+    "final_label", "verified_by", "verified_at", "model_version", "model_predicted",
     "model_confidence", "p_cnv", "p_dme", "p_drusen", "p_normal", "tier1_grades", "tier2_grades", "tier3_grades",
 ]
 
@@ -79,14 +106,11 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
             p = predictions.get(scan.pk)
             yield writer.writerow(
                 [
-                    scan.pk,
+                    scan_pseudonym(scan),
                     patient_pseudonym(scan.case.patient.identifier),
                     scan.case.eye,
-                    scan.case.exam_date.isoformat(),
-                    scan.original_name,
-                    scan.sha256,
+                    scan.case.exam_date.year,
                     scan.source_label,
-                    scan.source_label_origin,
                     review.final_label,
                     review.verified_by.get_username() if review.verified_by else "",
                     review.verified_at.isoformat() if review.verified_at else "",
@@ -121,28 +145,25 @@ class _Sink:
 
 
 def verified_zip_stream(*, user: Any) -> Iterator[bytes]:
-    """Zip of verified scans in the reference layout ``CLASS/CLASS-PATIENT-N.ext``.
+    """Zip of verified scans in the reference layout ``CLASS/CLASS-PATIENT-N.png``.
 
-    Patients are pseudonymised with ``patient_pseudonym``; a MANIFEST.csv maps each
-    file to its final label and hash. Images are stored (JPEGs do not compress).
+    Patients are pseudonymised with ``patient_pseudonym``; images are the stored grey
+    copies re-encoded without metadata; a MANIFEST.csv maps each file to its final
+    label, scan pseudonym and the SHA-256 of the exported bytes.
     """
     sink = _Sink()
     counters: dict[str, int] = defaultdict(int)
-    manifest = ["path,final_label,sha256"]
+    manifest = ["path,final_label,scan_pseudonym,sha256"]
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for review in selectors.verified_reviews().iterator(chunk_size=200):
             scan = review.scan
             pseudo = patient_pseudonym(scan.case.patient.identifier)
             counters[pseudo] += 1
             label = review.final_label
-            ext = EXTENSION.get(scan.format.upper(), ".png")
-            name = f"{label}/{label}-{pseudo}-{counters[pseudo]}{ext}"
-            info = zipfile.ZipInfo(name, date_time=scan.uploaded_at.timetuple()[:6])
-            with scan.original.open("rb") as src, zf.open(info, "w", force_zip64=True) as dest:
-                while block := src.read(CHUNK):
-                    dest.write(block)
-                    yield sink.drain()
-            manifest.append(f"{name},{label},{scan.sha256}")
+            name = f"{label}/{label}-{pseudo}-{counters[pseudo]}.png"
+            data = clean_png(scan)
+            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
+            manifest.append(f"{name},{label},{scan_pseudonym(scan)},{hashlib.sha256(data).hexdigest()}")
             yield sink.drain()
-        zf.writestr("MANIFEST.csv", "\n".join(manifest) + "\n")
+        zf.writestr(zipfile.ZipInfo("MANIFEST.csv", date_time=ZIP_DATE), "\n".join(manifest) + "\n")
     yield sink.drain()

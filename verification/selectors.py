@@ -5,7 +5,7 @@ scan's current reading by :mod:`inference.selectors`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from auditlog.models import LogEntry
@@ -119,11 +119,15 @@ def next_in_worklist(*, user: Any, tier: int, after: Scan | None = None) -> Scan
 def review_state(*, user: Any, scan: Scan) -> dict[str, Any]:
     """Everything a page or API response shows about a scan's verification, blinded for ``user``."""
     see_ref = blinding.may_see_reading(user=user, scan=scan)
+    reference = reference_for(scan=scan) if see_ref else None
+    if reference is not None and reference.origin == "source" and not blinding.may_see_file_names(user):
+        # The source label's origin is free text (a data-set path, a letter's file name).
+        reference = replace(reference, origin_detail="")
     return {
         "review": review_get(scan=scan),
         "grades": list(blinding.grades_visible(user=user, scan=scan)),
         "may_see_reference": see_ref,
-        "reference": reference_for(scan=scan) if see_ref else None,
+        "reference": reference,
     }
 
 
