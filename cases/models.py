@@ -145,6 +145,11 @@ class Scan(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True)
     status_detail = models.CharField(max_length=500, blank=True, help_text="Why analysis failed, for people.")
     status_changed_at = models.DateTimeField(auto_now_add=True)
+    reading_urgent = models.BooleanField(
+        default=False,
+        help_text="Whether the current reading refers urgently: a copy kept by inference.services for the "
+        "worklists' order, derived from inference.selectors.prediction_current only.",
+    )
     analysis_attempts = models.PositiveSmallIntegerField(default=0)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -157,7 +162,12 @@ class Scan(models.Model):
             models.UniqueConstraint(fields=["case", "sha256"], name="scan_unique_image_per_case"),
             models.CheckConstraint(condition=Q(width__gt=0) & Q(height__gt=0), name="scan_positive_size"),
         ]
-        indexes = [models.Index(fields=["status", "status_changed_at"])]
+        indexes = [
+            models.Index(fields=["status", "status_changed_at"]),
+            # Worklists: urgent first, then oldest; list endpoints: upload order.
+            models.Index(fields=["-reading_urgent", "uploaded_at", "id"], name="scan_urgent_then_oldest"),
+            models.Index(fields=["uploaded_at", "id"], name="scan_upload_order"),
+        ]
 
     def __str__(self) -> str:
         return f"Scan {self.pk} ({self.original_name})"

@@ -22,6 +22,7 @@ from cases.roles import Role, has_role
 from octportal.errors import Conflict, Forbidden
 
 from ..models import ModelVersion, Prediction
+from .run import scan_reading_copy
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def scan_rerun(*, scan: Scan, user: Any) -> Scan:
             if previous is not None:
                 heatmap = previous.heatmap
                 previous.delete()
+                scan_reading_copy(scan_id=locked.pk)
                 if heatmap:
                     transaction.on_commit(lambda: heatmap.storage.delete(heatmap.name))
         scan_request_analysis(scan=locked)

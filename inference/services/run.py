@@ -21,12 +21,13 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
-from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, urgency_for
+from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, Urgency, urgency_for
 from cases.models import Scan
 
 from .. import runtime
 from ..heatmap import heatmap_overlay_png
 from ..models import ModelVersion, Prediction
+from ..selectors import prediction_current, prediction_current_value
 from .registry import model_version_for
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Pre
         Scan.objects.filter(pk=scan.pk).update(
             status=status, status_detail=failure[:500], status_changed_at=timezone.now()
         )
+        scan_reading_copy(scan_id=scan_id)
     logger.info("scan id %s %s", scan_id, status)
     return stored
 
@@ -271,6 +273,24 @@ def predict_scans(*, scan_ids: Sequence[int]) -> int:
     return analysed
 
 
+def scan_reading_copy(*, scan_id: int) -> None:
+    """Copy whether the scan's current reading is urgent onto the scan (the worklists
+    sort on it in SQL). Called wherever a scan's predictions change."""
+    current = prediction_current(scan=Scan(pk=scan_id))
+    urgent = bool(current is not None and current.gate_passed and current.urgency == Urgency.URGENT)
+    Scan.objects.filter(pk=scan_id).exclude(reading_urgent=urgent).update(reading_urgent=urgent)
+
+
+def scans_reading_copy_refresh() -> int:
+    """``scan_reading_copy`` for every scan, in SQL (after ``predictions_urgency_refresh``)."""
+    current = Scan.objects.annotate(
+        now_urgency=prediction_current_value("urgency"), now_passed=prediction_current_value("gate_passed")
+    )
+    urgent = Q(now_urgency=Urgency.URGENT, now_passed=True)
+    changed = current.filter(urgent, reading_urgent=False).update(reading_urgent=True)
+    return changed + current.filter(~urgent, reading_urgent=True).update(reading_urgent=False)
+
+
 def predictions_urgency_refresh() -> int:
     """Recompute every stored prediction's referral urgency from ``URGENCY_BY_DIAGNOSIS``.
 
@@ -282,4 +302,7 @@ def predictions_urgency_refresh() -> int:
         *(When(predicted=code, then=Value(str(urgency))) for code, urgency in URGENCY_BY_DIAGNOSIS.items()),
         default=Value(""),
     )
-    return Prediction.objects.exclude(urgency=rule).update(urgency=rule)
+    changed = Prediction.objects.exclude(urgency=rule).update(urgency=rule)
+    if changed:
+        scans_reading_copy_refresh()
+    return changed

@@ -121,6 +121,7 @@ def make_prediction(scan, version: ModelVersion | None = None, predicted: str = 
     if heatmap is not None:
         p.heatmap.save("h.png", ContentFile(heatmap), save=False)
     p.save()
+    services.run.scan_reading_copy(scan_id=scan.pk)  # as the services do when they store a reading
     return p
 
 
