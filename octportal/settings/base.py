@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes get /healthz and /readyz without host checks, sessions or auth.
+    "octportal.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -109,6 +111,37 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = None
 
+# Scan images and heatmaps on local disk (MEDIA_ROOT) by default, or in an S3-compatible
+# bucket when OCT_S3_BUCKET is set (every web and worker machine then shares it). The
+# objects stay private: no public ACL, and any URL the backend makes is signed and
+# short-lived; the app never hands one out (images go through the authenticated views).
+OCT_S3_BUCKET = env("OCT_S3_BUCKET", default="")
+if OCT_S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": OCT_S3_BUCKET,
+            "endpoint_url": env("OCT_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("OCT_S3_REGION", default="") or None,
+            "location": env("OCT_S3_PREFIX", default=""),
+            # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment,
+            # or an instance role; never in settings files.
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            # Never overwrite: two uploads with one name must stay two objects.
+            "file_overwrite": False,
+            "addressing_style": env("OCT_S3_ADDRESSING_STYLE", default="") or None,
+            "signature_version": "s3v4",
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
 # Upload limits (bytes / pixels / files per batch).
 OCT_UPLOAD_MAX_BYTES = env.int("OCT_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
 OCT_UPLOAD_MAX_PIXELS = env.int("OCT_UPLOAD_MAX_PIXELS", default=40_000_000)
@@ -152,6 +185,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=90)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis redelivers an unacknowledged message after this; longer than any task.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
+# Health endpoints (octportal.health): seconds a broker connect or worker ping may take,
+# and whether /readyz needs a worker to answer when a broker is configured.
+OCT_HEALTH_TIMEOUT_S = env.float("OCT_HEALTH_TIMEOUT_S", default=2.0)
+OCT_HEALTH_REQUIRE_WORKER = env.bool("OCT_HEALTH_REQUIRE_WORKER", default=True)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
