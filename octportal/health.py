@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -211,7 +211,7 @@ class HealthCheckMiddleware:
     """Answer GET/HEAD on the health paths first, before host validation, sessions and
     auth: probes connect by IP, carry no cookies, and must not write a session."""
 
-    ROUTES = {HEALTHZ_PATH: healthz, READYZ_PATH: readyz}
+    ROUTES: ClassVar[dict[str, Callable[[HttpRequest], HttpResponse]]] = {HEALTHZ_PATH: healthz, READYZ_PATH: readyz}
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -238,7 +238,7 @@ def main() -> int:
     path = READYZ_PATH if "--ready" in sys.argv[1:] else HEALTHZ_PATH
     port = os.environ.get("OCT_HEALTH_PORT", "8000")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
             body = json.loads(resp.read() or b"{}")
             return 0 if resp.status == 200 and body.get("status") == "ok" else 1
     except (urllib.error.URLError, OSError, ValueError):

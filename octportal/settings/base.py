@@ -158,8 +158,12 @@ OCT_ORT_INTER_OP_THREADS = env.int("OCT_ORT_INTER_OP_THREADS", default=1)
 # Threads one batch of scans is spread over (each preprocesses and runs its share).
 OCT_BATCH_THREADS = env.int("OCT_BATCH_THREADS", default=1)
 OCT_INFERENCE_BATCH_SIZE = env.int("OCT_INFERENCE_BATCH_SIZE", default=16)
-# A scan queued or running longer than this is re-enqueued by the periodic sweep.
-OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=300))
+# A scan queued or running longer than this is re-enqueued by the periodic sweep. With
+# the sweep every OCT_SWEEP_INTERVAL_S this bounds the recovery of a scan whose worker
+# died: at most stale + interval + one analysis (45 + 15 + a few s with the defaults;
+# docs/deployment.md). It must stay well above one model batch (claimed just before it
+# runs; about a second for 16 scans), which is how long a scan legitimately stays RUNNING.
+OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=45))
 # Claims of one scan that never finished before the sweep marks it failed.
 OCT_INFERENCE_MAX_ATTEMPTS = env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3)
 OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "oct"))
@@ -183,7 +187,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=120)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=90)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Redis redelivers an unacknowledged message after this; longer than any task.
+# Redis redelivers an unacknowledged message after this; longer than any task plus its
+# wait in a worker's prefetch, and longer than any retry countdown (else duplicates).
+# Recovery from a dead worker does not wait for it: the sweep re-enqueues sooner.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
 # Health endpoints (octportal.health): seconds a broker connect or worker ping may take,
 # and whether /readyz needs a worker to answer when a broker is configured.
@@ -194,7 +200,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-scans": {
         "task": "inference.tasks.sweep_stale_scans",
-        "schedule": env.int("OCT_SWEEP_INTERVAL_S", default=60),
+        "schedule": env.int("OCT_SWEEP_INTERVAL_S", default=15),
     },
 }
 
