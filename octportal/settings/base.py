@@ -124,8 +124,10 @@ if OCT_S3_BUCKET:
             "endpoint_url": env("OCT_S3_ENDPOINT_URL", default="") or None,
             "region_name": env("OCT_S3_REGION", default="") or None,
             "location": env("OCT_S3_PREFIX", default=""),
-            # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment,
-            # or an instance role; never in settings files.
+            # Credentials from the environment only: OCT_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY,
+            # else boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role).
+            "access_key": env("OCT_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("OCT_S3_SECRET_ACCESS_KEY", default="") or None,
             "default_acl": "private",
             "querystring_auth": True,
             "querystring_expire": 300,

@@ -115,9 +115,10 @@ def seaweedfs_s3(tmp: Path, *, timeout: float = 60) -> Iterator[S3Server]:
         yield server
     finally:
         if proc.poll() is None:
+            # weed takes its time over a graceful stop; its data is thrown away anyway.
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)

@@ -54,7 +54,9 @@ def test_s3_is_selected_by_the_bucket_variable_and_kept_private():
     assert options["region_name"] == "eu-1"
     assert options["default_acl"] == "private" and options["querystring_auth"] is True
     assert options["file_overwrite"] is False
-    assert not any("key" in k.lower() or "secret" in k.lower() for k in options), "no credentials in settings"
+    assert options["access_key"] is None and options["secret_key"] is None, "boto3's own chain when unset"
+    keyed = settings_storages(OCT_S3_BUCKET="b", OCT_S3_ACCESS_KEY_ID="ak", OCT_S3_SECRET_ACCESS_KEY="sk")
+    assert (keyed["default"]["OPTIONS"]["access_key"], keyed["default"]["OPTIONS"]["secret_key"]) == ("ak", "sk")
     assert storages["staticfiles"]["BACKEND"] == "django.contrib.staticfiles.storage.StaticFilesStorage"
 
 
@@ -72,6 +74,7 @@ def s3_storage(s3_server, settings, monkeypatch) -> S3Server:
     env = {"OCT_S3_BUCKET": BUCKET, "OCT_S3_ENDPOINT_URL": s3_server.endpoint_url,
            "OCT_S3_REGION": s3_server.region, "OCT_S3_PREFIX": PREFIX}
     storages = settings_storages(**env)
+    # The credentials through boto3's standard variables (the settings leave them unset).
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
     settings.STORAGES = storages  # resets default_storage (setting_changed)
