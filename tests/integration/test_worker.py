@@ -415,3 +415,28 @@ def test_upload_while_redis_is_down_keeps_the_scan_and_completes_later(
     wait_for(lambda: Scan.objects.get(pk=scan.pk).status == Scan.Status.ANALYSED, timeout=60,
              what=f"the scan analysed after Redis came back (log {worker.log})")
     assert Prediction.objects.filter(scan=scan).count() == 1
+
+
+def test_readyz_needs_a_worker_answering_the_ping(
+    postgres, model_available, broker_url, publish_to, worker_factory, client, settings
+):
+    from tests.deploy.test_health import _register_shipped_model
+
+    publish_to(broker_url)
+    settings.CELERY_BROKER_URL = broker_url
+    settings.OCT_HEALTH_TIMEOUT_S = 1.0
+    _register_shipped_model()
+
+    def worker_check() -> tuple[int, dict]:
+        response = client.get("/readyz")
+        return response.status_code, response.json()["checks"]["worker"]
+
+    status, check = worker_check()
+    assert (status, check["ok"], check["status"]) == (503, False, "no worker answered")
+    worker = worker_factory(broker_url)
+    worker.start()
+    status, check = worker_check()
+    assert (status, check["ok"]) == (200, True), check
+    assert check["ms"] < 1000, "the first reply ends the wait"
+    worker.kill()
+    assert worker_check()[0] == 503
