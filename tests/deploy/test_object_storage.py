@@ -72,7 +72,7 @@ def s3_storage(s3_server, settings, monkeypatch) -> S3Server:
     """Point Django's default storage at the bucket, configured exactly as the settings
     module configures it from the environment."""
     env = {"OCT_S3_BUCKET": BUCKET, "OCT_S3_ENDPOINT_URL": s3_server.endpoint_url,
-           "OCT_S3_REGION": s3_server.region, "OCT_S3_PREFIX": PREFIX}
+           "OCT_S3_REGION": s3_server.region, "OCT_S3_PREFIX": PREFIX, "OCT_S3_ADDRESSING_STYLE": "path"}
     storages = settings_storages(**env)
     # The credentials through boto3's standard variables (the settings leave them unset).
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
