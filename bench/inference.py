@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from inference import preprocessing as P  # noqa: E402
+from inference.heatmap import heatmap_overlay_png  # noqa: E402
 from inference import runtime  # noqa: E402
 
 
@@ -141,12 +142,12 @@ def main() -> None:
 
     # --- ours, one thread ---------------------------------------------------------------
     def end_to_end(data: bytes) -> None:
-        model1.predict_bytes(data)
+        model1.predict_images([runtime.decode_image(data)])
 
     def end_to_end_png(data: bytes) -> None:
         img = runtime.decode_image(data)
         reading = model1.predict_images([img])[0]
-        runtime.heatmap_overlay_png(img, reading.heatmap)
+        heatmap_overlay_png(img, reading.heatmap)
 
     e2e = timed(end_to_end, blobs, args.iterations)
     e2e_png = timed(end_to_end_png, blobs, args.iterations)

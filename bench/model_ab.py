@@ -24,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from inference import card as C
 from inference import preprocessing as P  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def session(path: Path) -> ort.InferenceSession:
 def real_inputs(n: int) -> list[np.ndarray]:
     """Preprocessed inputs [1, 1, S, S] of the first n B-scans in the data set (or noise)."""
     root = Path(os.environ.get("OCT_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "oct"))
-    cfg = P.preprocessing_config(P.load_model_json())
+    cfg = P.preprocessing_config(C.load_model_json())
     every = sorted(root.glob("**/*.jp*g"))
     paths = every[:: max(1, len(every) // max(n, 1))][:n]
     if not paths:
@@ -51,7 +52,7 @@ def real_inputs(n: int) -> list[np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path, help="the baseline .onnx")
-    parser.add_argument("new", type=Path, nargs="?", default=P.WEIGHTS_DIR / "oct-lite0-v1.onnx", help="default: the shipped model")
+    parser.add_argument("new", type=Path, nargs="?", default=C.WEIGHTS_DIR / "oct-lite0-v1.onnx", help="default: the shipped model")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=300)
     args = parser.parse_args()

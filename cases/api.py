@@ -5,17 +5,20 @@ from typing import Any
 
 from django.urls import reverse
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from intake import services as intake_services
+from octportal.api import validated
+from octportal.errors import DomainError
+from verification import blinding
+
 from . import selectors, services
 from .models import Case, Patient, Scan
 from .roles import GRADER_ROLES, HasRole, Role
-from .verification.selectors import reference_visible_ids
 
 
 class ClinicApi(APIView):
@@ -85,7 +88,7 @@ class ScanOutput(serializers.ModelSerializer):
         visible = self.context.get("reference_visible_ids")
         if visible is None:
             scans = self.parent.instance if self.parent is not None else [obj]
-            visible = reference_visible_ids(user=self.context["request"].user, scan_ids=[s.pk for s in scans])
+            visible = blinding.reading_visible_ids(user=self.context["request"].user, scan_ids=[s.pk for s in scans])
             self.context["reference_visible_ids"] = visible
         return obj.source_label if obj.pk in visible else None
 
@@ -116,7 +119,7 @@ def _int_param(request: Request, name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise ValidationError({name: "Must be an integer id."}) from None
+        raise DomainError(f"The parameter '{name}' must be an integer id.", errors={name: ["Must be an integer id."]}) from None
 
 
 # --- endpoints ------------------------------------------------------------------------
@@ -128,9 +131,7 @@ class PatientListCreateApi(ClinicApi):
         return self.paginate(request, qs, PatientOutput)
 
     def post(self, request: Request) -> Response:
-        data = PatientInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        patient = services.patient_create(created_by=request.user, **data.validated_data)
+        patient = services.patient_create(created_by=request.user, **validated(PatientInput, request.data))
         return Response(PatientOutput(patient).data, status=status.HTTP_201_CREATED)
 
 
@@ -145,9 +146,7 @@ class CaseListCreateApi(ClinicApi):
         return self.paginate(request, qs, CaseOutput)
 
     def post(self, request: Request) -> Response:
-        data = CaseInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
+        fields = validated(CaseInput, request.data)
         patient = selectors.patient_get(user=request.user, patient_id=fields.pop("patient"))
         case = services.case_create(patient=patient, created_by=request.user, **fields)
         return Response(CaseOutput(case).data, status=status.HTTP_201_CREATED)
@@ -184,9 +183,9 @@ class CaseScanUploadApi(ClinicApi):
         files = request.FILES.getlist("files")
         if not files:
             if request.data.get("files"):
-                raise ValidationError({"detail": "The field 'files' must carry uploaded files (multipart/form-data)."})
-            raise ValidationError({"detail": "Send one or more images in the multipart field 'files'."})
-        report = services.scans_upload(case=case, files=files, uploaded_by=request.user)
+                raise DomainError("The field 'files' must carry uploaded files (multipart/form-data).")
+            raise DomainError("Send one or more images in the multipart field 'files'.")
+        report = intake_services.scans_upload(case=case, files=files, uploaded_by=request.user)
         body = {
             "accepted": ScanOutput(report.accepted, many=True, context={"request": request}).data,
             "rejected": [{"name": name, "reason": reason} for name, reason in report.rejected],

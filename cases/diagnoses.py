@@ -146,8 +146,3 @@ CONDITIONS: dict[str, ConditionInfo] = {
         ),
     )
 }
-
-
-def condition_for(code: str) -> ConditionInfo:
-    """Return the education texts of a diagnosis code."""
-    return CONDITIONS[Diagnosis(code).lower()]

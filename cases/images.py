@@ -82,6 +82,7 @@ class ConvertedImage:
     height: int
     size: int
     png: bytes
+    saturation: float  # colour saturation of the upload, which the grey rendering loses
 
     @property
     def extension(self) -> str:
@@ -246,7 +247,22 @@ def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
         height=grey.height,
         size=len(data),
         png=buf.getvalue(),
+        saturation=colour_saturation(img),
     )
+
+
+def colour_saturation(image: Image.Image) -> float:
+    """Return the mean HSV saturation (0..1) of a downscaled copy; 0 for grey images.
+
+    Measured on the file as uploaded: the input gate refuses colour photographs, and
+    the grey copy that is stored and analysed no longer shows their colour.
+    """
+    if image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "1"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((128, 128))
+    hsv = np.asarray(small.convert("HSV"), dtype=np.float32)
+    return float(hsv[..., 1].mean() / 255.0)
 
 
 def to_grey8(img: Image.Image) -> Image.Image:

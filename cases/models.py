@@ -12,7 +12,20 @@ from django.urls import reverse
 from .diagnoses import Diagnosis
 
 
-class Patient(models.Model):
+class Recorded(models.Model):
+    """Who created a record and when it last changed (patients and examinations)."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Patient(Recorded):
     """A pseudonymous patient: no names, only what grading and referral need."""
 
     class Sex(models.TextChoices):
@@ -26,11 +39,6 @@ class Patient(models.Model):
     sex = models.CharField(max_length=1, choices=Sex.choices, blank=True)
     birth_year = models.PositiveSmallIntegerField(null=True, blank=True)
     notes = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["identifier"]
@@ -48,7 +56,7 @@ class Patient(models.Model):
         return reverse("cases:patient_detail", args=[self.pk])
 
 
-class Case(models.Model):
+class Case(Recorded):
     """One examination of one eye of a patient."""
 
     class Eye(models.TextChoices):
@@ -67,11 +75,6 @@ class Case(models.Model):
     referring_clinician = models.CharField(max_length=120, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     notes = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-exam_date", "-id"]
@@ -123,6 +126,9 @@ class Scan(models.Model):
     file_size = models.PositiveIntegerField()
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    colour_saturation = models.FloatField(
+        null=True, blank=True, help_text="Mean colour saturation of the upload (0 grey); the input gate reads it."
+    )
     source_label = models.CharField(
         max_length=8,
         choices=Diagnosis.choices,

@@ -1,13 +1,14 @@
 """Write-side services of clinical records: patients, cases (examinations), scans.
 
-Views and API endpoints call these; nothing else writes these models (the admin
-edits patients and cases for corrections, but never adds scans).
+Views and API endpoints call these for patients and cases; scans are submitted
+through ``intake.services``, which registers them here and then requests their
+analysis and opens their review (the admin edits patients and cases for
+corrections, but never adds scans).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import PurePath
 from typing import IO, Any
@@ -27,14 +28,6 @@ logger = logging.getLogger(__name__)
 
 PATIENT_UPDATE_FIELDS = ("identifier", "sex", "birth_year", "notes")
 CASE_UPDATE_FIELDS = ("eye", "exam_date", "device", "referring_clinician", "status", "notes")
-
-
-@dataclass
-class UploadReport:
-    """Outcome of a batch upload: what was stored and what was refused, and why."""
-
-    accepted: list[Scan] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -131,24 +124,32 @@ def case_update(*, case: Case, data: dict[str, Any]) -> Case:
 # --- scans ----------------------------------------------------------------------------
 
 
-def _upload_limits() -> tuple[int, int]:
-    return (
-        getattr(settings, "OCT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024),
-        getattr(settings, "OCT_UPLOAD_MAX_PIXELS", 40_000_000),
-    )
-
-
-def _display_name(file: IO[bytes]) -> str:
-    # Browsers may send paths; keep the last component only, as people named it.
+def upload_name(file: IO[bytes]) -> str:
+    """The uploaded file's name as people named it (browsers may send paths)."""
     raw = str(getattr(file, "name", "") or "upload")
     return PurePath(raw.replace("\\", "/")).name[:255] or "upload"
+
+
+def upload_sha256(file: IO[bytes]) -> str | None:
+    """SHA-256 of a file within the size limit, or None (scan_register will reject it)."""
+    max_bytes = settings.OCT_UPLOAD_MAX_BYTES
+    size = getattr(file, "size", None)
+    if size is not None and size > max_bytes:
+        return None
+    file.seek(0)
+    data = file.read(max_bytes + 1)
+    file.seek(0)
+    if not data or len(data) > max_bytes:
+        return None
+    return hashlib.sha256(data).hexdigest()
 
 
 def _duplicate_message(existing: Scan) -> str:
     return f"Duplicate: this image is already in this case (scan #{existing.pk}, {existing.original_name})."
 
 
-def _delete_files(scan: Scan) -> None:
+def scan_files_delete(*, scan: Scan) -> None:
+    """Delete a scan's stored files (best effort), e.g. after its row was rolled back."""
     for f in (scan.original, scan.image):
         if f and f.name:
             try:
@@ -165,17 +166,17 @@ def scan_register(
     source_label: str = "",
     source_label_origin: str = "",
 ) -> Scan:
-    """Validate one uploaded image, store it with its grey rendering and queue its analysis.
+    """Validate one uploaded image and store it with its grey rendering.
 
     Raise ``ImageRejected`` (or ``Conflict`` for a duplicate, ``DomainError`` for a
-    closed case) and leave nothing behind: no row and no file.
+    closed case) and leave nothing behind: no row and no file. Callers submit scans
+    through ``intake.services.scan_submit``, which also queues the analysis.
     """
     if case.status == Case.Status.CLOSED:
         raise Conflict("This case is closed; reopen it before adding scans.")
-    max_bytes, max_pixels = _upload_limits()
-    name = _display_name(file)
-    data = images.read_upload(file, max_bytes=max_bytes)
-    converted = images.inspect_and_convert(data, max_pixels=max_pixels)
+    name = upload_name(file)
+    data = images.read_upload(file, max_bytes=settings.OCT_UPLOAD_MAX_BYTES)
+    converted = images.inspect_and_convert(data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS)
     existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
     if existing is not None:
         raise Conflict(_duplicate_message(existing))
@@ -189,6 +190,7 @@ def scan_register(
         file_size=converted.size,
         width=converted.width,
         height=converted.height,
+        colour_saturation=converted.saturation,
         source_label=source_label,
         source_label_origin=source_label_origin,
         uploaded_by=uploaded_by,
@@ -200,58 +202,16 @@ def scan_register(
             scan.image.save("image.png", ContentFile(converted.png), save=False)
             _full_clean(scan)
             scan.save()
-            from inference.services import scan_request_analysis
-
-            scan_request_analysis(scan=scan)
     except (IntegrityError, DomainError) as exc:
         # Lost a race with a concurrent upload of the same image into this case: the
         # unique constraint fired on insert, or full_clean saw a row committed after
         # our first look.
-        _delete_files(scan)
+        scan_files_delete(scan=scan)
         existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
         if existing is not None:
             raise Conflict(_duplicate_message(existing)) from exc
         raise
     except BaseException:
-        _delete_files(scan)
+        scan_files_delete(scan=scan)
         raise
     return scan
-
-
-def scans_upload(*, case: Case, files: list[IO[bytes]], uploaded_by: AbstractBaseUser | None) -> UploadReport:
-    """Register several images into a case; each file succeeds or fails on its own."""
-    max_files = getattr(settings, "OCT_UPLOAD_MAX_FILES", 100)
-    if not files:
-        raise DomainError("Choose at least one image to upload.")
-    if len(files) > max_files:
-        raise DomainError(f"Too many files in one upload ({len(files)}); the limit is {max_files}.")
-    report = UploadReport()
-    seen: dict[str, str] = {}
-    for file in files:
-        name = _display_name(file)
-        try:
-            # Twins within the batch are caught before touching storage.
-            digest = _peek_sha256(file)
-            if digest is not None and digest in seen:
-                raise Conflict(f"Duplicate: the same image appears earlier in this upload ({seen[digest]}).")
-            scan = scan_register(case=case, file=file, uploaded_by=uploaded_by)
-        except DomainError as exc:
-            report.rejected.append((name, exc.message))
-            continue
-        seen[scan.sha256] = name
-        report.accepted.append(scan)
-    return report
-
-
-def _peek_sha256(file: IO[bytes]) -> str | None:
-    """SHA-256 of a file within the size limit, or None (scan_register will reject it)."""
-    max_bytes, _ = _upload_limits()
-    size = getattr(file, "size", None)
-    if size is not None and size > max_bytes:
-        return None
-    file.seek(0)
-    data = file.read(max_bytes + 1)
-    file.seek(0)
-    if not data or len(data) > max_bytes:
-        return None
-    return hashlib.sha256(data).hexdigest()

@@ -1,6 +1,9 @@
 """HTML views: check access, call one selector or service, render."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -9,15 +12,30 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from auditlog.signals import accessed
 
+from intake import services as intake_services
 from octportal.errors import DomainError
+from verification import blinding
 
 from . import selectors, services
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
 from .forms import CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
 from .roles import GRADER_ROLES, Role, role_required
-from .verification.selectors import may_see_reference
 
 PATIENTS_PER_PAGE = 25
+
+
+def _submitted(request: HttpRequest, form: Any, save: Callable[[dict[str, Any]], Any], success: str) -> HttpResponse | None:
+    """On a valid POST, call ``save`` with the form's data and redirect to what it returns;
+    a refusal becomes the form's error. None: render the form (again)."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        obj = save(form.cleaned_data)
+    except DomainError as exc:
+        form.add_error(None, exc.message)
+        return None
+    messages.success(request, success.format(obj=obj))
+    return redirect(obj)
 
 
 # --- public pages ---------------------------------------------------------------------
@@ -62,14 +80,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def patient_create(request: HttpRequest) -> HttpResponse:
     form = PatientForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            patient = services.patient_create(created_by=request.user, **form.cleaned_data)
-        except DomainError as exc:
-            form.add_error(None, exc.message)
-        else:
-            messages.success(request, f"Patient {patient.identifier} registered.")
-            return redirect(patient)
+    save = lambda data: services.patient_create(created_by=request.user, **data)  # noqa: E731
+    if done := _submitted(request, form, save, "Patient {obj.identifier} registered."):
+        return done
     return render(request, "cases/patient_form.html", {"form": form, "patient": None})
 
 
@@ -85,14 +98,9 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=pk)
     form = PatientForm(request.POST or None, instance=patient)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.patient_update(patient=patient, data=form.cleaned_data)
-        except DomainError as exc:
-            form.add_error(None, exc.message)
-        else:
-            messages.success(request, f"Patient {patient.identifier} updated.")
-            return redirect(patient)
+    save = lambda data: services.patient_update(patient=patient, data=data)  # noqa: E731
+    if done := _submitted(request, form, save, "Patient {obj.identifier} updated."):
+        return done
     return render(request, "cases/patient_form.html", {"form": form, "patient": patient})
 
 
@@ -104,26 +112,23 @@ def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
 def case_create(request: HttpRequest, patient_pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=patient_pk)
     form = CaseCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            case = services.case_create(patient=patient, created_by=request.user, **form.cleaned_data)
-        except DomainError as exc:
-            form.add_error(None, exc.message)
-        else:
-            messages.success(request, "Examination created. Upload its B-scans below.")
-            return redirect(case)
+    save = lambda data: services.case_create(patient=patient, created_by=request.user, **data)  # noqa: E731
+    if done := _submitted(request, form, save, "Examination created. Upload its B-scans below."):
+        return done
     return render(request, "cases/case_form.html", {"form": form, "patient": patient, "case": None})
 
 
-def _case_page(request: HttpRequest, case_id: int, *, report: services.UploadReport | None = None, status: int = 200):
+def _case_page(
+    request: HttpRequest, case_id: int, *, report: intake_services.UploadReport | None = None, status: int = 200
+) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=case_id)
     context = {
         "case": case,
         "patient": case.patient,
         "scans": list(case.scans.all()),
         "report": report,
-        "max_upload": getattr(settings, "OCT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024),
-        "max_files": getattr(settings, "OCT_UPLOAD_MAX_FILES", 100),
+        "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
+        "max_files": settings.OCT_UPLOAD_MAX_FILES,
     }
     return render(request, "cases/case_detail.html", context, status=status)
 
@@ -139,14 +144,9 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def case_update(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
     form = CaseForm(request.POST or None, instance=case)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.case_update(case=case, data=form.cleaned_data)
-        except DomainError as exc:
-            form.add_error(None, exc.message)
-        else:
-            messages.success(request, "Examination updated.")
-            return redirect(case)
+    save = lambda data: services.case_update(case=case, data=data)  # noqa: E731
+    if done := _submitted(request, form, save, "Examination updated."):
+        return done
     return render(request, "cases/case_form.html", {"form": form, "patient": case.patient, "case": case})
 
 
@@ -154,7 +154,7 @@ def case_update(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
-    report = services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
+    report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
 
@@ -170,7 +170,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "scan": scan,
         "case": scan.case,
         "patient": scan.case.patient,
-        "show_reference": may_see_reference(user=request.user, scan=scan),
+        "show_reference": blinding.may_see_reading(user=request.user, scan=scan),
     }
     return render(request, "cases/scan_detail.html", context)
 

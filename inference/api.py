@@ -1,26 +1,32 @@
 """REST endpoints of automated reading (thin: selectors and services do the work)."""
 from __future__ import annotations
 
+from django.urls import reverse
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cases import selectors as cases_selectors
+from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
 from octportal.errors import Forbidden
+from verification import blinding
 
 from . import selectors, services
 from .models import ModelVersion, Prediction
 
+READING_HIDDEN = "The model's reading of this scan is hidden until you have submitted your own grade."
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+
+class ModelVersionOutput(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["id", "name", "version", "sha256", "file_name", "metrics", "is_active", "created_at"]
 
 
-class PredictionSerializer(serializers.ModelSerializer):
-    model_version = ModelVersionSerializer(read_only=True)
+class PredictionOutput(serializers.ModelSerializer):
+    model_version = ModelVersionOutput(read_only=True)
     probabilities = serializers.DictField(child=serializers.FloatField(), read_only=True)
     heatmap_url = serializers.SerializerMethodField()
 
@@ -44,56 +50,54 @@ class PredictionSerializer(serializers.ModelSerializer):
     def get_heatmap_url(self, obj: Prediction) -> str | None:
         if not obj.heatmap:
             return None
-        from django.urls import reverse
-
         request = self.context.get("request")
         url = reverse("inference:heatmap", args=[obj.scan_id])
         return request.build_absolute_uri(url) if request else url
 
 
-def _status(scan) -> dict:
+def _status(scan: Scan) -> dict:
     body = {"scan": scan.pk, "status": scan.status}
     if scan.status == scan.Status.FAILED:
         body["detail"] = scan.status_detail
     return body
 
 
-class ScanPredictionView(APIView):
-    """GET the latest reading of a scan, with its status; 404 when there is none (yet)."""
+class ScanPredictionApi(APIView):
+    """GET the current reading of a scan, with its status; 404 when there is none (yet)."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
     def get(self, request: Request, pk: int) -> Response:
-        scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
-        if not selectors.may_see_prediction(user=request.user, scan=scan):
-            raise Forbidden("The model's reading of this scan is hidden until you have submitted your own grade.")
-        prediction = selectors.prediction_latest(scan=scan)
+        scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
+        if not blinding.may_see_reading(user=request.user, scan=scan):
+            raise Forbidden(READING_HIDDEN)
+        prediction = selectors.prediction_current(scan=scan)
         body = _status(scan)
         if prediction is None:
             body["detail"] = body.get("detail") or "This scan has not been read yet."
             return Response(body, status=status.HTTP_404_NOT_FOUND)
-        body["prediction"] = PredictionSerializer(prediction, context={"request": request}).data
+        body["prediction"] = PredictionOutput(prediction, context={"request": request}).data
         return Response(body)
 
 
-class ScanRerunView(APIView):
+class ScanRerunApi(APIView):
     """POST: queue the scan again on the active model version (clinic staff, admins)."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN,)
 
     def post(self, request: Request, pk: int) -> Response:
-        scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
+        scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
         scan = services.scan_rerun(scan=scan, user=request.user)
         return Response(_status(scan), status=status.HTTP_202_ACCEPTED)
 
 
-class ModelVersionListView(APIView):
+class ModelVersionListApi(APIView):
     """GET every registered model version, the active one first."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
     def get(self, request: Request) -> Response:
-        return Response(ModelVersionSerializer(selectors.model_version_list(), many=True).data)
+        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)

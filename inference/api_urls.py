@@ -1,9 +1,11 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import api
 
-urlpatterns = [
-    path("scans/<int:pk>/prediction/", api.ScanPredictionView.as_view(), name="api-scan-prediction"),
-    path("scans/<int:pk>/rerun/", api.ScanRerunView.as_view(), name="api-scan-rerun"),
-    path("model-versions/", api.ModelVersionListView.as_view(), name="api-model-versions"),
+_patterns = [
+    path("scans/<int:pk>/prediction/", api.ScanPredictionApi.as_view(), name="scan_prediction"),
+    path("scans/<int:pk>/rerun/", api.ScanRerunApi.as_view(), name="scan_rerun"),
+    path("model-versions/", api.ModelVersionListApi.as_view(), name="model_version_list"),
 ]
+
+urlpatterns = [path("", include((_patterns, "inference-api")))]

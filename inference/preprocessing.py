@@ -20,17 +20,14 @@ back onto the original image.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MODEL_JSON = WEIGHTS_DIR / "model.json"
+from cases.images import colour_saturation
+from inference.card import load_model_json
 
 #: Defaults used when model.json carries no ``preprocessing`` section (e.g. while
 #: training the very first model). model.json always wins.
@@ -51,21 +48,6 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
     "precheck_min_std": 4.0,
     "precheck_min_band_contrast": 0.06,
 }
-
-
-@lru_cache(maxsize=8)
-def _read_json(path: str, mtime: float) -> dict[str, Any]:
-    # mtime is part of the cache key so that a re-exported model.json is picked up.
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def load_model_json(path: str | Path | None = None) -> dict[str, Any]:
-    """Return the contents of model.json (``{}`` if it does not exist yet)."""
-    p = Path(path) if path else MODEL_JSON
-    if not p.exists():
-        return {}
-    return _read_json(str(p), p.stat().st_mtime)
 
 
 def preprocessing_config(card: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -268,16 +250,6 @@ def _median_last_axis(x: np.ndarray) -> np.ndarray:
     return np.mean(ordered[..., n // 2 - 1 : n // 2 + 1], axis=-1)
 
 
-def colour_saturation(image: Image.Image) -> float:
-    """Return the mean HSV saturation (0..1) of a downscaled copy; 0 for grey images."""
-    if image.mode in ("L", "LA", "I", "I;16", "F", "1"):
-        return 0.0
-    small = image.convert("RGB")
-    small.thumbnail((128, 128))
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float32)
-    return float(hsv[..., 1].mean() / 255.0)
-
-
 def _box_smooth(a: np.ndarray, k: int, axis: int) -> np.ndarray:
     """Moving average with edge padding (keeps the length), as float32.
 
@@ -464,14 +436,17 @@ def precheck(
     cfg: dict[str, Any] | None = None,
     *,
     grey_std: float | None = None,
+    saturation: float | None = None,
 ) -> str:
     """Return why ``image`` is clearly not an OCT B-scan, or "" if it may be one.
 
     Cheap, deterministic rules that catch what a network trained only on grey scans
     should never have to judge: colour photographs, blank images, no retina band.
+    ``saturation`` is the colour saturation of the file as uploaded, when ``image``
+    is a grey rendering of it (as stored scans are); without it, ``image``'s own.
     """
     cfg = cfg or preprocessing_config()
-    sat = colour_saturation(image)
+    sat = colour_saturation(image) if saturation is None else float(saturation)
     if sat > float(cfg["precheck_max_saturation"]):
         return "The image is in colour; OCT B-scans are greyscale."
     if (float(grey.std()) if grey_std is None else grey_std) < float(cfg["precheck_min_std"]):
@@ -481,8 +456,14 @@ def precheck(
     return ""
 
 
-def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preprocessed:
-    """Turn one image into the model input (deterministic; what serving uses)."""
+def preprocess(
+    image: Image.Image, cfg: dict[str, Any] | None = None, *, saturation: float | None = None
+) -> Preprocessed:
+    """Turn one image into the model input (deterministic; what serving uses).
+
+    ``saturation``: the uploaded file's colour saturation when ``image`` is its grey
+    rendering (see :func:`precheck`).
+    """
     cfg = cfg or preprocessing_config()
     raw = to_grey(image)
     hist = _histogram(raw)
@@ -506,7 +487,7 @@ def preprocess(image: Image.Image, cfg: dict[str, Any] | None = None) -> Preproc
         array=normalise(arr, cfg),
         geometry=geometry,
         band=band,
-        precheck_reason=precheck(image, grey, band, cfg, grey_std=grey_std),
+        precheck_reason=precheck(image, grey, band, cfg, grey_std=grey_std, saturation=saturation),
         stats={"band_contrast": band.contrast, "grey_std": grey_std},
     )
 
@@ -521,8 +502,8 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     Returns float32 in [0, 1] of shape (ceil(H / step), ceil(W / step)): value [i, j]
     belongs to original pixel (step * i, step * j). The class-activation map comes
     from the network's coarse last feature grid (6 x 6 cells over the crop), so a
-    4-px grid shows all there is to see; :func:`heatmap_to_original` and the overlay
-    renderer interpolate it up to the full image.
+    4-px grid shows all there is to see; the overlay renderer
+    (:mod:`inference.heatmap`) interpolates it up to the full image.
 
     The map is resized to the crop box at grid resolution, placed in flattened
     coordinates and shifted back column by column (the inverse of :func:`flatten`);
@@ -547,12 +528,3 @@ def heatmap_to_grid(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEAT
     # Original row y of column x is flattened row y - shift[x]: unflatten.
     shifts = np.round(geometry.shifts.astype(np.float64)[::step][:gw] / step).astype(np.intp)
     return np.clip(flatten(canvas, -shifts), 0.0, 1.0)
-
-
-def heatmap_to_original(heatmap: np.ndarray, geometry: Geometry, *, step: int = HEATMAP_STEP) -> np.ndarray:
-    """Map a model-input heatmap [S, S] back onto the original image [H, W] (full size)."""
-    grid = heatmap_to_grid(heatmap, geometry, step=step)
-    size = (geometry.width, geometry.height)
-    if grid.shape[::-1] == size:
-        return grid
-    return np.clip(np.asarray(Image.fromarray(grid).resize(size, Image.BILINEAR), dtype=np.float32), 0.0, 1.0)

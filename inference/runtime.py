@@ -6,15 +6,13 @@ same code the model was trained with; its constants, the class order, the
 temperature (baked into the graph) and the gate threshold come from
 ``inference/weights/model.json``.
 
-Settings (all optional; defaults apply when Django is not configured):
-
-- ``OCT_MODEL_PATH``: the .onnx file (default: the file named in model.json).
-- ``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread
-  counts of the session (default 1 / 1: Celery runs one worker process per core).
-- ``OCT_BATCH_THREADS``: threads a batch of scans is spread over (default 1). Each
-  thread preprocesses its share of the batch and runs it through the (shared,
-  thread-safe) session; with 1 intra-op thread per run this keeps every core busy,
-  which intra-op parallelism alone does not (preprocessing is per image).
+Django-free: ``inference.services`` passes the settings (``OCT_MODEL_PATH``,
+``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread counts
+of the session, 1 / 1 by default since Celery runs one worker process per core;
+``OCT_BATCH_THREADS``: threads a batch of scans is spread over. Each thread
+preprocesses its share of the batch and runs it through the shared, thread-safe
+session; with 1 intra-op thread per run this keeps every core busy, which intra-op
+parallelism alone does not, as preprocessing is per image).
 """
 
 from __future__ import annotations
@@ -33,13 +31,13 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from inference import preprocessing as P
+from inference.card import model_file
 
 __all__ = [
     "Model",
     "Reading",
     "UnreadableImage",
     "get_model",
-    "heatmap_overlay_png",
     "load_model",
 ]
 
@@ -62,18 +60,6 @@ class Reading:
     # pixels: shape (ceil(H / step), ceil(W / step)); heatmap_overlay_png scales it up.
     heatmap: np.ndarray
     inference_ms: float
-
-
-def _settings_value(name: str, default: Any) -> Any:
-    """Read a Django setting, or ``default`` when Django is absent or unconfigured."""
-    try:
-        from django.conf import settings
-
-        if not settings.configured:
-            return default
-        return getattr(settings, name, default)
-    except Exception:  # noqa: BLE001 - Django missing or settings broken: use defaults
-        return default
 
 
 def _sha256(path: Path) -> str:
@@ -123,25 +109,34 @@ class Model:
         )
         return probs, heat, score
 
-    def _predict_chunk(self, images: list[Image.Image]) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray]]:
+    def _predict_chunk(
+        self, items: list[tuple[Image.Image, float | None]]
+    ) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray]]:
         """Preprocess, run and map back the heatmaps of some images (one session run)."""
-        pre = [P.preprocess(img, self._cfg) for img in images]
+        pre = [P.preprocess(img, self._cfg, saturation=sat) for img, sat in items]
         probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
         return [
             (p, probs[i], float(score[i]), P.heatmap_to_grid(heat[i], p.geometry)) for i, p in enumerate(pre)
         ]
 
-    def predict_images(self, images: list[Image.Image]) -> list[Reading]:
-        """Classify a batch of images: one session run per batch thread's share."""
+    def predict_images(
+        self, images: list[Image.Image], *, saturations: list[float | None] | None = None
+    ) -> list[Reading]:
+        """Classify a batch of images: one session run per batch thread's share.
+
+        ``saturations``: per image, the colour saturation of the file as uploaded when
+        the image is its grey rendering (stored scans); None measures the image itself.
+        """
         if not images:
             return []
+        items = list(zip(images, saturations or [None] * len(images), strict=True))
         t0 = time.perf_counter()
-        if self._pool is None or len(images) < 2:
-            results = self._predict_chunk(images)
+        if self._pool is None or len(items) < 2:
+            results = self._predict_chunk(items)
         else:
             # Contiguous shares keep the results in input order.
-            size = -(-len(images) // self.batch_threads)
-            shares = [images[i : i + size] for i in range(0, len(images), size)]
+            size = -(-len(items) // self.batch_threads)
+            shares = [items[i : i + size] for i in range(0, len(items), size)]
             results = [r for chunk in self._pool.map(self._predict_chunk, shares) for r in chunk]
         per_image_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
         readings = []
@@ -165,10 +160,6 @@ class Model:
             )
         return readings
 
-    def predict_bytes(self, data: bytes) -> Reading:
-        """Decode one uploaded file and classify it; raise UnreadableImage if it is no image."""
-        return self.predict_images([decode_image(data)])[0]
-
 
 def decode_image(data: bytes) -> Image.Image:
     """Decode bytes with Pillow, raising :class:`UnreadableImage` on failure."""
@@ -183,15 +174,8 @@ def decode_image(data: bytes) -> Image.Image:
 def load_model(
     path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1, batch_threads: int = 1
 ) -> Model:
-    """Build a fresh :class:`Model` (for benchmarks and tests); ``path`` is the .onnx file."""
-    card = P.load_model_json()
-    if path is None:
-        path = _settings_value("OCT_MODEL_PATH", None) or (P.WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx")))
-    path = Path(path)
-    side = path.parent / "model.json"
-    # A model file outside inference/weights carries its own model.json beside it.
-    if path.parent.resolve() != P.WEIGHTS_DIR.resolve() and side.exists():
-        card = P.load_model_json(side)
+    """Build a fresh :class:`Model`; ``path`` is the .onnx file (default: the card's)."""
+    path, card = model_file(path)
     return Model(
         path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, batch_threads=batch_threads
     )
@@ -201,57 +185,22 @@ _model: Model | None = None
 _lock = threading.Lock()
 
 
-def get_model() -> Model:
-    """Return the process-wide model, creating the session on first use (thread-safe)."""
+def get_model(
+    path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1, batch_threads: int = 1
+) -> Model:
+    """Return the process-wide model, creating the session on first use (thread-safe).
+
+    The arguments apply to the first call only; the caller (``inference.services``)
+    passes the settings.
+    """
     global _model
     if _model is None:
         with _lock:
             if _model is None:
                 _model = load_model(
-                    intra_op_threads=int(_settings_value("OCT_ORT_INTRA_OP_THREADS", 1)),
-                    inter_op_threads=int(_settings_value("OCT_ORT_INTER_OP_THREADS", 1)),
-                    batch_threads=int(_settings_value("OCT_BATCH_THREADS", 1)),
+                    path,
+                    intra_op_threads=intra_op_threads,
+                    inter_op_threads=inter_op_threads,
+                    batch_threads=batch_threads,
                 )
     return _model
-
-
-def _colormap(v: np.ndarray) -> np.ndarray:
-    """A jet-like colour map (blue -> cyan -> yellow -> red) without matplotlib."""
-    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
-    return np.stack([r, g, b], axis=-1)
-
-
-def _overlay_lut() -> np.ndarray:
-    """RGBA colours for heatmap levels 0..255: jet-like colour, transparent below 0.2."""
-    v = np.arange(256, dtype=np.float32) / 255.0
-    alpha = np.clip((v - 0.2) / 0.8, 0.0, 1.0) * 0.6
-    return (np.concatenate([_colormap(v), alpha[:, None]], axis=-1) * 255).round().astype(np.uint8)
-
-
-_OVERLAY_LUT = _overlay_lut()
-
-
-def heatmap_overlay_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
-    """Return a PNG with alpha, the size of ``image``: the coloured heatmap, transparent where cold.
-
-    ``heatmap`` is in [0, 1] at any resolution over the image (the runtime gives a
-    grid every few pixels); it is interpolated to the image size here. The layer is
-    meant to be drawn over the original image (CSS or Pillow ``alpha_composite``);
-    cold regions (below 0.2) are fully transparent.
-    """
-    w, h = image.size
-    hm = np.asarray(heatmap, dtype=np.float32)
-    # 256 levels are more than the eye tells apart in an overlay, so quantise first
-    # and interpolate the levels (a uint8 resize is several times cheaper than float).
-    levels = Image.fromarray((np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    if levels.size != (w, h):
-        levels = levels.resize((w, h), Image.BILINEAR)
-    # Stored as a palette PNG whose palette and transparency are the colour table, it
-    # decodes to the same RGBA pixels at a fraction of the size and encoding time of RGBA.
-    levels.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
-    buf = io.BytesIO()
-    # Fast zlib level: the overlay is regenerated from the heatmap, never archived.
-    levels.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
-    return buf.getvalue()

@@ -1,66 +1,69 @@
-"""Read-side queries of automated reading, scoped to the user.
+"""Read-side queries of automated reading.
 
-Model output (class, probabilities, heatmap, referral) is shown only to users whose
-role allows it *and* for whom ``may_see_reference`` says so: in reading-centre mode a
-grader must not see the model's reading before grading.
+"The scan's current reading" is defined here, once: its most recent prediction,
+whichever model version made it (each prediction names its version). The result
+page, grading, statistics, exports and the API all use these functions.
+
+Whether a user may see a reading is not decided here but by the caller, through
+``verification.blinding`` (this layer sits below verification).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cases import selectors as cases_selectors
+from django.db.models import OuterRef, Subquery
+
 from cases.diagnoses import URGENCY_RANK, Diagnosis, Urgency
-from cases.models import Case, Scan
-from cases.roles import GRADER_ROLES, Role, has_role
-from cases.verification.selectors import may_see_reference
+from cases.models import Scan
+from cases.roles import Role, has_role
 
 from .models import ModelVersion, Prediction
 
-# Who may open a scan image (and so, subject to blinding, its reading): as cases.selectors.
-SCAN_ROLES: tuple[str, ...] = (Role.CLINICIAN, *GRADER_ROLES)
 PENDING_STATUSES = (Scan.Status.RECEIVED, Scan.Status.QUEUED, Scan.Status.RUNNING)
-
-
-def scan_get_for_user(*, user: Any, scan_id: int) -> Scan:
-    """Return the scan if ``user`` may open its image; same rule as the scan image
-    (clinic staff, graders, admins). Raise NotFound / Forbidden otherwise."""
-    return cases_selectors.scan_image_get(user=user, scan_id=scan_id)
-
-
-def case_get_for_user(*, user: Any, case_id: int) -> Case:
-    """Return the case if ``user`` may open it (clinic staff and admins)."""
-    return cases_selectors.case_get(user=user, case_id=case_id)
-
-
-def may_see_prediction(*, user: Any, scan: Scan) -> bool:
-    """Whether ``user`` may see the model's reading of ``scan`` (role and blinding)."""
-    if not has_role(user, *SCAN_ROLES):
-        return False
-    return bool(may_see_reference(user=user, scan=scan))
+# Newest first: the first prediction of a scan in this order is its current reading.
+CURRENT_ORDER = ("-created_at", "-id")
 
 
 def may_rerun(*, user: Any) -> bool:
     return has_role(user, Role.CLINICIAN)
 
 
-def prediction_latest(*, scan: Scan) -> Prediction | None:
-    """The scan's most recent prediction (of any model version)."""
-    return scan.predictions.select_related("model_version").order_by("-created_at", "-id").first()
+def prediction_current(*, scan: Scan) -> Prediction | None:
+    """The scan's current reading (its most recent prediction, of any model version)."""
+    return scan.predictions.select_related("model_version").order_by(*CURRENT_ORDER).first()
 
 
-def predictions_latest_by_scan(*, scan_ids: Iterable[int] | None = None, case_id: int | None = None) -> dict[int, Prediction]:
-    """Latest prediction per scan in one query, for a list of scans or a whole case."""
-    qs = Prediction.objects.select_related("model_version").order_by("scan_id", "-created_at", "-id")
+def predictions_current_by_scan(
+    *, scan_ids: Iterable[int] | None = None, case_id: int | None = None
+) -> dict[int, Prediction]:
+    """The current reading per scan in one query, for a list of scans or a whole case."""
+    qs = Prediction.objects.select_related("model_version").order_by("scan_id", *CURRENT_ORDER)
     if case_id is not None:
         qs = qs.filter(scan__case_id=case_id)
     else:
         qs = qs.filter(scan_id__in=list(scan_ids or []))
-    latest: dict[int, Prediction] = {}
+    current: dict[int, Prediction] = {}
     for prediction in qs:
-        latest.setdefault(prediction.scan_id, prediction)
-    return latest
+        current.setdefault(prediction.scan_id, prediction)
+    return current
+
+
+def prediction_current_value(field_name: str, scan_ref: str = "pk") -> Subquery:
+    """A subquery of one field of the current reading, to annotate scan querysets."""
+    rows = Prediction.objects.filter(scan=OuterRef(scan_ref)).order_by(*CURRENT_ORDER).values(field_name)[:1]
+    return Subquery(rows)
+
+
+def predictions_current_values(*fields: str) -> Iterator[tuple[Any, ...]]:
+    """``(scan_id, *fields)`` of every scan's current reading, streamed (statistics)."""
+    rows = Prediction.objects.order_by("scan_id", *CURRENT_ORDER).values_list("scan_id", *fields)
+    last = None
+    for row in rows.iterator(chunk_size=5000):
+        if row[0] != last:
+            last = row[0]
+            yield row
 
 
 def model_version_list() -> list[ModelVersion]:
@@ -113,11 +116,11 @@ class ScanAnalysis:
         ]
 
 
-def scan_analysis(*, user: Any, scan: Scan, prediction: Prediction | None | bool = False) -> ScanAnalysis:
-    """Build the view of one scan's reading; pass ``prediction`` when already fetched."""
-    visible = may_see_prediction(user=user, scan=scan)
+def scan_analysis(*, user: Any, scan: Scan, visible: bool, prediction: Prediction | None | bool = False) -> ScanAnalysis:
+    """Build the view of one scan's reading; ``visible`` comes from the blinding rule,
+    ``prediction`` when the current reading is already fetched."""
     if prediction is False:
-        prediction = prediction_latest(scan=scan) if visible else None
+        prediction = prediction_current(scan=scan) if visible else None
     return ScanAnalysis(
         scan=scan,
         visible=visible,
@@ -148,8 +151,8 @@ class CaseSummary:
         return Urgency(self.worst.urgency).label if self.worst else ""
 
 
-def case_summary(*, user: Any, scans: Iterable[Scan], predictions: dict[int, Prediction]) -> CaseSummary:
-    """Summarise visible readings: worst urgency first, then highest confidence."""
+def case_summary(*, scans: Iterable[Scan], predictions: dict[int, Prediction], visible_ids: set[int]) -> CaseSummary:
+    """Summarise the readings in ``visible_ids``: worst urgency first, then highest confidence."""
     summary = CaseSummary()
     for scan in scans:
         summary.total += 1
@@ -159,7 +162,7 @@ def case_summary(*, user: Any, scans: Iterable[Scan], predictions: dict[int, Pre
         if scan.status == Scan.Status.FAILED:
             summary.failed += 1
             continue
-        if not may_see_prediction(user=user, scan=scan):
+        if scan.pk not in visible_ids:
             summary.hidden += 1
             continue
         p = predictions.get(scan.pk)

@@ -34,8 +34,8 @@ MAX_RETRIES = 5
 BACKOFF_FACTOR_S = 2
 BACKOFF_MAX_S = 120
 
-_TIME_LIMIT = getattr(settings, "CELERY_TASK_TIME_LIMIT", 120)
-_SOFT_TIME_LIMIT = getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 90)
+_TIME_LIMIT = settings.CELERY_TASK_TIME_LIMIT
+_SOFT_TIME_LIMIT = settings.CELERY_TASK_SOFT_TIME_LIMIT
 
 
 def retry_countdown(retries: int) -> int:
@@ -54,15 +54,18 @@ def _release_then_retry(task, scan_ids: list[int], exc: BaseException):
     return task.retry(exc=exc, countdown=retry_countdown(task.request.retries), max_retries=MAX_RETRIES)
 
 
-@shared_task(
+# Both reading tasks: acknowledged after they finish, redelivered if the worker dies.
+READING_TASK_OPTIONS = dict(
     bind=True,
-    name="inference.tasks.predict_scan",
     acks_late=True,
     reject_on_worker_lost=True,
     time_limit=_TIME_LIMIT,
     soft_time_limit=_SOFT_TIME_LIMIT,
     max_retries=MAX_RETRIES,
 )
+
+
+@shared_task(name="inference.tasks.predict_scan", **READING_TASK_OPTIONS)
 def predict_scan(self, scan_id: int) -> None:
     """Analyse one scan (by id)."""
     try:
@@ -71,15 +74,7 @@ def predict_scan(self, scan_id: int) -> None:
         raise _release_then_retry(self, [int(scan_id)], exc) from exc
 
 
-@shared_task(
-    bind=True,
-    name="inference.tasks.predict_batch",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    time_limit=_TIME_LIMIT,
-    soft_time_limit=_SOFT_TIME_LIMIT,
-    max_retries=MAX_RETRIES,
-)
+@shared_task(name="inference.tasks.predict_batch", **READING_TASK_OPTIONS)
 def predict_batch(self, scan_ids: list[int]) -> int:
     """Analyse several scans (by id) as model batches; return how many were analysed."""
     ids = [int(i) for i in scan_ids]

@@ -9,6 +9,9 @@ from django.urls import NoReverseMatch
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from cases import selectors as cases_selectors
+from verification import blinding
+
 from . import selectors, services
 
 FRAGMENTS = {"result": "inference/_scan_result.html", "row": "inference/_scan_row_result.html"}
@@ -16,7 +19,9 @@ FRAGMENTS = {"result": "inference/_scan_result.html", "row": "inference/_scan_ro
 
 def scan_status_payload(request: HttpRequest, scan, *, fragment: str = "result") -> dict:
     """Status of one scan, its reading when the user may see it, and the re-rendered partial."""
-    analysis = selectors.scan_analysis(user=request.user, scan=scan)
+    analysis = selectors.scan_analysis(
+        user=request.user, scan=scan, visible=blinding.may_see_reading(user=request.user, scan=scan)
+    )
     payload: dict = {"id": scan.pk, "status": scan.status, "status_label": scan.get_status_display()}
     if scan.status == scan.Status.FAILED:
         payload["detail"] = scan.status_detail
@@ -37,7 +42,7 @@ def scan_status_payload(request: HttpRequest, scan, *, fragment: str = "result")
 @require_GET
 def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
     """JSON for the poller: ``?fragment=row`` re-renders the case-page row instead."""
-    scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
+    scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
     payload = scan_status_payload(request, scan, fragment=request.GET.get("fragment", "result"))
     response = JsonResponse(payload)
     response["Cache-Control"] = "private, no-store"
@@ -48,7 +53,7 @@ def scan_status(request: HttpRequest, pk: int) -> JsonResponse:
 @require_GET
 def case_status(request: HttpRequest, pk: int) -> JsonResponse:
     """JSON for the poller on the case page: each scan's status and the summary partial."""
-    case = selectors.case_get_for_user(user=request.user, case_id=pk)
+    case = cases_selectors.case_get(user=request.user, case_id=pk)
     scans = list(case.scans.all())
     response = JsonResponse(
         {
@@ -65,10 +70,12 @@ def case_status(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 @require_GET
 def heatmap(request: HttpRequest, pk: int) -> FileResponse:
-    """Serve the heatmap overlay PNG of a scan's latest reading, with the scan image's
+    """Serve the heatmap overlay PNG of a scan's current reading, with the scan image's
     permission and the blinding rule."""
-    scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
-    analysis = selectors.scan_analysis(user=request.user, scan=scan)
+    scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
+    analysis = selectors.scan_analysis(
+        user=request.user, scan=scan, visible=blinding.may_see_reading(user=request.user, scan=scan)
+    )
     prediction = analysis.result
     if prediction is None or not prediction.heatmap:
         raise Http404("No heatmap for this scan.")
@@ -86,7 +93,7 @@ def heatmap(request: HttpRequest, pk: int) -> FileResponse:
 @require_POST
 def scan_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     """Clinician action: queue the scan again for the active model version."""
-    scan = selectors.scan_get_for_user(user=request.user, scan_id=pk)
+    scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
     services.scan_rerun(scan=scan, user=request.user)
     messages.success(request, "The scan is queued for a new automated reading.")
     return HttpResponseRedirect(_back(request, scan))

@@ -4,5 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("cases.api_urls")),
     path("", include("inference.api_urls")),
-    path("verification/", include("cases.verification.api_urls")),
+    path("verification/", include("verification.api_urls")),
 ]

@@ -6,7 +6,9 @@ outage never makes an orchestrator restart every web process at once.
 ``/readyz`` (readiness): the dependencies a request or an analysis needs are there:
 the database, the broker (when one is configured), the file storage, the model file
 with the SHA-256 of the registered active model version, and at least one Celery
-worker answering a ping (when a broker is configured).
+worker answering a ping (when a broker is configured). This module is the bottom layer
+and knows no app: the model check is the inference app's (``inference.health``), which
+registers it with :func:`register_check` when the app is ready.
 
 Both are unauthenticated and answer JSON with 200 or 503. They reveal nothing
 sensitive: check names and fixed short phrases only; exception texts (which can hold
@@ -16,18 +18,23 @@ consulted, so a probe that connects by the container's IP still gets an answer.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import threading
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from octportal.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +58,6 @@ class CheckFailed(Exception):
 
 
 def check_database() -> str:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
@@ -60,22 +65,18 @@ def check_database() -> str:
 
 
 def _broker_configured() -> bool:
-    return bool(getattr(settings, "CELERY_BROKER_URL", ""))
+    return bool(settings.CELERY_BROKER_URL)
 
 
 def check_broker() -> str:
     if not _broker_configured():
         return "not configured (tasks run in-process)"
-    from octportal.celery import app
-
-    with app.connection_for_write() as conn:
+    with celery_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=_timeout())
     return "ok"
 
 
 def check_storage() -> str:
-    from django.core.files.storage import default_storage
-
     location = getattr(default_storage, "location", None)
     if location and not getattr(default_storage, "bucket_name", None):
         # Local disk: the folder must be there and writable by this process.
@@ -87,84 +88,34 @@ def check_storage() -> str:
     return "ok"
 
 
-_hash_cache: dict[tuple[str, int, int], str] = {}
-_hash_lock = threading.Lock()
-
-
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime): a probe every few seconds must
-    not re-read a 13 MB model each time, but a replaced file is hashed again."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _hash_lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _hash_lock:
-        _hash_cache.clear()
-        _hash_cache[key] = digest
-    return digest
-
-
-def model_file() -> tuple[Path, str, str]:
-    """The model file this process would load, with the name and version of its card
-    (the runtime's own resolution, without creating an ONNX session)."""
-    from inference import preprocessing as P
-
-    card = P.load_model_json()
-    configured = getattr(settings, "OCT_MODEL_PATH", "") or ""
-    path = Path(configured) if configured else P.WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx"))
-    side = path.parent / "model.json"
-    if path.parent.resolve() != P.WEIGHTS_DIR.resolve() and side.exists():
-        card = P.load_model_json(side)
-    return path, str(card.get("name", path.stem)), str(card.get("version", "0"))
-
-
-def check_model() -> str:
-    from inference.models import ModelVersion
-
-    path, name, version = model_file()
-    if not path.is_file():
-        raise CheckFailed("model file missing")
-    active = ModelVersion.objects.filter(is_active=True).first()
-    if active is None:
-        raise CheckFailed("no active model version registered (manage.py register_model)")
-    if (active.name, active.version) != (name, version):
-        raise CheckFailed("model file is not the active model version")
-    if _file_sha256(path) != active.sha256:
-        raise CheckFailed("model file hash differs from the active model version")
-    return f"ok ({active.label})"
-
-
 def check_worker() -> str:
     if not _broker_configured():
         return "not configured (tasks run in-process)"
-    if not getattr(settings, "OCT_HEALTH_REQUIRE_WORKER", True):
+    if not settings.OCT_HEALTH_REQUIRE_WORKER:
         return "not required"
-    from octportal.celery import app
-
     # limit=1: return on the first reply instead of waiting out the whole timeout.
-    replies = app.control.ping(timeout=_timeout(), limit=1)
+    replies = celery_app.control.ping(timeout=_timeout(), limit=1)
     if not replies:
         raise CheckFailed("no worker answered")
     return "ok"
 
 
 def _timeout() -> float:
-    return float(getattr(settings, "OCT_HEALTH_TIMEOUT_S", 2.0))
+    return float(settings.OCT_HEALTH_TIMEOUT_S)
 
 
+# name -> check: returns a short status phrase, or raises (CheckFailed for a public phrase).
 READINESS_CHECKS: dict[str, Callable[[], str]] = {
     "database": check_database,
     "broker": check_broker,
     "storage": check_storage,
-    "model": check_model,
     "worker": check_worker,
 }
+
+
+def register_check(name: str, check: Callable[[], str]) -> None:
+    """Add a readiness check (an app's own, from its ``AppConfig.ready``)."""
+    READINESS_CHECKS[name] = check
 
 
 def run_checks(checks: dict[str, Callable[[], str]] | None = None) -> tuple[bool, dict[str, dict[str, Any]]]:
@@ -231,10 +182,6 @@ class HealthCheckMiddleware:
 def main() -> int:
     """``python -m octportal.health [--ready]``: exit 0 when the local web server's
     endpoint answers 200 (compose health checks: the slim image has no curl)."""
-    import sys
-    import urllib.error
-    import urllib.request
-
     path = READYZ_PATH if "--ready" in sys.argv[1:] else HEALTHZ_PATH
     port = os.environ.get("OCT_HEALTH_PORT", "8000")
     try:

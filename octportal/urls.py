@@ -7,6 +7,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("cases.urls")),
     path("analysis/", include("inference.urls")),
-    path("verification/", include("cases.verification.urls")),
+    path("verification/", include("verification.urls")),
     path("api/", include("octportal.api_urls")),
 ]

@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from cases.models import Case, Patient, Scan
+from verification.services import review_open
 
 _counter = itertools.count(1)
 
@@ -49,8 +50,9 @@ class CaseFactory(factory.django.DjangoModelFactory):
 
 
 class ScanFactory(factory.django.DjangoModelFactory):
-    """A stored scan row with real (generated) image files; bypasses the upload
-    service, so no analysis is enqueued — use ``cases.services.scan_register`` for that."""
+    """A stored scan row with real (generated) image files and its review opened, as
+    ``intake.services.scan_submit`` leaves it, but with no analysis enqueued — use
+    ``scan_submit`` for that."""
 
     class Meta:
         model = Scan
@@ -72,6 +74,7 @@ class ScanFactory(factory.django.DjangoModelFactory):
         scan.original.save(scan.original_name, ContentFile(data), save=False)
         scan.image.save("image.png", ContentFile(data), save=False)
         scan.save()
+        review_open(scan=scan)
         return scan
 
 

@@ -1,9 +1,9 @@
 """Template tags of automated reading, used by the partials the clinic pages include.
 
 The partials are included once per scan (e.g. in a loop over a case's scans). To
-avoid one query per scan, the first lookup loads the latest prediction of every
+avoid one query per scan, the first lookup loads the current reading of every
 scan of that case in one query and keeps it on the request for the rest of the
-rendering.
+rendering. What the user may see is decided by ``verification.blinding``.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from django import template
 
 from cases.diagnoses import Urgency
 from cases.models import Case, Scan
+
+from verification import blinding
 
 from .. import selectors
 
@@ -29,7 +31,7 @@ def _predictions_for_case(context: template.Context, case_id: int) -> dict[int, 
         if request is not None:
             setattr(request, _CACHE_ATTR, cache)
     if case_id not in cache:
-        cache[case_id] = selectors.predictions_latest_by_scan(case_id=case_id)
+        cache[case_id] = selectors.predictions_current_by_scan(case_id=case_id)
     return cache[case_id]
 
 
@@ -43,7 +45,8 @@ def scan_analysis(context: template.Context, scan: Scan) -> selectors.ScanAnalys
     """``{% scan_analysis scan as a %}``: the reading of ``scan`` as ``user`` may see it."""
     user = _user(context)
     prediction = _predictions_for_case(context, scan.case_id).get(scan.pk)
-    return selectors.scan_analysis(user=user, scan=scan, prediction=prediction)
+    visible = blinding.may_see_reading(user=user, scan=scan)
+    return selectors.scan_analysis(user=user, scan=scan, visible=visible, prediction=prediction)
 
 
 @register.simple_tag(takes_context=True)
@@ -53,7 +56,9 @@ def case_analysis(context: template.Context, case: Case, scans: Any = None) -> s
     predictions = _predictions_for_case(context, case.pk)
     if scans is None or scans == "":
         scans = case.scans.all()
-    return selectors.case_summary(user=_user(context), scans=scans, predictions=predictions)
+    scans = list(scans)
+    visible = blinding.reading_visible_ids(user=_user(context), scan_ids=[s.pk for s in scans])
+    return selectors.case_summary(scans=scans, predictions=predictions, visible_ids=visible)
 
 
 @register.filter

@@ -19,7 +19,8 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Development-only key; production.py refuses to start without DJANGO_SECRET_KEY.
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-oct-portal-key-do-not-use-in-production")
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Off unless asked for: scripts/run (the embedded default) sets DJANGO_DEBUG=true.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -36,7 +37,8 @@ INSTALLED_APPS = [
     "auditlog",
     "cases",
     "inference",
-    "cases.verification",
+    "verification",
+    "intake",
 ]
 
 MIDDLEWARE = [
@@ -159,19 +161,19 @@ OCT_ORT_INTRA_OP_THREADS = env.int("OCT_ORT_INTRA_OP_THREADS", default=1)
 OCT_ORT_INTER_OP_THREADS = env.int("OCT_ORT_INTER_OP_THREADS", default=1)
 # Threads one batch of scans is spread over (each preprocesses and runs its share).
 OCT_BATCH_THREADS = env.int("OCT_BATCH_THREADS", default=1)
-OCT_INFERENCE_BATCH_SIZE = env.int("OCT_INFERENCE_BATCH_SIZE", default=16)
+OCT_INFERENCE_BATCH_SIZE = max(1, env.int("OCT_INFERENCE_BATCH_SIZE", default=16))
 # A scan queued or running longer than this is re-enqueued by the periodic sweep. With
 # the sweep every OCT_SWEEP_INTERVAL_S this bounds the recovery of a scan whose worker
 # died: at most stale + interval + one analysis (45 + 15 + a few s with the defaults;
-# docs/deployment.md). It must stay well above one model batch (claimed just before it
-# runs; about a second for 16 scans), which is how long a scan legitimately stays RUNNING.
+# docs/deployment.md). A live batch refreshes its scans' claim every third of it
+# (scans_heartbeat), so only a dead worker's scans grow stale.
 OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=45))
 # Claims of one scan that never finished before the sweep marks it failed.
-OCT_INFERENCE_MAX_ATTEMPTS = env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3)
+OCT_INFERENCE_MAX_ATTEMPTS = max(1, env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3))
 OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "oct"))
 
 # Tiered verification.
-VERIFICATION_REQUIRED_GRADES = env.int("VERIFICATION_REQUIRED_GRADES", default=2)
+VERIFICATION_REQUIRED_GRADES = max(1, env.int("VERIFICATION_REQUIRED_GRADES", default=2))
 # Reading-centre mode hides the current label and the model from tier 2 until they grade.
 VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=False)
 # Key of the keyed hash that pseudonymises patients in exports (falls back to SECRET_KEY).

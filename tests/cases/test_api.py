@@ -104,7 +104,7 @@ def test_patient_create_errors_are_clear(api_client, clinician):
     assert "identifier" in response.json()["detail"]
     response = api_client.post(reverse("cases-api:patient_list"), {"sex": "Q"}, format="json")
     assert response.status_code == 400
-    assert {"identifier", "sex"} <= set(response.json())
+    assert {"identifier", "sex"} <= set(response.json()["errors"])
 
 
 def test_case_create_and_filter_by_patient(api_client, clinician):

@@ -1,4 +1,4 @@
-"""Services of clinical records: patients, cases, scan registration and batch upload."""
+"""Services of clinical records: patients, cases and scan registration."""
 from __future__ import annotations
 
 from datetime import date
@@ -41,10 +41,12 @@ def test_same_image_cannot_be_stored_twice_in_a_case(db):
 def test_same_image_may_be_in_two_cases(db):
     scan = ScanFactory()
     other = CaseFactory(patient=scan.case.patient)
-    Scan.objects.create(
+    twin = Scan.objects.create(
         case=other, sha256=scan.sha256, original="x.png", image="y.png", original_name="x",
         format="PNG", original_mode="L", file_size=1, width=1, height=1,
     )
+    assert Scan.objects.filter(sha256=scan.sha256).count() == 2
+    assert {scan.case_id, twin.case_id} == {scan.case_id, other.pk}
 
 
 def test_scan_size_must_be_positive(db):
@@ -109,25 +111,19 @@ def test_case_create_refuses_unknown_eye(clinician):
 # --- scan_register --------------------------------------------------------------------
 
 
-def test_scan_register_stores_original_and_grey_png_and_queues_analysis(case, clinician, media_root):
+def test_scan_register_stores_original_and_grey_png_and_queues_nothing(case, clinician, media_root):
     data = bscan_bytes("JPEG", 64, 48)
-    with mock.patch("inference.services.scan_request_analysis", wraps=None) as request_analysis:
+    with mock.patch("inference.services.queue.scan_request_analysis") as request_analysis:
         scan = services.scan_register(case=case, file=upload("eye.jpg", data), uploaded_by=clinician)
-    request_analysis.assert_called_once_with(scan=scan)
+    request_analysis.assert_not_called()
     scan.refresh_from_db()
     assert scan.original.read() == data
     assert scan.original.name.endswith(".jpg") and scan.image.name.endswith(".png")
     assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 64, 48)
     assert scan.original_name == "eye.jpg" and scan.uploaded_by == clinician
     assert scan.file_size == len(data)
+    assert scan.status == Scan.Status.RECEIVED and scan.colour_saturation == 0.0
     assert len(stored_files(media_root)) == 2
-
-
-def test_scan_register_runs_the_real_analysis_hook(case, clinician, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        scan = services.scan_register(case=case, file=upload("a.png", bscan_bytes()), uploaded_by=clinician)
-    scan.refresh_from_db()
-    assert scan.status in Scan.Status.values
 
 
 def test_stored_name_uses_detected_format_not_uploaded_extension(case, clinician):
@@ -198,125 +194,3 @@ def test_lost_unique_race_is_a_duplicate_and_leaves_no_files(case, clinician, me
     assert info.value.message == f"Duplicate: this image is already in this case (scan #{first.pk}, first.png)."
     assert Scan.objects.count() == 1
     assert stored_files(media_root) == before
-
-
-# --- scans_upload: the bad-upload corpus ----------------------------------------------
-
-
-def multi_frame_tiff() -> bytes:
-    return encode_image(bscan_image(), "TIFF", save_all=True, append_images=[bscan_image(seed=7)])
-
-
-def truncated_jpeg() -> bytes:
-    data = bscan_bytes("JPEG", 256, 200)
-    return data[: len(data) // 2]
-
-
-def corrupt_png() -> bytes:
-    data = bytearray(bscan_bytes("PNG", 128, 96))
-    data[120:160] = b"\x00" * 40
-    return bytes(data)
-
-
-BAD_UPLOADS = [
-    ("empty.jpg", lambda: b"", "The file is empty (0 bytes)."),
-    ("notes.jpg", lambda: b"patient notes, not an image\n",
-     f"The file is a text file, not an image. Accepted formats: {ACCEPTED}."),
-    ("half.jpg", truncated_jpeg, CORRUPT_MESSAGE),
-    ("broken.png", corrupt_png, CORRUPT_MESSAGE),
-    ("anim.gif", lambda: bscan_bytes("GIF"), f"Unsupported image format GIF. Accepted formats: {ACCEPTED}."),
-    ("photo.webp", lambda: bscan_bytes("WEBP"), f"Unsupported image format WEBP. Accepted formats: {ACCEPTED}."),
-    ("print.jpg", lambda: bscan_bytes("JPEG", mode="CMYK"),
-     "Unsupported colour mode CMYK. OCT B-scans are greyscale: accepted are grey (8, 16 or 32-bit), "
-     "palette, RGB and RGBA images."),
-    ("volume.tif", multi_frame_tiff, "The file holds 2 images (frames); upload each B-scan as a separate file."),
-    ("bomb.png", lambda: png_declaring(30_000, 30_000), BOMB_MESSAGE),
-    ("page.jpg", lambda: b"<!DOCTYPE html><html><script>alert(1)</script></html>",
-     f"The file is an HTML page, not an image. Accepted formats: {ACCEPTED}."),
-    ("drawing.jpg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg"><script/></svg>',
-     f"The file is an SVG drawing, not an image. Accepted formats: {ACCEPTED}."),
-    ("report.jpg", lambda: b"%PDF-1.4\n1 0 obj<<>>endobj\n",
-     f"The file is a PDF document, not an image. Accepted formats: {ACCEPTED}."),
-    ("headless.png", lambda: bytes([b ^ 0xFF if i == 20 else b for i, b in enumerate(bscan_bytes("PNG"))]),
-     "The file looks like a PNG image but is corrupt and cannot be read."),
-]
-
-
-@pytest.mark.parametrize("name,make,message", BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS])
-def test_bad_upload_is_rejected_with_reason_and_leaves_nothing(name, make, message, case, clinician, media_root):
-    good = upload("good.png", bscan_bytes("PNG", seed=1))
-    report = services.scans_upload(case=case, files=[upload(name, make()), good], uploaded_by=clinician)
-    assert report.rejected == [(name, message)]
-    assert [s.original_name for s in report.accepted] == ["good.png"]
-    assert list(Scan.objects.values_list("original_name", flat=True)) == ["good.png"]
-    assert len(stored_files(media_root)) == 2  # the good file's original and grey PNG only
-
-
-def test_too_large_file_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_BYTES = 1000
-    small = bscan_bytes("PNG", 8, 8)
-    big = bscan_bytes("BMP", 64, 48)
-    report = services.scans_upload(
-        case=case, files=[upload("big.bmp", big), upload("small.png", small)], uploaded_by=clinician
-    )
-    assert report.rejected == [("big.bmp", f"The file is too large ({len(big) / 1024:.1f} KB); the limit is 1,000 bytes.")]
-    assert [s.original_name for s in report.accepted] == ["small.png"]
-    assert len(stored_files(media_root)) == 2
-
-
-def test_too_many_pixels_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_PIXELS = 5000
-    report = services.scans_upload(
-        case=case,
-        files=[upload("wide.png", bscan_bytes("PNG", 200, 100)), upload("ok.png", bscan_bytes("PNG", 64, 48))],
-        uploaded_by=clinician,
-    )
-    assert report.rejected == [("wide.png", "The image has too many pixels (200 × 100 = 20,000); the limit is 5,000.")]
-    assert [s.original_name for s in report.accepted] == ["ok.png"]
-    assert len(stored_files(media_root)) == 2
-
-
-def test_duplicate_of_a_scan_already_in_the_case_is_rejected(case, clinician, media_root):
-    data = bscan_bytes("PNG", seed=5)
-    first = services.scan_register(case=case, file=upload("first.png", data), uploaded_by=clinician)
-    report = services.scans_upload(
-        case=case, files=[upload("again.png", data), upload("new.png", bscan_bytes(seed=6))], uploaded_by=clinician
-    )
-    assert report.rejected == [
-        ("again.png", f"Duplicate: this image is already in this case (scan #{first.pk}, first.png).")
-    ]
-    assert Scan.objects.count() == 2
-    assert len(stored_files(media_root)) == 4
-
-
-def test_duplicate_within_one_batch_is_rejected(case, clinician, media_root):
-    data = bscan_bytes("PNG", seed=8)
-    report = services.scans_upload(
-        case=case,
-        files=[upload("a.png", data), upload("b.png", bscan_bytes(seed=9)), upload("a-copy.png", data)],
-        uploaded_by=clinician,
-    )
-    assert report.rejected == [("a-copy.png", "Duplicate: the same image appears earlier in this upload (a.png).")]
-    assert sorted(s.original_name for s in report.accepted) == ["a.png", "b.png"]
-    assert len(stored_files(media_root)) == 4
-
-
-def test_empty_batch_and_too_many_files_are_refused(case, clinician, settings):
-    with pytest.raises(DomainError, match="at least one image"):
-        services.scans_upload(case=case, files=[], uploaded_by=clinician)
-    settings.OCT_UPLOAD_MAX_FILES = 2
-    with pytest.raises(DomainError, match=r"Too many files in one upload \(3\); the limit is 2."):
-        services.scans_upload(
-            case=case, files=[upload(f"{i}.png", bscan_bytes(seed=i)) for i in range(3)], uploaded_by=clinician
-        )
-    assert not Scan.objects.exists()
-
-
-def test_every_accepted_format_goes_through_in_one_batch(case, clinician):
-    files = [upload(f"s.{fmt.lower()}", bscan_bytes(fmt, seed=i)) for i, fmt in enumerate(["JPEG", "PNG", "TIFF", "BMP"])]
-    files.append(upload("deep.tif", bscan16_tiff()[0]))
-    report = services.scans_upload(case=case, files=files, uploaded_by=clinician)
-    assert report.rejected == []
-    assert sorted(s.format for s in report.accepted) == ["BMP", "JPEG", "PNG", "TIFF", "TIFF"]
-    for scan in report.accepted:
-        assert scan.status in Scan.Status.values

@@ -347,7 +347,7 @@ def test_domain_errors_render_their_field_messages(client, clinician, monkeypatc
     def refuse(**kwargs):
         raise DomainError("Refused.", errors={"identifier": ["Bad identifier."]})
 
-    monkeypatch.setattr("cases.services.scans_upload", refuse)
+    monkeypatch.setattr("intake.services.scans_upload", refuse)
     client.force_login(clinician)
     response = client.post(reverse("cases:scan_upload", args=[CaseFactory().pk]), {})
     assert response.status_code == 400

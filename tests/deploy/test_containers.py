@@ -78,7 +78,7 @@ def test_image_bakes_in_the_model_and_keeps_tests_and_training_out():
     assert not any(p.endswith(".onnx") for p in patterns)
     for excluded in ("tests", "training", ".git", ".venv", ".env"):
         assert excluded in patterns
-    assert "model_file()" in DOCKERFILE.read_text(), "the build fails without the model"
+    assert "served_model()" in DOCKERFILE.read_text(), "the build fails without the model"
 
 
 def test_the_images_build_step_checks_the_model_and_collects_static(tmp_path):

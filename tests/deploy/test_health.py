@@ -6,22 +6,23 @@ import json
 import pytest
 from django.core.files.storage import default_storage
 
+from inference import health as inference_health
 from inference import services
 from inference.models import ModelVersion
 from octportal import health
 
 
 def _register_shipped_model() -> ModelVersion:
-    path, name, version = health.model_file()
+    path, name, version = inference_health.served_model()
     row, _ = services.model_version_register(
-        name=name, version=version, sha256=health._file_sha256(path), file_name=path.name, activate=True
+        name=name, version=version, sha256=inference_health.file_sha256(path), file_name=path.name, activate=True
     )
     return row
 
 
 @pytest.fixture
 def shipped_model_registered(db) -> ModelVersion:
-    path, _, _ = health.model_file()
+    path, _, _ = inference_health.served_model()
     if not path.is_file():
         pytest.skip(f"the shipped model {path} is not in the checkout")
     return _register_shipped_model()
@@ -136,9 +137,9 @@ def test_readyz_payload_names_no_patient_data(client, shipped_model_registered):
 def test_model_hash_is_cached_until_the_file_changes(tmp_path):
     f = tmp_path / "m.onnx"
     f.write_bytes(b"one")
-    first = health._file_sha256(f)
+    first = inference_health.file_sha256(f)
     f.write_bytes(b"two!")
-    assert health._file_sha256(f) != first
+    assert inference_health.file_sha256(f) != first
 
 
 def test_healthcheck_command_exits_non_zero_when_nothing_listens(monkeypatch):

@@ -2,11 +2,8 @@
 a small fake ``Model`` for orchestration tests only, and stored predictions."""
 from __future__ import annotations
 
-import importlib
 import io
 import os
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,45 +12,20 @@ import pytest
 from PIL import Image
 
 from cases.diagnoses import Diagnosis, urgency_for
+from inference import services
 from inference.models import ModelVersion, Prediction
+from inference.runtime import UnreadableImage
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "inference" / "weights"
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
 
 def real_model_or_skip():
-    """The shipped model through the real runtime; skip (with the reason) only while
-    the ML engineer's model or runtime is not in the checkout yet."""
+    """The shipped model through the real runtime (as the services load it); skip with
+    the reason when the model file is not in the checkout."""
     if not any(WEIGHTS_DIR.glob("*.onnx")) and not os.environ.get("OCT_MODEL_PATH"):
-        pytest.skip(f"the shipped model is not in {WEIGHTS_DIR} yet (inference/weights/*.onnx)")
-    try:
-        runtime = importlib.import_module("inference.runtime")
-    except ImportError as exc:
-        pytest.skip(f"inference.runtime is not importable yet: {exc}")
-    return runtime.get_model()
-
-
-def _png(image: Image.Image, heatmap: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-class _UnreadableImage(ValueError):
-    pass
-
-
-def ensure_runtime_importable(monkeypatch) -> None:
-    """Let orchestration tests run before inference/runtime.py lands: install a stub
-    module with the runtime's exception and overlay function, only if it is absent."""
-    try:
-        importlib.import_module("inference.runtime")
-    except ImportError:
-        stub = types.ModuleType("inference.runtime")
-        stub.UnreadableImage = _UnreadableImage
-        stub.heatmap_overlay_png = _png
-        stub.get_model = lambda: (_ for _ in ()).throw(RuntimeError("stub runtime has no model"))
-        monkeypatch.setitem(sys.modules, "inference.runtime", stub)
+        pytest.skip(f"the shipped model is not in {WEIGHTS_DIR} (inference/weights/*.onnx)")
+    return services.get_model()
 
 
 @dataclass(frozen=True)
@@ -86,15 +58,15 @@ class FakeModel:
         self.predicted = predicted
         self.batches: list[int] = []
 
-    def predict_images(self, images):
-        runtime = importlib.import_module("inference.runtime")
+    def predict_images(self, images, *, saturations=None):
         self.batches.append(len(images))
+        self.saturations = list(saturations or [None] * len(images))
         out = []
         for img in images:
             if img.width == 65:
                 raise RuntimeError("model exploded")
             if img.width == 66:
-                raise runtime.UnreadableImage("cannot decode")
+                raise UnreadableImage("cannot decode")
             passed = img.width != 64
             probs = {c: (0.7 if c == self.predicted else 0.1) for c in CLASSES}
             out.append(
@@ -114,9 +86,8 @@ class FakeModel:
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    ensure_runtime_importable(monkeypatch)
     model = FakeModel()
-    monkeypatch.setattr("inference.services.get_model", lambda: model)
+    monkeypatch.setattr("inference.services.run.get_model", lambda: model)
     return model
 
 

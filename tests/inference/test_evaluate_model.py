@@ -12,9 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from inference import evaluation as E
+from inference import card as C
 from inference import preprocessing as P
 
-ONNX = P.WEIGHTS_DIR / str(P.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
+ONNX = C.WEIGHTS_DIR / str(C.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
 
 
 def test_auc_matches_hand_computed_values():

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from inference import card as C
 from inference import preprocessing as P
 
-ONNX = P.WEIGHTS_DIR / str(P.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
+ONNX = C.WEIGHTS_DIR / str(C.load_model_json().get("onnx", "oct-lite0-v1.onnx"))
 pytestmark = pytest.mark.skipif(not ONNX.is_file(), reason=f"shipped model {ONNX} is missing (run python -m training.train)")
 
 
@@ -81,3 +82,29 @@ def test_real_oct_scans_pass_the_gate(model, oct_data):
     readings = model.predict_images([Image.open(p) for p in paths])
     assert all(r.gate_passed for r in readings), [(p.name, r.oct_score, r.gate_reason) for p, r in zip(paths, readings)]
     assert all(r.gate_reason == "" for r in readings)
+
+
+def test_colour_photo_uploaded_through_intake_is_refused_by_the_colour_rule(
+    db, clinician, django_capture_on_commit_callbacks
+):
+    """The stored copy the model reads is grey: the colour rule must see the upload."""
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from cases.models import Scan
+    from inference.models import Prediction
+    from intake.services import scan_submit
+    from tests.factories import CaseFactory
+
+    buf = io.BytesIO()
+    colour_photo(np.random.default_rng(7)).save(buf, format="JPEG", quality=92)
+    with django_capture_on_commit_callbacks(execute=True):
+        scan = scan_submit(
+            case=CaseFactory(), file=SimpleUploadedFile("holiday.jpg", buf.getvalue()), uploaded_by=clinician
+        )
+    scan.refresh_from_db()
+    assert scan.colour_saturation > P.DEFAULT_PREPROCESSING["precheck_max_saturation"]
+    assert scan.status == Scan.Status.FAILED
+    assert "The image is in colour; OCT B-scans are greyscale." in scan.status_detail
+    assert not Prediction.objects.get(scan=scan).gate_passed

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from cases.models import Scan
 from inference import services
+from inference.services import run
 from tests.factories import ScanFactory
 from tests.inference.support import fake_model  # noqa: F401
 
@@ -45,13 +46,13 @@ def test_a_batch_slower_than_the_threshold_is_not_taken_by_the_sweep(db, fake_mo
     swept: list[int] = []
     slow_predict = fake_model.predict_images
 
-    def predict_then_sweep(images):
+    def predict_then_sweep(images, **kw):
         time.sleep(0.35)  # past the threshold since the claim ...
-        out = slow_predict(images)
+        out = slow_predict(images, **kw)
         time.sleep(0.2)
         return out
 
-    real_finish = services._finish
+    real_finish = run._finish
 
     def finish_with_a_sweep(scan_id, **kw):
         # ... and the sweep runs between two scans of the batch.
@@ -59,7 +60,7 @@ def test_a_batch_slower_than_the_threshold_is_not_taken_by_the_sweep(db, fake_mo
         return real_finish(scan_id, **kw)
 
     monkeypatch.setattr(fake_model, "predict_images", predict_then_sweep)
-    monkeypatch.setattr(services, "_finish", finish_with_a_sweep)
+    monkeypatch.setattr(run, "_finish", finish_with_a_sweep)
     assert services.predict_scans(scan_ids=ids) == 3
     assert swept == [0, 0, 0], "no live scan was re-enqueued"
     assert set(Scan.objects.filter(pk__in=ids).values_list("analysis_attempts", flat=True)) == {1}

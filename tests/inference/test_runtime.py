@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference import card as C
 from inference import preprocessing as P
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CARD = P.load_model_json()
-ONNX = P.WEIGHTS_DIR / str(CARD.get("onnx", "oct-lite0-v1.onnx"))
-FIXED_SAMPLE = P.WEIGHTS_DIR / "fixed_sample.tsv"
+CARD = C.load_model_json()
+ONNX = C.WEIGHTS_DIR / str(CARD.get("onnx", "oct-lite0-v1.onnx"))
+FIXED_SAMPLE = C.WEIGHTS_DIR / "fixed_sample.tsv"
 
 pytestmark = pytest.mark.skipif(not ONNX.is_file(), reason=f"shipped model {ONNX} is missing (run python -m training.train)")
 
@@ -82,19 +83,20 @@ def test_reading_has_calibrated_probabilities_and_heatmap_over_the_original_imag
     assert r.inference_ms > 0
 
 
-def test_predict_bytes_decodes_and_rejects_garbage(model):
-    from inference.runtime import UnreadableImage
+def test_decode_image_reads_images_and_rejects_garbage(model):
+    from inference.runtime import UnreadableImage, decode_image
 
     buf = io.BytesIO()
     synthetic_bscan().save(buf, format="PNG")
-    assert model.predict_bytes(buf.getvalue()).heatmap.shape == (100, 160)
+    reading = model.predict_images([decode_image(buf.getvalue())])[0]
+    assert reading.heatmap.shape == (100, 160)
     with pytest.raises(UnreadableImage):
-        model.predict_bytes(b"definitely not an image")
+        decode_image(b"definitely not an image")
     assert issubclass(UnreadableImage, ValueError)
 
 
 def test_heatmap_overlay_is_rgba_png_transparent_where_cold():
-    from inference.runtime import heatmap_overlay_png
+    from inference.heatmap import heatmap_overlay_png
 
     img = Image.new("L", (120, 80))
     hm = np.zeros((80, 120), np.float32)
@@ -107,7 +109,7 @@ def test_heatmap_overlay_is_rgba_png_transparent_where_cold():
 
 
 def test_heatmap_overlay_scales_a_coarse_grid_to_the_image():
-    from inference.runtime import heatmap_overlay_png
+    from inference.heatmap import heatmap_overlay_png
 
     img = Image.new("L", (120, 80))
     grid = np.zeros((20, 30), np.float32)  # one value every 4 px

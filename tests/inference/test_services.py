@@ -135,7 +135,7 @@ def test_duplicate_prediction_from_a_racing_run_is_absorbed(fake_model):
         scan=scan, model_version=first.model_version, p_cnv=0.1, p_dme=0.1, p_drusen=0.1, p_normal=0.7,
         predicted="NORMAL", confidence=0.7, urgency="observation", oct_score=0.9, gate_passed=True, inference_ms=1,
     )
-    stored = services._finish(scan.pk, prediction=duplicate, failure="")
+    stored = services.run._finish(scan.pk, prediction=duplicate, failure="")
     assert stored.pk == first.pk
     assert Prediction.objects.filter(scan=scan).count() == 1
 
@@ -172,7 +172,7 @@ def test_broker_down_at_enqueue_keeps_scan_queued_and_sweep_recovers(
     assert scan.status == Scan.Status.QUEUED
     assert str(scan.pk) in caplog.text and "sweep" in caplog.text
     monkeypatch.undo()
-    monkeypatch.setattr("inference.services.get_model", lambda: fake_model)
+    monkeypatch.setattr("inference.services.run.get_model", lambda: fake_model)
 
     assert services.stale_scans_requeue() == 0  # not stale yet
     age(scan, 3600)
@@ -226,7 +226,7 @@ def test_rerun_on_a_new_active_version_adds_a_prediction(fake_model, clinician, 
     services.prediction_run(scan_id=scan.pk)
     newer = FakeModel(version="0.1-test", predicted="DRUSEN")
     services.model_version_register(name=newer.name, version=newer.version, sha256=newer.sha256, activate=True)
-    monkeypatch.setattr("inference.services.get_model", lambda: newer)
+    monkeypatch.setattr("inference.services.run.get_model", lambda: newer)
     scan.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
         services.scan_rerun(scan=scan, user=clinician)
@@ -287,9 +287,10 @@ def test_real_model_batch_matches_single_reads(oct_data, settings):
     scans = [queued_scan(data=p.read_bytes(), format="JPEG") for p in paths]
     assert services.predict_scans(scan_ids=[s.pk for s in scans]) == 3
     for scan, path in zip(scans, paths, strict=True):
-        from inference.runtime import get_model
+        from inference.runtime import decode_image
+        from inference.services import get_model
 
-        single = get_model().predict_bytes(path.read_bytes())
+        single = get_model().predict_images([decode_image(path.read_bytes())])[0]
         stored = Prediction.objects.get(scan=scan)
         assert stored.predicted == single.predicted
         assert stored.confidence == pytest.approx(single.confidence, abs=1e-4)

@@ -36,7 +36,7 @@ def test_transient_database_error_is_retried_then_succeeds(fake_model, monkeypat
     def flaky(*, scan_id):
         calls.append(scan_id)
         if len(calls) <= 2:
-            services._claim([scan_id])  # fails after the claim: the retry must still get the scan
+            services.run._claim([scan_id])  # fails after the claim: the retry must still get the scan
             raise OperationalError("server closed the connection unexpectedly")
         return real(scan_id=scan_id)
 

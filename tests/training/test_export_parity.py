@@ -49,16 +49,16 @@ def test_grey_stem_equals_rgb_network_on_replicated_grey():
 
 def test_shipped_onnx_matches_its_checkpoint_when_present():
     """Parity of the shipped file itself, when the training run's checkpoint is around."""
-    from inference import preprocessing as P
+    from inference import card as C
     from training.model import OctNet
     from training.train import parity
 
-    card = P.load_model_json()
+    card = C.load_model_json()
     # The run folder of the shipped model is the --out of the command in its card.
     out = re.search(r"--out (\S+)", card.get("card", {}).get("command", ""))
     run = out.group(1) if out else "training/runs/v1"
-    ckpt = P.WEIGHTS_DIR.parent.parent / run / "model.pt"
-    onnx_path = P.WEIGHTS_DIR / str(card.get("onnx", ""))
+    ckpt = C.WEIGHTS_DIR.parent.parent / run / "model.pt"
+    onnx_path = C.WEIGHTS_DIR / str(card.get("onnx", ""))
     if not ckpt.is_file() or not onnx_path.is_file():
         pytest.skip(f"{run}/model.pt (the checkpoint of the shipped model) is not in this checkout")
     size = int(card["preprocessing"]["input_size"])

@@ -13,9 +13,9 @@ from training import data as D  # noqa: E402
 
 
 def _weights_digest() -> dict[str, str]:
-    from inference import preprocessing as P
+    from inference import card as C
 
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(P.WEIGHTS_DIR.iterdir()) if p.is_file()}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(C.WEIGHTS_DIR.iterdir()) if p.is_file()}
 
 
 def test_frozen_blocks_sets_what_trains():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from cases.diagnoses import Diagnosis
-from cases.verification import services
-from cases.verification.models import Review
+from verification import services
+from verification.models import Review
 from tests.factories import ScanFactory
 
 from tests.inference.support import make_prediction

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cases.verification import services
-from cases.verification.models import Grade, Review
+from verification import services
+from verification.models import Grade, Review
 from tests import browser
 from tests.browser import requires_chromium
 from tests.factories import ScanFactory

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from cases.models import Case, Patient, Scan
-from cases.verification.models import Review
+from verification.models import Review
 from tests.factories import synthetic_bscan_png
 from tests.inference.support import fake_model  # noqa: F401 - fixture: a test double of the ONNX model
 

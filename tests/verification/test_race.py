@@ -10,8 +10,8 @@ from django.db import connection, connections
 
 from cases.diagnoses import Diagnosis
 from cases.roles import Role
-from cases.verification import services
-from cases.verification.models import Grade, Review
+from verification import services
+from verification.models import Grade, Review
 from octportal.errors import Conflict
 from tests.factories import ScanFactory
 

@@ -6,8 +6,8 @@ from auditlog.models import LogEntry
 
 from cases.diagnoses import Diagnosis
 from cases.roles import Role
-from cases.verification import services
-from cases.verification.models import ExclusionReason, Grade, Review, Tier
+from verification import services
+from verification.models import ExclusionReason, Grade, Review, Tier
 from octportal.errors import Conflict, DomainError, Forbidden
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
@@ -28,7 +28,7 @@ def stage(scan):
 
 
 def test_agreement_goes_to_verification_then_verified(scan, grader_t1, grader_t2, grader_t2b, grader_t3):
-    assert services.review_for(scan=scan).stage == Review.Stage.QUALITY_CONTROL
+    assert services.review_open(scan=scan).stage == Review.Stage.QUALITY_CONTROL
     accept(scan, grader_t1)
     assert stage(scan) == Review.Stage.GRADING
     grade(scan, grader_t2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cases.verification import statistics as st
+from verification import statistics as st
 
 
 def test_cohen_kappa_matches_the_textbook_example():

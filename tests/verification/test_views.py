@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from cases.diagnoses import Diagnosis
 from cases.roles import Role
-from cases.verification import services
-from cases.verification.exports import patient_pseudonym
-from cases.verification.models import Grade, Review
+from verification import services
+from verification.exports import patient_pseudonym
+from verification.models import Grade, Review
 from tests.factories import ScanFactory
 
 from tests.inference.support import make_prediction
@@ -142,7 +142,7 @@ def test_other_graders_grade_cannot_be_corrected_via_page(client, grader_t1, gra
 # --- worklists --------------------------------------------------------------------------
 
 def test_worklist_puts_model_urgent_first_then_oldest(grader_t1):
-    from cases.verification.selectors import worklist_for
+    from verification.selectors import worklist_for
 
     old, newer, urgent = ScanFactory(), ScanFactory(), ScanFactory()
     make_prediction(urgent, predicted=Diagnosis.CNV)
@@ -151,7 +151,7 @@ def test_worklist_puts_model_urgent_first_then_oldest(grader_t1):
 
 
 def test_worklist_excludes_acted_on_and_full_scans(user_factory, grader_t1, grader_t2, grader_t2b, grader_t2c):
-    from cases.verification.selectors import worklist_for
+    from verification.selectors import worklist_for
 
     a, b = ScanFactory(), ScanFactory()
     to_grading(a, grader_t1)
@@ -172,7 +172,7 @@ def test_grader_cannot_see_other_grades_before_submitting(client, grader_t1, gra
     login(client, grader_t2b)
     page = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()
     assert "secret-remark" not in page and "<td>grader2</td>" not in page
-    from cases.verification.selectors import grades_visible_to
+    from verification.blinding import grades_visible as grades_visible_to
 
     assert [g.tier for g in grades_visible_to(user=grader_t2b, scan=scan)] == [1]
     services.grade_submit(scan=scan, grader=grader_t2b, label="CNV", findings=NO_FINDINGS, confidence=2)
@@ -183,7 +183,7 @@ def test_grader_cannot_see_other_grades_before_submitting(client, grader_t1, gra
 
 
 def test_reading_centre_mode_hides_reference_until_own_grade(settings, client, grader_t1, grader_t2, grader_t3, clinician):
-    from cases.verification.selectors import may_see_reference
+    from verification.blinding import may_see_reading as may_see_reference
 
     scan = ScanFactory(source_label=Diagnosis.DME, source_label_origin="kermany folder")
     make_prediction(scan, predicted=Diagnosis.CNV)
@@ -203,7 +203,7 @@ def test_reading_centre_mode_hides_reference_until_own_grade(settings, client, g
 
 
 def test_reference_is_source_label_else_model(grader_t1):
-    from cases.verification.selectors import reference_for
+    from verification.selectors import reference_for
 
     labelled = ScanFactory(source_label=Diagnosis.NORMAL)
     make_prediction(labelled, predicted=Diagnosis.CNV)
@@ -271,7 +271,7 @@ def test_csv_export_has_final_labels_grades_and_model(client, grader_t1, grader_
 
 
 def test_export_blinding_is_enforced_by_selector(grader_t1, grader_t2, grader_t2b, grader_t3):
-    from cases.verification.exports import verified_csv_rows
+    from verification.exports import verified_csv_rows
 
     scan = ScanFactory()
     verified(scan, grader_t1, [grader_t2, grader_t2b], grader_t3)
@@ -318,7 +318,7 @@ def test_audit_page_lists_grade_and_final_label_changes(client, grader_t1, grade
 
 
 def test_reference_visible_ids_matches_the_single_scan_rule(settings, grader_t1, grader_t2, clinician):
-    from cases.verification.selectors import may_see_reference, reference_visible_ids
+    from verification.blinding import may_see_reading as may_see_reference, reading_visible_ids as reference_visible_ids
 
     settings.VERIFICATION_READING_CENTRE_MODE = True
     a, b = ScanFactory(), ScanFactory()
@@ -350,7 +350,7 @@ def test_correct_page_permission_matrix(client, users, grader_t1, scan):
 
 
 def test_senior_who_also_grades_tier2_is_blinded_while_scan_is_open(settings, user_factory, grader_t1, grader_t2, grader_t2b):
-    from cases.verification.selectors import grades_visible_to, may_see_reference, reference_visible_ids
+    from verification.blinding import grades_visible as grades_visible_to, may_see_reading as may_see_reference, reading_visible_ids as reference_visible_ids
 
     settings.VERIFICATION_READING_CENTRE_MODE = True
     both = user_factory("senior-and-grader", Role.GRADER_T2, Role.GRADER_T3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from PIL import Image
+
+from inference import evaluation as E
+from inference import runtime as R
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -62,11 +66,6 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        import os
-
-        from inference import evaluation as E
-        from inference import runtime as R
-
         # call_command() passes keyword options through unparsed: normalise to Path here.
         for key in ("dir", "predictions", "json", "model"):
             if opts.get(key) is not None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from inference.runtime import load_model
 from inference.services import ModelMismatch, model_version_register
 
 
@@ -16,8 +17,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-activate", action="store_true", help="Register without making it active.")
 
     def handle(self, *args, path: str | None = None, no_activate: bool = False, **options) -> None:
-        from inference.runtime import load_model
-
         try:
             model = load_model(path) if path else load_model()
         except FileNotFoundError as exc:

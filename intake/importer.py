@@ -26,9 +26,11 @@ from django.db import transaction
 
 from cases.diagnoses import Diagnosis
 from cases.models import Case, Patient, Scan
+from cases.services import case_create, patient_create
+from inference.services import predict_scans
 from octportal.errors import Conflict, DomainError
 
-from .services import reviews_ensure
+from .services import scan_submit
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,6 @@ def dataset_files(root: Path, *, limit: int | None = None) -> tuple[list[Dataset
 
 
 def _case_for(identifier: str, *, user: Any, today: date) -> Case:
-    from cases.services import case_create, patient_create
-
     patient = Patient.objects.filter(identifier=identifier).first()
     if patient is None:
         patient = patient_create(identifier=identifier, created_by=user, notes="Pseudonymous patient of an imported data set.")
@@ -116,8 +116,6 @@ def dataset_import(
 ) -> ImportResult:
     """Register every image of a labelled folder as a scan with its folder's label as
     source label, then analyse each batch in bulk; safe to run again."""
-    from cases.services import scan_register
-
     root = Path(root)
     if not root.is_dir():
         raise DomainError(f"{root} is not a folder.")
@@ -127,7 +125,7 @@ def dataset_import(
     today = date.today()
     done = 0
     for batch in _batches(files, batch_size):
-        # One transaction per batch: the per-scan analysis that scan_register queues
+        # One transaction per batch: the per-scan analysis that scan_submit queues
         # runs after commit and finds the scans already analysed by the bulk run.
         with transaction.atomic():
             new_ids: list[int] = []
@@ -141,7 +139,7 @@ def dataset_import(
                     continue
                 try:
                     with transaction.atomic(), item.path.open("rb") as fh:
-                        scan = scan_register(
+                        scan = scan_submit(
                             case=case,
                             file=fh,
                             uploaded_by=uploaded_by,
@@ -155,7 +153,6 @@ def dataset_import(
                     result.rejected.append((str(item.path.relative_to(root)), exc.message))
                     continue
                 new_ids.append(scan.pk)
-            reviews_ensure(scan_ids=new_ids)
             if run_inference and new_ids:
                 result.analysed += _predict(new_ids)
             result.created += len(new_ids)
@@ -167,8 +164,6 @@ def dataset_import(
 
 
 def _predict(scan_ids: list[int]) -> int:
-    from inference.services import predict_scans
-
     try:
         with transaction.atomic():
             return predict_scans(scan_ids=scan_ids)

@@ -6,13 +6,14 @@ from typing import Any
 from django import template
 
 from .. import selectors
+from ..models import ExclusionReason, Review
 
 register = template.Library()
 
 
 @register.inclusion_tag("verification/_panel.html", takes_context=True)
 def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
-    """Verification stage, final label and the grades this user may see (blinding in selectors)."""
+    """Verification stage, final label and the grades this user may see (``verification.blinding``)."""
     request = context.get("request")
     user = getattr(request, "user", None)
     if scan is None or user is None or not user.is_authenticated:
@@ -40,13 +41,9 @@ def num(value: float | None, digits: int = 3) -> str:
 
 @register.filter
 def exclusion_label(value: str) -> str:
-    from ..models import ExclusionReason
-
     return dict(ExclusionReason.choices).get(value, value)
 
 
 @register.filter
 def stage_label(value: str) -> str:
-    from ..models import Review
-
     return dict(Review.Stage.choices).get(value, value)

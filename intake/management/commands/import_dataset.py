@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from octportal.errors import DomainError
 
-from ...importer import ImportResult, dataset_import
+from intake.importer import ImportResult, dataset_import
 
 
 class Command(BaseCommand):

@@ -169,6 +169,103 @@ class Report:
         return [{**t, "share": (t["median_s"] or 0) / top} for t in self.time_per_tier]
 
 
+Tier2 = dict[int, dict[int, str]]  # scan id -> grader id -> tier 2 label
+
+
+def tier2_labels(grades: Sequence[dict[str, Any]]) -> tuple[Tier2, dict[int, str]]:
+    """Current tier 2 labels per scan and grader, and grader names by id."""
+    names: dict[int, str] = {}
+    tier2: Tier2 = defaultdict(dict)
+    for g in grades:
+        names[g["grader_id"]] = g["grader__username"]
+        if g["tier"] == 2 and g["label"]:
+            tier2[g["scan_id"]][g["grader_id"]] = g["label"]
+    return tier2, names
+
+
+def tier2_graders(tier2: Tier2, names: dict[int, str]) -> list[int]:
+    """Ids of everyone who graded in tier 2, by name."""
+    return sorted({gid for per_scan in tier2.values() for gid in per_scan}, key=lambda gid: names[gid])
+
+
+def pairwise_kappas(tier2: Tier2, names: dict[int, str], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Cohen's kappa and raw agreement of every pair of tier 2 graders, on the scans both graded."""
+    out = []
+    for x, y in combinations(tier2_graders(tier2, names), 2):
+        common = [s for s, per in tier2.items() if x in per and y in per]
+        if not common:
+            continue
+        a = [tier2[s][x] for s in common]
+        b = [tier2[s][y] for s in common]
+        out.append(
+            {
+                "a": names[x],
+                "b": names[y],
+                "n": len(common),
+                "kappa": cohen_kappa(a, b, labels),
+                "agreement": agreement_rate(zip(a, b))[0],
+            }
+        )
+    return out
+
+
+def fleiss_of_tier2(tier2: Tier2, labels: Sequence[str]) -> tuple[float | None, int, int]:
+    """Fleiss' kappa over the scans with the most common number (>= 2) of tier 2 grades:
+    ``(kappa, subjects, raters)``."""
+    counts = Counter(len(per) for per in tier2.values() if len(per) >= 2)
+    if not counts:
+        return None, 0, 0
+    raters = counts.most_common(1)[0][0]
+    table = [[Counter(per.values())[label] for label in labels] for per in tier2.values() if len(per) == raters]
+    return fleiss_kappa(table), len(table), raters
+
+
+def grader_agreement_with_final(tier2: Tier2, names: dict[int, str], finals: dict[int, str]) -> list[dict[str, Any]]:
+    """Each tier 2 grader's agreement with the final labels."""
+    out = []
+    for gid in tier2_graders(tier2, names):
+        pairs = [(per[gid], finals[s]) for s, per in tier2.items() if gid in per and s in finals]
+        rate, n = agreement_rate(pairs)
+        out.append({"grader": names[gid], "n": n, "agreement": rate})
+    return out
+
+
+def model_comparisons(
+    finals: dict[int, str], sources: dict[int, str], predictions: dict[int, str], labels: Sequence[str]
+) -> tuple[Comparison | None, Comparison | None]:
+    """The model against final labels, and against source labels where nothing is verified yet."""
+    verified = [s for s in finals if s in predictions]
+    unverified = [s for s in sources if s not in finals and s in predictions]
+    vs_final = compare([finals[s] for s in verified], [predictions[s] for s in verified], labels) if verified else None
+    vs_source = (
+        compare([sources[s] for s in unverified], [predictions[s] for s in unverified], labels) if unverified else None
+    )
+    return vs_final, vs_source
+
+
+def quality_control(grades: Sequence[dict[str, Any]]) -> tuple[int, int, list[tuple[str, int]]]:
+    """Tier 1 decisions, exclusions and the exclusion reasons, most common first."""
+    qc = [g for g in grades if g["tier"] == 1]
+    excluded = [g["exclusion_reason"] for g in qc if g["accepted"] is False]
+    return len(qc), len(excluded), Counter(excluded).most_common()
+
+
+def time_per_tier(grades: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median and mean grading time per tier, in seconds."""
+    out = []
+    for tier in (1, 2, 3):
+        times = [g["time_taken_ms"] for g in grades if g["tier"] == tier and g["time_taken_ms"] is not None]
+        out.append(
+            {
+                "tier": tier,
+                "n": len(times),
+                "median_s": median(times) / 1000 if times else None,
+                "mean_s": mean(times) / 1000 if times else None,
+            }
+        )
+    return out
+
+
 def build_report(
     *,
     grades: Sequence[dict[str, Any]],
@@ -183,80 +280,23 @@ def build_report(
     accepted, exclusion_reason, time_taken_ms. ``reviews``: scan_id, stage, final_label.
     ``sources``/``predictions``: scan id -> label.
     """
-    report = Report(labels=list(labels))
-    names: dict[int, str] = {}
-    tier2: dict[int, dict[int, str]] = defaultdict(dict)  # scan -> grader -> label
-    for g in grades:
-        names[g["grader_id"]] = g["grader__username"]
-        if g["tier"] == 2 and g["label"]:
-            tier2[g["scan_id"]][g["grader_id"]] = g["label"]
-
-    # Pairwise Cohen's kappa on the scans both graders graded.
-    graders = sorted({gid for per_scan in tier2.values() for gid in per_scan}, key=lambda gid: names[gid])
-    for x, y in combinations(graders, 2):
-        common = [s for s, per in tier2.items() if x in per and y in per]
-        if not common:
-            continue
-        a = [tier2[s][x] for s in common]
-        b = [tier2[s][y] for s in common]
-        report.pairwise.append(
-            {
-                "a": names[x],
-                "b": names[y],
-                "n": len(common),
-                "kappa": cohen_kappa(a, b, labels),
-                "agreement": agreement_rate(zip(a, b))[0],
-            }
-        )
-
-    # Fleiss' kappa over the scans with the most common number of tier 2 grades (>= 2).
-    counts = Counter(len(per) for per in tier2.values() if len(per) >= 2)
-    if counts:
-        raters = counts.most_common(1)[0][0]
-        table = []
-        for per in tier2.values():
-            if len(per) == raters:
-                c = Counter(per.values())
-                table.append([c[label] for label in labels])
-        report.fleiss = fleiss_kappa(table)
-        report.fleiss_subjects = len(table)
-        report.fleiss_raters = raters
-
+    tier2, names = tier2_labels(grades)
     finals = {r["scan_id"]: r["final_label"] for r in reviews if r["final_label"]}
-    report.stages = sorted(Counter(r["stage"] for r in reviews).items())
-
-    # Each tier 2 grader against the final labels.
-    for gid in graders:
-        pairs = [(label, finals[s]) for s, per in tier2.items() for g, label in per.items() if g == gid and s in finals]
-        rate, n = agreement_rate(pairs)
-        report.grader_agreement.append({"grader": names[gid], "n": n, "agreement": rate})
-
-    # The model against final labels, and against source labels where nothing is verified yet.
-    verified = [s for s in finals if s in predictions]
-    if verified:
-        report.model_vs_final = compare([finals[s] for s in verified], [predictions[s] for s in verified], labels)
-    unverified = [s for s in sources if s not in finals and s in predictions]
-    if unverified:
-        report.model_vs_source = compare(
-            [sources[s] for s in unverified], [predictions[s] for s in unverified], labels
-        )
-
-    # Quality control.
-    qc = [g for g in grades if g["tier"] == 1]
-    report.qc_total = len(qc)
-    excluded = [g["exclusion_reason"] for g in qc if g["accepted"] is False]
-    report.qc_excluded = len(excluded)
-    report.exclusion_reasons = Counter(excluded).most_common()
-
-    # Time per tier.
-    for tier in (1, 2, 3):
-        times = [g["time_taken_ms"] for g in grades if g["tier"] == tier and g["time_taken_ms"] is not None]
-        report.time_per_tier.append(
-            {
-                "tier": tier,
-                "n": len(times),
-                "median_s": median(times) / 1000 if times else None,
-                "mean_s": mean(times) / 1000 if times else None,
-            }
-        )
-    return report
+    fleiss, subjects, raters = fleiss_of_tier2(tier2, labels)
+    vs_final, vs_source = model_comparisons(finals, sources, predictions, labels)
+    qc_total, qc_excluded, reasons = quality_control(grades)
+    return Report(
+        labels=list(labels),
+        pairwise=pairwise_kappas(tier2, names, labels),
+        fleiss=fleiss,
+        fleiss_subjects=subjects,
+        fleiss_raters=raters,
+        grader_agreement=grader_agreement_with_final(tier2, names, finals),
+        model_vs_final=vs_final,
+        model_vs_source=vs_source,
+        qc_total=qc_total,
+        qc_excluded=qc_excluded,
+        exclusion_reasons=reasons,
+        time_per_tier=time_per_tier(grades),
+        stages=sorted(Counter(r["stage"] for r in reviews).items()),
+    )

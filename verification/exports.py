@@ -1,8 +1,8 @@
 """Exports of verified scans: a CSV of labels and grades, and a retraining zip.
 
 Both are generators for ``StreamingHttpResponse``: nothing large is held in
-memory, and both read grades through ``selectors.grades_visible_by_scan`` so the
-blinding rules apply to exports too.
+memory, and both read grades through ``blinding.grades_visible_by_scan`` so the
+blinding rules apply to exports too; the model's reading is the scan's current one.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Any
 
 from django.conf import settings
 
-from . import selectors
+from inference.selectors import predictions_current_by_scan
+
+from . import blinding, selectors
 from .models import Grade, Tier
 
 EXTENSION = {"JPEG": ".jpeg", "PNG": ".png", "TIFF": ".tiff", "BMP": ".bmp"}
@@ -29,7 +31,7 @@ def patient_pseudonym(identifier: str) -> str:
     The key is ``VERIFICATION_EXPORT_KEY`` (falls back to ``SECRET_KEY``), so the
     mapping cannot be recomputed from the export alone.
     """
-    key = getattr(settings, "VERIFICATION_EXPORT_KEY", "") or settings.SECRET_KEY
+    key = settings.VERIFICATION_EXPORT_KEY or settings.SECRET_KEY
     digest = hmac.new(key.encode(), identifier.encode(), hashlib.sha256).hexdigest()
     return str(int(digest[:15], 16) % 10**10)
 
@@ -67,8 +69,8 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
     for start in range(0, len(ids), batch):
         chunk = list(reviews.filter(pk__in=ids[start : start + batch]))
         scans = [r.scan for r in chunk]
-        grades = selectors.grades_visible_by_scan(user=user, scans=scans)
-        predictions = selectors.active_predictions_by_scan([s.pk for s in scans])
+        grades = blinding.grades_visible_by_scan(user=user, scans=scans)
+        predictions = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
         for review in chunk:
             scan = review.scan
             by_tier: dict[int, list[str]] = defaultdict(list)

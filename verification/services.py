@@ -29,36 +29,17 @@ FINDING_FIELDS = {
 }
 
 
-def _required_grades() -> int:
-    return max(1, int(getattr(settings, "VERIFICATION_REQUIRED_GRADES", 2)))
-
-
-def review_for(*, scan: Scan) -> Review:
-    """Return the scan's review, creating it at quality control if it has none yet."""
+def review_open(*, scan: Scan) -> Review:
+    """Open the scan's review at quality control (when the scan is submitted); idempotent."""
     review, _ = Review.objects.get_or_create(
-        scan=scan, defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": _required_grades()}
+        scan=scan,
+        defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
     return review
 
 
-def reviews_ensure(*, scan_ids: list[int] | None = None) -> int:
-    """Create the missing reviews of all scans (or of ``scan_ids``) in one statement."""
-    qs = Scan.objects.filter(review__isnull=True)
-    if scan_ids is not None:
-        qs = qs.filter(pk__in=scan_ids)
-    missing = list(qs.values_list("pk", flat=True))
-    if not missing:
-        return 0
-    required = _required_grades()
-    Review.objects.bulk_create(
-        [Review(scan_id=pk, stage=Review.Stage.QUALITY_CONTROL, required_grades=required) for pk in missing],
-        ignore_conflicts=True,
-    )
-    return len(missing)
-
-
 def _lock_review(scan: Scan) -> Review:
-    review_for(scan=scan)
+    review_open(scan=scan)
     return Review.objects.select_for_update().get(scan=scan)
 
 
@@ -103,6 +84,7 @@ def _check_may_act(*, review: Review, grader: Any, tier: int) -> None:
 
 
 def _save_grade(grade: Grade) -> Grade:
+    """Validate and store a new grade (grades are never edited after this)."""
     try:
         grade.full_clean()
     except ValidationError as exc:
@@ -217,15 +199,8 @@ def grade_submit(
                 f"This scan already has the {review.required_grades} independent grades it needs; take the next one."
             )
         grade = _save_grade(
-            Grade(
-                scan=scan,
-                tier=Tier.GRADING,
-                grader=grader,
-                comment=comment,
-                time_taken_ms=_time_ms(time_taken),
-                reference_label=reference_label or "",
-                **fields,
-            )
+            Grade(scan=scan, tier=Tier.GRADING, grader=grader, comment=comment, time_taken_ms=_time_ms(time_taken),
+                  reference_label=reference_label or "", **fields)
         )
         _apply_tier2(review)
     return grade
@@ -246,15 +221,8 @@ def verify_submit(
         review = _lock_review(scan)
         _check_may_act(review=review, grader=grader, tier=Tier.VERIFICATION)
         grade = _save_grade(
-            Grade(
-                scan=scan,
-                tier=Tier.VERIFICATION,
-                grader=grader,
-                label=final_label,
-                comment=note,
-                time_taken_ms=_time_ms(time_taken),
-                reference_label=reference_label or "",
-            )
+            Grade(scan=scan, tier=Tier.VERIFICATION, grader=grader, label=final_label, comment=note,
+                  time_taken_ms=_time_ms(time_taken), reference_label=reference_label or "")
         )
         _apply_tier3(review, grade)
     return grade

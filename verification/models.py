@@ -181,7 +181,3 @@ class Review(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.scan_id])
-
-    @property
-    def is_closed(self) -> bool:
-        return self.stage in (self.Stage.VERIFIED, self.Stage.EXCLUDED)

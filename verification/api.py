@@ -1,11 +1,10 @@
-"""REST endpoints of tiered verification (DRF). Blinding comes from the selectors."""
+"""REST endpoints of tiered verification (DRF). Blinding comes from ``verification.blinding``."""
 from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -14,8 +13,9 @@ from rest_framework.views import APIView
 
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
+from octportal.errors import DomainError, Forbidden, NotFound
 
-from . import selectors, services
+from . import blinding, selectors, services
 from .forms import FORM_FOR_TIER
 from .models import Grade, Tier
 
@@ -26,7 +26,7 @@ SUBMIT = {
 }
 
 
-class GradeOut(serializers.ModelSerializer):
+class GradeOutput(serializers.ModelSerializer):
     grader = serializers.CharField(source="grader.get_username", read_only=True)
     findings = serializers.DictField(read_only=True)
     superseded = serializers.SerializerMethodField()
@@ -43,7 +43,7 @@ class GradeOut(serializers.ModelSerializer):
         return hasattr(obj, "superseded_by")
 
 
-class WorklistItemOut(serializers.ModelSerializer):
+class WorklistItemOutput(serializers.ModelSerializer):
     stage = serializers.CharField(source="review.stage")
     model_urgent = serializers.BooleanField()
     tier2_grades = serializers.IntegerField(source="tier2_count", default=None)
@@ -54,12 +54,19 @@ class WorklistItemOut(serializers.ModelSerializer):
         fields = ["id", "uploaded_at", "stage", "model_urgent", "tier2_grades", "url"]
 
     def get_url(self, obj: Scan) -> str:
-        return f"/api/verification/scans/{obj.pk}/"
+        return reverse("verification-api:review", args=[obj.pk])
 
 
 def _require_tier(user: Any, tier: int) -> None:
     if tier not in SUBMIT or not selectors.may_act_in_tier(user, tier):
-        raise PermissionDenied(f"Your role does not allow tier {tier} grading.")
+        raise Forbidden(f"Your role does not allow tier {tier} grading.")
+
+
+def _scan(pk: int) -> Scan:
+    scan = Scan.objects.filter(pk=pk).first()
+    if scan is None:
+        raise NotFound(f"There is no scan #{pk}.")
+    return scan
 
 
 class WorklistApi(ListAPIView):
@@ -67,7 +74,7 @@ class WorklistApi(ListAPIView):
 
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
-    serializer_class = WorklistItemOut
+    serializer_class = WorklistItemOutput
 
     def get_queryset(self):
         tier = self.kwargs["tier"]
@@ -105,7 +112,7 @@ def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
                 "gate_passed": prediction.gate_passed,
             },
         },
-        "grades": GradeOut(state["grades"], many=True).data,
+        "grades": GradeOutput(state["grades"], many=True).data,
     }
 
 
@@ -116,8 +123,7 @@ class ReviewApi(APIView):
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
     def get(self, request: Request, pk: int) -> Response:
-        scan = get_object_or_404(Scan, pk=pk)
-        return Response(review_payload(user=request.user, scan=scan))
+        return Response(review_payload(user=request.user, scan=_scan(pk)))
 
 
 class GradeSubmitApi(APIView):
@@ -127,18 +133,21 @@ class GradeSubmitApi(APIView):
     allowed_roles = GRADER_ROLES
 
     def post(self, request: Request, pk: int) -> Response:
-        scan = get_object_or_404(Scan, pk=pk)
+        scan = _scan(pk)
+        if not isinstance(request.data, dict) and not hasattr(request.data, "getlist"):
+            raise DomainError("The request body must be a JSON object or a form.")
         try:
             tier = int(request.data.get("tier"))
         except (TypeError, ValueError):
-            raise ValidationError({"tier": ["Give the tier: 1, 2 or 3."]}) from None
+            raise DomainError("Give the tier: 1, 2 or 3.", errors={"tier": ["Give the tier: 1, 2 or 3."]}) from None
         _require_tier(request.user, tier)
         form = FORM_FOR_TIER[tier](request.data)
         if not form.is_valid():
-            raise ValidationError(form.errors.get_json_data())
+            raise DomainError("The grade is not valid.", errors=form.errors.get_json_data())
         kwargs = form.service_kwargs()
         if tier != Tier.QUALITY:
-            ref = selectors.reference_for(scan=scan) if selectors.may_see_reference(user=request.user, scan=scan) else None
+            visible = blinding.may_see_reading(user=request.user, scan=scan)
+            ref = selectors.reference_for(scan=scan) if visible else None
             kwargs["reference_label"] = ref.label if ref else ""
         grade = SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
-        return Response(GradeOut(grade).data, status=status.HTTP_201_CREATED)
+        return Response(GradeOutput(grade).data, status=status.HTTP_201_CREATED)

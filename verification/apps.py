@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class VerificationConfig(AppConfig):
-    name = "cases.verification"
+    name = "verification"
     label = "verification"
     verbose_name = "Tiered expert verification"
 

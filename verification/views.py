@@ -17,6 +17,7 @@ from cases.models import Scan
 from cases.roles import Role, role_required
 
 from . import exports, selectors, services
+from . import statistics as stats
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
 
@@ -140,26 +141,27 @@ def _label_keys() -> list[dict[str, str]]:
 
 @role_required(Role.GRADER_T3)
 def statistics(request: HttpRequest) -> HttpResponse:
-    from . import statistics as stats
-
     report = stats.build_report(**selectors.statistics_rows(), labels=list(Diagnosis.values))
     return render(request, "verification/statistics.html", {"report": report, "labels": list(Diagnosis.values)})
 
 
+def _download(stream: Any, *, content_type: str, name: str, extension: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stream, content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.{extension}"'
+    return response
+
+
 @role_required(Role.GRADER_T3)
 def export_csv(request: HttpRequest) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(exports.verified_csv_rows(user=request.user), content_type="text/csv")
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="verified-scans-{stamp}.csv"'
-    return response
+    rows = exports.verified_csv_rows(user=request.user)
+    return _download(rows, content_type="text/csv", name="verified-scans", extension="csv")
 
 
 @role_required(Role.GRADER_T3)
 def export_zip(request: HttpRequest) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(exports.verified_zip_stream(user=request.user), content_type="application/zip")
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="verified-oct-{stamp}.zip"'
-    return response
+    chunks = exports.verified_zip_stream(user=request.user)
+    return _download(chunks, content_type="application/zip", name="verified-oct", extension="zip")
 
 
 @role_required(Role.ADMIN)

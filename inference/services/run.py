@@ -1,0 +1,303 @@
+"""Running the model: claim queued scans, read them in batches, store the readings.
+
+Every transition out of QUEUED is a conditional update, so a task delivered twice,
+a task redelivered after a killed worker and a task re-enqueued by the sweep all
+end in exactly one prediction per scan and model version.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
+
+from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, urgency_for
+from cases.models import Scan
+
+from .. import runtime
+from ..heatmap import heatmap_overlay_png
+from ..models import ModelVersion, Prediction
+from .registry import model_version_for
+
+logger = logging.getLogger(__name__)
+
+MSG_UNREADABLE = "The stored image could not be read as an image, so it was not analysed."
+MSG_MISSING = "The stored image file is missing, so it was not analysed."
+MSG_INTERNAL = "The automated reading failed with an internal error (logged with scan id {id}). Try re-running it."
+MSG_GATE = "The image was not accepted as a retinal OCT B-scan by the input check: {reason}"
+GATE_DEFAULT_REASON = "it does not look like a retinal OCT B-scan."
+
+
+def get_model() -> runtime.Model:
+    """Return the per-process ONNX model, configured from the settings."""
+    return runtime.get_model(
+        settings.OCT_MODEL_PATH or None,
+        intra_op_threads=settings.OCT_ORT_INTRA_OP_THREADS,
+        inter_op_threads=settings.OCT_ORT_INTER_OP_THREADS,
+        batch_threads=settings.OCT_BATCH_THREADS,
+    )
+
+
+def _claimable(now) -> Q:
+    return Q(status=Scan.Status.QUEUED) | Q(status=Scan.Status.RUNNING, status_changed_at__lt=now - settings.OCT_INFERENCE_STALE_AFTER)
+
+
+def _claim(scan_ids: Sequence[int]) -> list[int]:
+    """Move claimable scans to RUNNING and return the ids this process now owns."""
+    if not scan_ids:
+        return []
+    now = timezone.now()
+    changes = dict(
+        status=Scan.Status.RUNNING,
+        status_detail="",
+        status_changed_at=now,
+        analysis_attempts=F("analysis_attempts") + 1,
+    )
+    if len(scan_ids) == 1:
+        updated = Scan.objects.filter(_claimable(now), id=scan_ids[0]).update(**changes)
+        return list(scan_ids) if updated else []
+    with transaction.atomic():
+        # Rows another worker is claiming right now are skipped, not waited for.
+        ids = list(
+            Scan.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(now), id__in=list(scan_ids))
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+        if ids:
+            Scan.objects.filter(id__in=ids).update(**changes)
+    return ids
+
+
+@dataclass
+class _Outcome:
+    reading: Any = None
+    image: Image.Image | None = None
+    saturation: float | None = None  # of the upload: the stored grey copy has none
+    failure: str = ""
+
+
+def _load_image(scan: Scan) -> _Outcome:
+    try:
+        with scan.image.open("rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, ValueError):
+        return _Outcome(failure=MSG_MISSING)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError):
+        return _Outcome(failure=MSG_UNREADABLE)
+    return _Outcome(image=image, saturation=scan.colour_saturation)
+
+
+def _predict(model: Any, outcomes: dict[int, _Outcome]) -> None:
+    """Run the model on every readable image, as one batch; isolate failures per image."""
+    todo = [sid for sid, o in outcomes.items() if o.image is not None]
+    if len(todo) > 1:
+        try:
+            readings = model.predict_images(
+                [outcomes[sid].image for sid in todo], saturations=[outcomes[sid].saturation for sid in todo]
+            )
+            for sid, reading in zip(todo, readings, strict=True):
+                outcomes[sid].reading = reading
+            return
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - one bad image must not fail its batch mates
+            logger.info("batch of %d failed; running scan ids %s one by one", len(todo), todo)
+    for sid in todo:
+        try:
+            o = outcomes[sid]
+            o.reading = model.predict_images([o.image], saturations=[o.saturation])[0]
+        except runtime.UnreadableImage:
+            outcomes[sid].failure = MSG_UNREADABLE
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # noqa: BLE001 - deterministic model error: fail the scan, never retry
+            logger.exception("model failed on scan id %s", sid)
+            outcomes[sid].failure = MSG_INTERNAL.format(id=sid)
+
+
+def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: Image.Image) -> Prediction:
+    probs = {str(k).upper(): float(v) for k, v in reading.probabilities.items()}
+    passed = bool(reading.gate_passed)
+    predicted = str(reading.predicted).upper() if passed else ""
+    prediction = Prediction(
+        scan_id=scan_id,
+        model_version=version,
+        p_cnv=probs.get(Diagnosis.CNV, 0.0),
+        p_dme=probs.get(Diagnosis.DME, 0.0),
+        p_drusen=probs.get(Diagnosis.DRUSEN, 0.0),
+        p_normal=probs.get(Diagnosis.NORMAL, 0.0),
+        predicted=predicted,
+        confidence=float(reading.confidence),
+        urgency=urgency_for(predicted) if predicted else "",
+        oct_score=float(reading.oct_score),
+        gate_passed=passed,
+        inference_ms=float(reading.inference_ms),
+    )
+    if passed and reading.heatmap is not None:
+        try:
+            png = heatmap_overlay_png(image, reading.heatmap)
+        except Exception:  # noqa: BLE001 - the reading stands without its overlay
+            logger.exception("heatmap overlay failed for scan id %s", scan_id)
+        else:
+            prediction.heatmap.save("heatmap.png", ContentFile(png), save=False)
+    return prediction
+
+
+def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Prediction | None:
+    """Store the outcome of one scan: the prediction (if any) and its final status, atomically."""
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
+        if scan is None:  # deleted while it was being read
+            if prediction is not None and prediction.heatmap:
+                prediction.heatmap.delete(save=False)
+            return None
+        stored = None
+        if prediction is not None:
+            try:
+                with transaction.atomic():
+                    prediction.save()
+                stored = prediction
+            except IntegrityError:
+                # Another run of the same scan and version won: keep theirs.
+                if prediction.heatmap:
+                    prediction.heatmap.delete(save=False)
+                stored = Prediction.objects.get(scan_id=scan_id, model_version=prediction.model_version)
+        if stored is not None and not stored.gate_passed:
+            failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
+        status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
+        Scan.objects.filter(pk=scan.pk).update(
+            status=status, status_detail=failure[:500], status_changed_at=timezone.now()
+        )
+    logger.info("scan id %s %s", scan_id, status)
+    return stored
+
+
+def scans_heartbeat(*, scan_ids: Sequence[int], since: float) -> float:
+    """Refresh the claim time of scans this process still holds RUNNING, at most every
+    third of OCT_INFERENCE_STALE_AFTER; return when it last did (``time.monotonic()``).
+
+    The sweep takes a RUNNING scan older than the threshold for one whose worker died. A
+    batch of very large images can run for tens of seconds; the heartbeat keeps a live
+    batch from looking dead, so the threshold can stay short (docs/deployment.md).
+    """
+    now = time.monotonic()
+    if not scan_ids or now - since < settings.OCT_INFERENCE_STALE_AFTER.total_seconds() / 3:
+        return since
+    Scan.objects.filter(id__in=list(scan_ids), status=Scan.Status.RUNNING).update(status_changed_at=timezone.now())
+    return now
+
+
+def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict[int, Prediction | None]:
+    beat = time.monotonic()
+    results: dict[int, Prediction | None] = {}
+    done = dict(
+        Prediction.objects.filter(scan_id__in=scan_ids, model_version=version).values_list("scan_id", "id")
+    )
+    for sid in [s for s in scan_ids if s in done]:
+        # Idempotent: already read by this version (e.g. a redelivered task).
+        results[sid] = _finish(sid, prediction=Prediction.objects.get(pk=done[sid]), failure="")
+    todo = [s for s in scan_ids if s not in done]
+    scans = {s.pk: s for s in Scan.objects.filter(pk__in=todo)}
+    outcomes = {sid: _load_image(scans[sid]) for sid in todo if sid in scans}
+    beat = scans_heartbeat(scan_ids=todo, since=beat)
+    _predict(model, outcomes)
+    for sid, outcome in outcomes.items():
+        beat = scans_heartbeat(scan_ids=todo, since=beat)
+        prediction = None
+        failure = outcome.failure
+        if outcome.reading is not None and not failure:
+            prediction = _prediction_from(sid, version, outcome.reading, outcome.image)
+            if not prediction.gate_passed:
+                reason = _sentence(str(getattr(outcome.reading, "gate_reason", ""))) or GATE_DEFAULT_REASON
+                failure = MSG_GATE.format(reason=reason)
+        results[sid] = _finish(sid, prediction=prediction, failure=failure)
+    return results
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if text and text[-1] not in ".!?":
+        text += "."
+    return text
+
+
+def prediction_run(*, scan_id: int) -> Prediction | None:
+    """Analyse one queued scan with the loaded model; return its prediction.
+
+    Other scans waiting in QUEUED (up to OCT_INFERENCE_BATCH_SIZE in all) are claimed
+    and run in the same model batch.
+
+    Return None when the scan was not claimable (already running elsewhere, done, or
+    not queued) or when it failed without a prediction (unreadable image).
+    """
+    # Load the model before claiming: if it cannot load, the scan stays QUEUED.
+    model = get_model()
+    version = model_version_for(model=model)
+    if not _claim([scan_id]):
+        logger.info("scan id %s not claimable; skipped", scan_id)
+        return None
+    # Take other waiting scans along as one model batch (faster per scan when a queue
+    # builds up); their own messages then find nothing to claim and return at once.
+    others = _claim(_waiting_scan_ids(exclude=scan_id, limit=settings.OCT_INFERENCE_BATCH_SIZE - 1))
+    return _run_claimed(model, version, [scan_id, *others]).get(scan_id)
+
+
+def _waiting_scan_ids(*, exclude: int, limit: int) -> list[int]:
+    if limit <= 0:
+        return []
+    return list(
+        Scan.objects.filter(status=Scan.Status.QUEUED)
+        .exclude(pk=exclude)
+        .order_by("status_changed_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def predict_scans(*, scan_ids: Sequence[int]) -> int:
+    """Analyse many queued scans in batches of OCT_INFERENCE_BATCH_SIZE; return how many
+    ended ANALYSED. Each batch is claimed just before it runs, so other workers can
+    share a long list."""
+    ids = list(dict.fromkeys(int(i) for i in scan_ids))
+    if not ids:
+        return 0
+    model = get_model()
+    version = model_version_for(model=model)
+    analysed = 0
+    size = settings.OCT_INFERENCE_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        claimed = _claim(ids[start : start + size])
+        if not claimed:
+            continue
+        started = time.perf_counter()
+        results = _run_claimed(model, version, claimed)
+        analysed += sum(1 for p in results.values() if p is not None and p.gate_passed)
+        logger.info("batch of %d scans in %.0f ms", len(claimed), (time.perf_counter() - started) * 1000)
+    return analysed
+
+
+def predictions_urgency_refresh() -> int:
+    """Recompute every stored prediction's referral urgency from ``URGENCY_BY_DIAGNOSIS``.
+
+    The urgency is stored (worklists and lists sort and filter on it in SQL) but always
+    derived from the predicted class by that one table; a change of the table reaches
+    the stored rows through a data migration that calls this. Return the rows changed.
+    """
+    rule = Case(
+        *(When(predicted=code, then=Value(str(urgency))) for code, urgency in URGENCY_BY_DIAGNOSIS.items()),
+        default=Value(""),
+    )
+    return Prediction.objects.exclude(urgency=rule).update(urgency=rule)

@@ -1,0 +1,75 @@
+"""Submitting scans: the one orchestrating service above records, reading and grading.
+
+``scan_submit`` registers a scan (``cases``), requests its automated reading
+(``inference``) and opens its review at quality control (``verification``) in one
+transaction. The upload page, the API and the data-set importer all call it, so the
+layers below never call each other upwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from cases.models import Case, Scan
+from cases.services import scan_files_delete, scan_register, upload_name, upload_sha256
+from inference.services import scan_request_analysis
+from octportal.errors import Conflict, DomainError
+from verification.services import review_open
+
+
+@dataclass
+class UploadReport:
+    """Outcome of a batch upload: what was stored and what was refused, and why."""
+
+    accepted: list[Scan] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_submit(
+    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, source_label: str = "", source_label_origin: str = ""
+) -> Scan:
+    """Register one image into ``case``, queue its analysis and open its review.
+
+    All or nothing: a refused image (``DomainError``) or any later failure leaves no
+    row and no file. The analysis is enqueued only once the transaction commits.
+    """
+    with transaction.atomic():
+        scan = scan_register(
+            case=case, file=file, uploaded_by=uploaded_by, source_label=source_label, source_label_origin=source_label_origin
+        )
+        try:
+            review_open(scan=scan)
+            scan_request_analysis(scan=scan)
+        except BaseException:
+            scan_files_delete(scan=scan)
+            raise
+    return scan
+
+
+def scans_upload(*, case: Case, files: list[IO[bytes]], uploaded_by: AbstractBaseUser | None) -> UploadReport:
+    """Submit several images into a case; each file succeeds or fails on its own."""
+    max_files = settings.OCT_UPLOAD_MAX_FILES
+    if not files:
+        raise DomainError("Choose at least one image to upload.")
+    if len(files) > max_files:
+        raise DomainError(f"Too many files in one upload ({len(files)}); the limit is {max_files}.")
+    report = UploadReport()
+    seen: dict[str, str] = {}
+    for file in files:
+        name = upload_name(file)
+        try:
+            # Twins within the batch are caught before touching storage.
+            digest = upload_sha256(file)
+            if digest is not None and digest in seen:
+                raise Conflict(f"Duplicate: the same image appears earlier in this upload ({seen[digest]}).")
+            scan = scan_submit(case=case, file=file, uploaded_by=uploaded_by)
+        except DomainError as exc:
+            report.rejected.append((name, exc.message))
+            continue
+        seen[scan.sha256] = name
+        report.accepted.append(scan)
+    return report

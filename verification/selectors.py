@@ -1,0 +1,163 @@
+"""Read-side queries of tiered verification, scoped to the user. They only read.
+
+What a user may see of a scan before grading is decided by :mod:`.blinding`; the
+scan's current reading by :mod:`inference.selectors`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from auditlog.models import LogEntry
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, When
+
+from cases.diagnoses import Urgency
+from cases.models import Scan
+from cases.roles import Role, user_roles
+from inference.selectors import prediction_current, prediction_current_value, predictions_current_values
+
+from . import blinding
+from .models import Grade, Review, Tier
+
+WORKLIST_STAGES: dict[int, tuple[str, ...]] = {
+    Tier.QUALITY: (Review.Stage.RECEIVED, Review.Stage.QUALITY_CONTROL),
+    Tier.GRADING: (Review.Stage.GRADING,),
+    Tier.VERIFICATION: (Review.Stage.VERIFICATION, Review.Stage.ARBITRATION),
+}
+
+
+def may_act_in_tier(user: Any, tier: int) -> bool:
+    """Whether the user's role lets them grade in ``tier``.
+
+    Admins may act as tier 3 (senior verification) but not in tiers 1 and 2, so a
+    superuser never silently counts as an independent tier 2 grader.
+    """
+    held = user_roles(user)
+    if tier == Tier.VERIFICATION:
+        return Role.GRADER_T3.value in held or Role.ADMIN.value in held
+    role = {Tier.QUALITY: Role.GRADER_T1, Tier.GRADING: Role.GRADER_T2}.get(tier)
+    return role is not None and role.value in held
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The label a grader is asked to confirm or correct."""
+
+    label: str  # blank when there is nothing to verify against
+    origin: str  # "source" | "model" | ""
+    origin_detail: str
+    prediction: Any | None
+
+
+def reference_for(*, scan: Scan) -> Reference:
+    """The scan's current label: its source label if set, else the model's current reading.
+
+    Callers must check ``blinding.may_see_reading`` before showing it.
+    """
+    prediction = prediction_current(scan=scan)
+    if scan.source_label:
+        return Reference(scan.source_label, "source", scan.source_label_origin, prediction)
+    if prediction is not None and prediction.gate_passed and prediction.predicted:
+        return Reference(prediction.predicted, "model", prediction.model_version.label, prediction)
+    return Reference("", "", "", prediction)
+
+
+def review_get(*, scan: Scan) -> Review:
+    """The scan's review (opened when the scan was submitted)."""
+    review = Review.objects.filter(scan=scan).select_related("verified_by").first()
+    if review is None:  # a scan row made outside the intake service: show it as just received
+        review = Review(scan=scan, stage=Review.Stage.RECEIVED, required_grades=settings.VERIFICATION_REQUIRED_GRADES)
+    return review
+
+
+def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
+    """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
+
+    Excludes scans the grader already acted on in any tier and, for tier 2, scans
+    whose required number of independent grades is already in. "Urgent" is the
+    scan's current reading (``inference.selectors.prediction_current_value``).
+    """
+    if not may_act_in_tier(user, tier):
+        return Scan.objects.none()
+    qs = (
+        Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
+        .exclude(grades__grader=user)
+        .annotate(
+            model_urgency=prediction_current_value("urgency"),
+            model_urgent=Case(When(model_urgency=Urgency.URGENT, then=True), default=False, output_field=BooleanField()),
+        )
+        .select_related("review", "case", "case__patient")
+    )
+    if tier == Tier.GRADING:
+        qs = qs.annotate(
+            tier2_count=Count(
+                "grades",
+                filter=Q(grades__tier=Tier.GRADING, grades__superseded_by__isnull=True),
+                distinct=True,
+            )
+        ).filter(tier2_count__lt=F("review__required_grades"))
+    return qs.order_by("-model_urgent", "uploaded_at", "id")
+
+
+def next_in_worklist(*, user: Any, tier: int, after: Scan | None = None) -> Scan | None:
+    """The first scan of the grader's worklist (other than ``after``)."""
+    qs = worklist_for(user=user, tier=tier)
+    if after is not None:
+        qs = qs.exclude(pk=after.pk)
+    return qs.first()
+
+
+def review_state(*, user: Any, scan: Scan) -> dict[str, Any]:
+    """Everything a page or API response shows about a scan's verification, blinded for ``user``."""
+    see_ref = blinding.may_see_reading(user=user, scan=scan)
+    return {
+        "review": review_get(scan=scan),
+        "grades": list(blinding.grades_visible(user=user, scan=scan)),
+        "may_see_reference": see_ref,
+        "reference": reference_for(scan=scan) if see_ref else None,
+    }
+
+
+def statistics_rows() -> dict[str, Any]:
+    """Raw, ORM-free rows the statistics page feeds to ``statistics``: current grades,
+    final labels, source labels and the scans' current readings."""
+    grades = list(
+        Grade.objects.current()
+        .select_related("grader")
+        .values("scan_id", "tier", "grader_id", "grader__username", "label", "accepted", "exclusion_reason", "time_taken_ms")
+    )
+    reviews = list(Review.objects.values("scan_id", "stage", "final_label"))
+    sources = dict(Scan.objects.exclude(source_label="").values_list("id", "source_label"))
+    predictions = {
+        scan_id: predicted
+        for scan_id, predicted, gate_passed in predictions_current_values("predicted", "gate_passed")
+        if gate_passed and predicted
+    }
+    return {"grades": grades, "reviews": reviews, "sources": sources, "predictions": predictions}
+
+
+def verified_reviews() -> QuerySet[Review]:
+    """Verified reviews with their scan, case and patient, oldest scan first."""
+    return (
+        Review.objects.filter(stage=Review.Stage.VERIFIED)
+        .select_related("scan", "scan__case", "scan__case__patient", "verified_by")
+        .order_by("scan__uploaded_at", "scan_id")
+    )
+
+
+def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
+    """Audit log entries of a scan, its review and its grades, newest first (admins only)."""
+    types = ContentType.objects.get_for_models(Scan, Review, Grade)
+    grade_ids = [str(pk) for pk in Grade.objects.filter(scan=scan).values_list("pk", flat=True)]
+    review_ids = [str(pk) for pk in Review.objects.filter(scan=scan).values_list("pk", flat=True)]
+    return (
+        LogEntry.objects.filter(
+            Q(content_type=types[Scan], object_pk=str(scan.pk))
+            | Q(content_type=types[Review], object_pk__in=review_ids)
+            | Q(content_type=types[Grade], object_pk__in=grade_ids)
+        )
+        .select_related("actor", "content_type")
+        .order_by("-timestamp", "-id")
+    )
