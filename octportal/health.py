@@ -72,8 +72,13 @@ def check_broker() -> str:
     if not _broker_configured():
         return "not configured (tasks run in-process)"
     with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=_timeout())
+        _connect(conn)
     return "ok"
+
+
+def _connect(conn: Any) -> None:
+    # One attempt, no back-off: a probe must answer within its own timeout.
+    conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=_timeout())
 
 
 def check_storage() -> str:
@@ -93,8 +98,10 @@ def check_worker() -> str:
         return "not configured (tasks run in-process)"
     if not settings.OCT_HEALTH_REQUIRE_WORKER:
         return "not required"
-    # limit=1: return on the first reply instead of waiting out the whole timeout.
-    replies = celery_app.control.ping(timeout=_timeout(), limit=1)
+    with celery_app.connection_for_write() as conn:
+        _connect(conn)  # a broker that is down fails here at once, not after the ping's retries
+        # limit=1: return on the first reply instead of waiting out the whole timeout.
+        replies = celery_app.control.ping(timeout=_timeout(), limit=1, connection=conn)
     if not replies:
         raise CheckFailed("no worker answered")
     return "ok"
