@@ -195,10 +195,6 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # wait in a worker's prefetch, and longer than any retry countdown (else duplicates).
 # Recovery from a dead worker does not wait for it: the sweep re-enqueues sooner.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
-# Health endpoints (octportal.health): seconds a broker connect or worker ping may take,
-# and whether /readyz needs a worker to answer when a broker is configured.
-OCT_HEALTH_TIMEOUT_S = env.float("OCT_HEALTH_TIMEOUT_S", default=2.0)
-OCT_HEALTH_REQUIRE_WORKER = env.bool("OCT_HEALTH_REQUIRE_WORKER", default=True)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
@@ -207,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.int("OCT_SWEEP_INTERVAL_S", default=15),
     },
 }
+
+# Health endpoints (octportal.health): seconds a broker connect or worker ping may take,
+# and whether /readyz needs a worker to answer when a broker is configured.
+OCT_HEALTH_TIMEOUT_S = env.float("OCT_HEALTH_TIMEOUT_S", default=2.0)
+OCT_HEALTH_REQUIRE_WORKER = env.bool("OCT_HEALTH_REQUIRE_WORKER", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

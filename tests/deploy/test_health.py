@@ -147,3 +147,15 @@ def test_healthcheck_command_exits_non_zero_when_nothing_listens(monkeypatch):
     monkeypatch.setenv("OCT_HEALTH_PORT", "9")
     monkeypatch.setattr("sys.argv", ["health", "--ready"])
     assert health.main() == 1
+
+
+def test_a_web_tier_can_leave_the_worker_out_of_readiness(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"
+    settings.OCT_HEALTH_REQUIRE_WORKER = False
+    healthy, results = health.run_checks({"worker": health.check_worker})
+    assert healthy and results["worker"]["status"] == "not required"
+
+
+def test_apps_register_their_own_checks():
+    # The bottom layer knows no app: the model check comes from InferenceConfig.ready().
+    assert health.READINESS_CHECKS["model"] is inference_health.check_model
