@@ -5,6 +5,8 @@ import sys
 
 
 def main() -> None:
+    # Development default, for local use (runserver, seed_demo); servers import
+    # octportal.wsgi, whose default is production.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "octportal.settings.base")
     from django.core.management import execute_from_command_line
 

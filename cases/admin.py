@@ -100,6 +100,8 @@ class ScanAdmin(admin.ModelAdmin):
     # FileField's own widget links to MEDIA_URL, which deliberately does not exist.
     @admin.display(description="Original file")
     def original_file(self, obj: Scan) -> str:
+        if not obj.original:
+            return "not kept (OCT_KEEP_UPLOADED_FILES is off)"
         url = reverse("cases:scan_image", args=[obj.pk]) + "?original=1"
         return format_html('{} (<a href="{}">download</a>)', obj.original.name, url)
 

@@ -62,17 +62,35 @@ class CaseOutput(serializers.ModelSerializer):
 
 
 class ScanOutput(serializers.ModelSerializer):
+    """A scan as the caller may see it: graders get the neutral scan code instead of the
+    uploaded file name, no link to the uploaded bytes, and, while blinded, no source
+    label and no failure detail (both come from the label or the model)."""
+
     image_url = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
+    original_name = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     source_label = serializers.SerializerMethodField()
+    status_detail = serializers.SerializerMethodField()
 
     class Meta:
         model = Scan
         fields = [
-            "id", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
+            "id", "code", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
             "status", "status_detail", "source_label", "uploaded_at", "url", "image_url", "original_url",
         ]
+
+    def _user(self) -> Any:
+        return self.context["request"].user
+
+    def _visible(self, obj: Scan) -> bool:
+        # One blinding query for the whole page (the context is shared with the list).
+        visible = self.context.get("reference_visible_ids")
+        if visible is None:
+            scans = self.parent.instance if self.parent is not None else [obj]
+            visible = blinding.reading_visible_ids(user=self._user(), scan_ids=[s.pk for s in scans])
+            self.context["reference_visible_ids"] = visible
+        return obj.pk in visible
 
     def get_url(self, obj: Scan) -> str:
         return reverse("cases-api:scan_detail", args=[obj.pk])
@@ -80,17 +98,19 @@ class ScanOutput(serializers.ModelSerializer):
     def get_image_url(self, obj: Scan) -> str:
         return reverse("cases:scan_image", args=[obj.pk])
 
-    def get_original_url(self, obj: Scan) -> str:
+    def get_original_url(self, obj: Scan) -> str | None:
+        if not obj.original or not blinding.may_see_file_names(self._user()):
+            return None
         return reverse("cases:scan_image", args=[obj.pk]) + "?original=1"
 
+    def get_original_name(self, obj: Scan) -> str:
+        return blinding.scan_display_name(user=self._user(), scan=obj)
+
     def get_source_label(self, obj: Scan) -> str | None:
-        # One blinding query for the whole page (the context is shared with the list).
-        visible = self.context.get("reference_visible_ids")
-        if visible is None:
-            scans = self.parent.instance if self.parent is not None else [obj]
-            visible = blinding.reading_visible_ids(user=self.context["request"].user, scan_ids=[s.pk for s in scans])
-            self.context["reference_visible_ids"] = visible
-        return obj.source_label if obj.pk in visible else None
+        return obj.source_label if self._visible(obj) else None
+
+    def get_status_detail(self, obj: Scan) -> str:
+        return obj.status_detail if self._visible(obj) else ""
 
 
 # --- input serializers ----------------------------------------------------------------
@@ -117,9 +137,12 @@ def _int_param(request: Request, name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise DomainError(f"The parameter '{name}' must be an integer id.", errors={name: ["Must be an integer id."]}) from None
+        raise DomainError(f"{name}: Must be an integer id.", errors={name: ["Must be an integer id."]}) from None
+    if not 0 < value < 2**63:  # beyond a database integer (SQLite raises OverflowError)
+        raise DomainError(f"{name}: Must be an integer id.", errors={name: ["Must be an integer id."]})
+    return value
 
 
 # --- endpoints ------------------------------------------------------------------------
@@ -177,6 +200,7 @@ class CaseScanUploadApi(ClinicApi):
     """POST multipart ``files`` (one or more) into a case; answer what was accepted and rejected."""
 
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "upload"
 
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)

@@ -12,6 +12,15 @@ class CasesConfig(AppConfig):
 
         # Creates, changes and deletes are logged automatically; views of scan
         # images send auditlog's ``accessed`` signal (cases.views.scan_image).
-        auditlog.register(Patient)
-        auditlog.register(Case)
-        auditlog.register(Scan, exclude_fields=["status_changed_at", "analysis_attempts"])
+        from auditlog.models import LogEntry
+        from django.db.models.signals import pre_save
+
+        from .audit import FREE_TEXT_FIELDS, neutral_object_repr
+
+        mask = {"mask_callable": "cases.audit.redact"}
+        auditlog.register(Patient, mask_fields=FREE_TEXT_FIELDS["patient"], **mask)
+        auditlog.register(Case, mask_fields=FREE_TEXT_FIELDS["case"], **mask)
+        auditlog.register(Scan, exclude_fields=["status_changed_at", "analysis_attempts"],
+                          mask_fields=FREE_TEXT_FIELDS["scan"], **mask)
+        # No identifier or file name in the entries' text (cases.audit).
+        pre_save.connect(neutral_object_repr, sender=LogEntry, dispatch_uid="cases-audit-neutral-repr")

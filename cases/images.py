@@ -19,7 +19,15 @@ Decisions (each rejection raises ``ImageRejected`` with a message for people):
   is usually a whole volume, and silently keeping its first frame would register a
   different image than the clinician meant. Upload each B-scan as its own file.
 * Transparency is composited onto black (the background of an OCT B-scan).
+* Images smaller than ``MIN_SIDE_PX`` (128 px) on either side are refused: no OCT
+  device exports a B-scan that small (they are 496 to 1024 px tall), so such a file is
+  a thumbnail, an icon or a crop, and the model's input alone is 224 px.
 * EXIF orientation is applied before conversion.
+* The derived PNG is rebuilt from decoded pixels alone: no EXIF, XMP, ICC profile or
+  text chunk of the upload reaches it, and neither do bytes appended to or hidden in
+  the original (a JPEG+HTML polyglot). The original file is kept as uploaded (its
+  SHA-256 is the scan's identity) and only ever served as a download with
+  ``nosniff`` and a sandbox CSP.
 * 16-bit, 32-bit and float images are windowed between the 0.1th and 99.9th
   percentiles. A 16-bit OCT export rarely spans 0..65535: detector data often lives
   in 12 bits (0..4095) and a few specular pixels (the RPE, reflections) are far
@@ -40,6 +48,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from octportal.errors import DomainError
 
+from .pixels import colour_saturation
+
 ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")
 ACCEPTED_FORMATS_TEXT = "JPEG, PNG, TIFF or BMP"
 # MPO is how Pillow names a JPEG carrying extra "multi-picture" data; one frame is a JPEG.
@@ -53,6 +63,8 @@ HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 ACCEPTED_MODES = GREY_MODES | ALPHA_OR_PALETTE_MODES | COLOUR_MODES | HIGH_DEPTH_MODES
 
 WINDOW_PERCENTILES = (0.1, 99.9)
+# Smallest width and height accepted (settings.OCT_UPLOAD_MIN_SIDE_PX overrides it).
+MIN_SIDE_PX = 128
 
 # Magic numbers of the accepted formats: a file that starts like one of them but
 # that Pillow cannot open is corrupt, not "some other kind of file".
@@ -191,7 +203,7 @@ def _open(data: bytes) -> Image.Image:
     raise ImageRejected(f"Unsupported image format {fmt}. Accepted formats: {ACCEPTED_FORMATS_TEXT}.")
 
 
-def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
+def inspect_and_convert(data: bytes, *, max_pixels: int, min_side: int = MIN_SIDE_PX) -> ConvertedImage:
     """Validate image bytes and return their 8-bit grey PNG rendering.
 
     Check everything that can be read from the header (format, frame count, size,
@@ -212,6 +224,11 @@ def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageRejected(CORRUPT_MESSAGE)
+    if width < min_side or height < min_side:
+        raise ImageRejected(
+            f"The image is too small to be a B-scan ({width} × {height} px); the minimum is "
+            f"{min_side} × {min_side} px."
+        )
     if width * height > max_pixels:
         raise ImageRejected(
             f"The image has too many pixels ({width:,} × {height:,} = {width * height:,}); "
@@ -235,6 +252,8 @@ def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
         grey = to_grey8(ImageOps.exif_transpose(img))
     except _DECODE_ERRORS:
         raise ImageRejected(CORRUPT_MESSAGE) from None
+    # A fresh image from the pixels alone: ``info`` (EXIF, ICC profile, text) stays behind.
+    grey = Image.frombytes("L", grey.size, grey.tobytes())
     buf = io.BytesIO()
     # Fast zlib level: this is a derived copy (the original bytes are kept), and level 6
     # costs ~3x the time in the upload request for ~15% less disk.
@@ -249,21 +268,6 @@ def inspect_and_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
         png=buf.getvalue(),
         saturation=colour_saturation(img),
     )
-
-
-def colour_saturation(image: Image.Image) -> float:
-    """Return the mean HSV saturation (0..1) of a downscaled copy; 0 for grey images.
-
-    Measured on the file as uploaded: the input gate refuses colour photographs, and
-    the grey copy that is stored and analysed no longer shows their colour.
-    """
-    if image.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "1"):
-        return 0.0
-    small = image.convert("RGB")
-    small.thumbnail((128, 128))
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float32)
-    return float(hsv[..., 1].mean() / 255.0)
-
 
 def to_grey8(img: Image.Image) -> Image.Image:
     """Return an 8-bit grey (mode ``L``) rendering of a decoded image."""

@@ -104,8 +104,9 @@ def scan_image_path(instance: "Scan", filename: str) -> str:
 class Scan(models.Model):
     """One OCT B-scan image of a case.
 
-    ``original`` keeps the uploaded bytes untouched; ``image`` is the 8-bit grey
-    PNG the pipeline and the viewer use. ``status`` tracks the automated reading.
+    ``original`` keeps the uploaded bytes untouched where the installation keeps them
+    (``OCT_KEEP_UPLOADED_FILES``); ``image`` is the 8-bit grey PNG, rebuilt from the
+    pixels alone (no metadata), that the pipeline, the viewer and graders use. ``status`` tracks the automated reading.
     """
 
     class Status(models.TextChoices):
@@ -117,7 +118,12 @@ class Scan(models.Model):
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="scans")
-    original = models.FileField(upload_to=scan_original_path, max_length=255)
+    original = models.FileField(
+        upload_to=scan_original_path,
+        max_length=255,
+        blank=True,
+        help_text="The uploaded bytes, kept only where OCT_KEEP_UPLOADED_FILES is on (they may carry metadata).",
+    )
     image = models.FileField(upload_to=scan_image_path, max_length=255)
     sha256 = models.CharField(max_length=64, db_index=True, help_text="SHA-256 of the original bytes.")
     original_name = models.CharField(max_length=255)
@@ -155,6 +161,11 @@ class Scan(models.Model):
 
     def __str__(self) -> str:
         return f"Scan {self.pk} ({self.original_name})"
+
+    @property
+    def code(self) -> str:
+        """A neutral name for people who may not see the uploaded file name (graders)."""
+        return f"SCAN-{self.pk:06d}"
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])

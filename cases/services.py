@@ -176,7 +176,9 @@ def scan_register(
         raise Conflict("This case is closed; reopen it before adding scans.")
     name = upload_name(file)
     data = images.read_upload(file, max_bytes=settings.OCT_UPLOAD_MAX_BYTES)
-    converted = images.inspect_and_convert(data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS)
+    converted = images.inspect_and_convert(
+        data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS, min_side=settings.OCT_UPLOAD_MIN_SIDE_PX
+    )
     existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
     if existing is not None:
         raise Conflict(_duplicate_message(existing))
@@ -198,7 +200,8 @@ def scan_register(
     try:
         with transaction.atomic():
             # The stored name carries the detected format's extension, never the uploaded one.
-            scan.original.save("original" + converted.extension, ContentFile(data), save=False)
+            if settings.OCT_KEEP_UPLOADED_FILES:
+                scan.original.save("original" + converted.extension, ContentFile(data), save=False)
             scan.image.save("image.png", ContentFile(converted.png), save=False)
             _full_clean(scan)
             scan.save()

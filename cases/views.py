@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from auditlog.signals import accessed
 
 from intake import services as intake_services
-from octportal.errors import DomainError
+from octportal.errors import DomainError, Forbidden, NotFound
 from verification import blinding
 
 from . import selectors, services
@@ -181,7 +181,11 @@ def scan_image(request: HttpRequest, pk: int) -> FileResponse:
     """Serve a scan's grey PNG (or with ``?original=1`` the uploaded file), privately."""
     scan = selectors.scan_image_get(user=request.user, scan_id=pk)
     original = request.GET.get("original") == "1"
+    if original and not blinding.may_see_file_names(request.user):
+        raise Forbidden("Only clinic staff can download the uploaded file; graders see the stored image.")
     field = scan.original if original else scan.image
+    if not field:
+        raise NotFound("This installation does not keep uploaded files; the stored image is de-identified.")
     try:
         handle = field.open("rb")
     except FileNotFoundError:

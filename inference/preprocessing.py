@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from cases.images import colour_saturation
+from cases.pixels import colour_saturation
 from inference.card import load_model_json
 
 #: Defaults used when model.json carries no ``preprocessing`` section (e.g. while

@@ -23,7 +23,7 @@ def scan_status_payload(request: HttpRequest, scan, *, fragment: str = "result")
         user=request.user, scan=scan, visible=blinding.may_see_reading(user=request.user, scan=scan)
     )
     payload: dict = {"id": scan.pk, "status": scan.status, "status_label": scan.get_status_display()}
-    if scan.status == scan.Status.FAILED:
+    if scan.status == scan.Status.FAILED and analysis.visible:
         payload["detail"] = scan.status_detail
     if analysis.result is not None:
         p = analysis.result

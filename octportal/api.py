@@ -9,7 +9,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from .errors import DomainError
+from .errors import DomainError, validation_summary
 
 
 def validated(input_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -19,6 +19,5 @@ def validated(input_class: type[serializers.Serializer], data: Any) -> dict[str,
     serializer = input_class(data=data)
     if not serializer.is_valid():
         errors = {name: [str(m) for m in msgs] if isinstance(msgs, list) else msgs for name, msgs in serializer.errors.items()}
-        fields = ", ".join(sorted(k for k in errors if k != "non_field_errors"))
-        raise DomainError(f"The request is not valid ({fields or 'see errors'}).", errors=errors)
+        raise DomainError(validation_summary(errors), errors=errors)
     return dict(serializer.validated_data)

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -58,10 +59,37 @@ class DomainErrorMiddleware:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF handler: DomainError -> {"detail": message, "errors": ...} with its status."""
+    """DRF handler: DomainError -> {"detail": message, "errors": ...}; field errors gain a "detail"."""
     if isinstance(exc, DomainError):
         body: dict[str, Any] = {"detail": exc.message}
         if exc.errors:
             body["errors"] = exc.errors
         return Response(body, status=exc.status_code)
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(exc, ValidationError):
+        response.data = _validation_body(response.data)
+    return response
+
+
+def _first_message(value: Any) -> str:
+    if isinstance(value, dict):
+        if "message" in value and isinstance(value["message"], str):  # Django form get_json_data()
+            return value["message"]
+        for key, item in value.items():
+            text = _first_message(item)
+            if text:
+                return text if key in ("detail", "non_field_errors", "__all__") else f"{key}: {text}"
+        return ""
+    if isinstance(value, (list, tuple)):
+        return next((t for t in (_first_message(v) for v in value) if t), "")
+    return str(value)
+
+
+def validation_summary(errors: Any) -> str:
+    """The first field error as a sentence for people, e.g. ``birth_year: A valid integer is required.``"""
+    return _first_message(errors) or "Invalid request."
+
+
+def _validation_body(data: Any) -> dict[str, Any]:
+    """The one API dialect for invalid input too: ``{"detail": summary, "errors": {field: [...]}}``."""
+    return {"detail": validation_summary(data), "errors": data}

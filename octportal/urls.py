@@ -5,8 +5,15 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("account/", include("octportal.account")),
     path("", include("cases.urls")),
     path("analysis/", include("inference.urls")),
     path("verification/", include("verification.urls")),
     path("api/", include("octportal.api_urls")),
 ]
+
+# JSON under /api/, the templates elsewhere.
+handler400 = "octportal.error_views.bad_request"
+handler403 = "octportal.error_views.permission_denied"
+handler404 = "octportal.error_views.page_not_found"
+handler500 = "octportal.error_views.server_error"

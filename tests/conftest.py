@@ -84,6 +84,15 @@ def _fresh_content_type_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """API throttle counters live in the cache and user ids repeat across tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 @pytest.fixture
 def browser_page(monkeypatch):
     """A Playwright page in headless Debian Chromium (skips when either is missing)."""

@@ -88,14 +88,14 @@ def encode_image(img: Image.Image, fmt: str, **params) -> bytes:
     return buf.getvalue()
 
 
-def bscan_image(width: int = 64, height: int = 48, seed: int | None = None) -> Image.Image:
+def bscan_image(width: int = 160, height: int = 128, seed: int | None = None) -> Image.Image:
     """A small decoded synthetic B-scan (mode L)."""
     img = Image.open(io.BytesIO(synthetic_bscan_png(width, height, seed=seed)))
     img.load()
     return img
 
 
-def bscan_bytes(fmt: str = "PNG", width: int = 64, height: int = 48, seed: int | None = None, mode: str = "L") -> bytes:
+def bscan_bytes(fmt: str = "PNG", width: int = 160, height: int = 128, seed: int | None = None, mode: str = "L") -> bytes:
     """A synthetic B-scan encoded as ``fmt`` in ``mode`` (L, RGB, P, CMYK...)."""
     img = bscan_image(width, height, seed=seed)
     if mode != "L":
@@ -103,7 +103,7 @@ def bscan_bytes(fmt: str = "PNG", width: int = 64, height: int = 48, seed: int |
     return encode_image(img, fmt)
 
 
-def bscan16_tiff(width: int = 64, height: int = 48, *, max_value: int = 4095, hot_pixel: bool = True,
+def bscan16_tiff(width: int = 160, height: int = 128, *, max_value: int = 4095, hot_pixel: bool = True,
                  big_endian: bool = False) -> tuple[bytes, np.ndarray]:
     """A 16-bit grey TIFF like a 12-bit OCT export, with one saturated specular pixel.
 

@@ -45,7 +45,7 @@ class GradeOutput(serializers.ModelSerializer):
 
 class WorklistItemOutput(serializers.ModelSerializer):
     stage = serializers.CharField(source="review.stage")
-    model_urgent = serializers.BooleanField()
+    model_urgent = serializers.BooleanField(allow_null=True, help_text="null where the tier is blinded to the model")
     tier2_grades = serializers.IntegerField(source="tier2_count", default=None)
     url = serializers.SerializerMethodField()
 

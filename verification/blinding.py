@@ -14,7 +14,10 @@ The rule:
   ``VERIFICATION_READING_CENTRE_MODE`` is on, neither the current label nor the
   model's reading. Someone who is tier 2 *and* tier 3 (or admin) stays blinded while
   the scan is still open for tier 2 grading, since they could still grade it
-  independently; after that they see everything, as tier 3 does.
+  independently; after that they see everything, as tier 3 does;
+* in reading-centre mode the tier 2 worklist is not ordered or badged by the model;
+* uploaded file names and the uploaded bytes are for clinic staff (and admins)
+  only: graders see a neutral scan code and the stored, de-identified image.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from cases.roles import Role, user_roles
+from cases.roles import Role, has_role, user_roles
 
 from .models import Grade, Review, Tier
 
@@ -108,3 +111,20 @@ def grades_visible_by_scan(*, user: Any, scans: list[Any]) -> dict[int, list[Gra
             continue
         out[g.scan_id].append(g)
     return out
+
+
+def may_see_file_names(user: Any) -> bool:
+    """Uploaded file names (which may carry patient names or record numbers) and the
+    uploaded bytes are for clinic staff and admins only."""
+    return has_role(user, Role.CLINICIAN)
+
+
+def scan_display_name(*, user: Any, scan: Any) -> str:
+    """The scan's file name for clinic staff, its neutral code for everyone else."""
+    return scan.original_name if may_see_file_names(user) else scan.code
+
+
+def worklist_uses_reading(*, tier: int) -> bool:
+    """Whether a tier's worklist may be ordered and badged by the model's reading:
+    not tier 2 in reading-centre mode, where the order itself would tell the reading."""
+    return not (tier == Tier.GRADING and settings.VERIFICATION_READING_CENTRE_MODE)

@@ -11,7 +11,7 @@ from typing import Any
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, When
+from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, Value, When
 
 from cases.diagnoses import Urgency
 from cases.models import Scan
@@ -77,17 +77,22 @@ def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
 
     Excludes scans the grader already acted on in any tier and, for tier 2, scans
     whose required number of independent grades is already in. "Urgent" is the
-    scan's current reading (``inference.selectors.prediction_current_value``).
+    scan's current reading (``inference.selectors.prediction_current_value``), where
+    ``blinding.worklist_uses_reading`` allows it; otherwise oldest first.
     """
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
+    if blinding.worklist_uses_reading(tier=tier):
+        urgent = Case(
+            When(model_urgency=Urgency.URGENT, then=True), default=False, output_field=BooleanField()
+        )
+        annotations = {"model_urgency": prediction_current_value("urgency"), "model_urgent": urgent}
+    else:  # the order must not tell a blinded tier 2 grader what the model thinks
+        annotations = {"model_urgent": Value(None, output_field=BooleanField(null=True))}
     qs = (
         Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
         .exclude(grades__grader=user)
-        .annotate(
-            model_urgency=prediction_current_value("urgency"),
-            model_urgent=Case(When(model_urgency=Urgency.URGENT, then=True), default=False, output_field=BooleanField()),
-        )
+        .annotate(**annotations)
         .select_related("review", "case", "case__patient")
     )
     if tier == Tier.GRADING:
@@ -98,7 +103,9 @@ def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
                 distinct=True,
             )
         ).filter(tier2_count__lt=F("review__required_grades"))
-    return qs.order_by("-model_urgent", "uploaded_at", "id")
+    if "model_urgency" in annotations:
+        return qs.order_by("-model_urgent", "uploaded_at", "id")
+    return qs.order_by("uploaded_at", "id")
 
 
 def next_in_worklist(*, user: Any, tier: int, after: Scan | None = None) -> Scan | None:

@@ -16,7 +16,7 @@ from cases.diagnoses import Diagnosis
 from cases.models import Scan
 from cases.roles import Role, role_required
 
-from . import exports, selectors, services
+from . import blinding, exports, selectors, services
 from . import statistics as stats
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
@@ -37,7 +37,13 @@ def _require_tier(request: HttpRequest, tier: int) -> None:
 def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     _require_tier(request, tier)
     page = Paginator(selectors.worklist_for(user=request.user, tier=tier), 50).get_page(request.GET.get("page"))
-    return render(request, "verification/worklist.html", {"tier": tier, "tier_label": Tier(tier).label, "page": page})
+    context = {
+        "tier": tier,
+        "tier_label": Tier(tier).label,
+        "page": page,
+        "uses_reading": blinding.worklist_uses_reading(tier=tier),
+    }
+    return render(request, "verification/worklist.html", context)
 
 
 @login_required

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "auditlog",
+    "axes",
+    "csp",
     "cases",
     "inference",
     "verification",
@@ -45,14 +47,22 @@ MIDDLEWARE = [
     # First: probes get /healthz and /readyz without host checks, sessions or auth.
     "octportal.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "octportal.middleware.ResponseHeadersMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF: it parses form bodies first, so Django's upload limits get the app's message.
+    "octportal.middleware.RequestGuardMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    # The trusted-proxy client address, not the left-most X-Forwarded-For (octportal.security).
+    "octportal.middleware.AuditlogMiddleware",
     "octportal.errors.DomainErrorMiddleware",
+    "octportal.middleware.ApiExceptionMiddleware",
+    # Last: it must see the answer of the login view to count a failed sign-in.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "octportal.urls"
@@ -91,11 +101,36 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("OCT_PASSWORD_MIN_LENGTH", default=12)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out account or address before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
+# A clinic day by default; a shared workstation can also end the session with the browser.
+SESSION_COOKIE_AGE = env.int("OCT_SESSION_AGE_S", default=8 * 3600)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("OCT_SESSION_EXPIRE_AT_BROWSER_CLOSE", default=False)
+
+# Addresses of the reverse proxies whose X-Forwarded-For is believed (IPs or CIDRs).
+OCT_TRUSTED_PROXIES = env.list("OCT_TRUSTED_PROXIES", default=[])
+
+# Sign-in lockout (django-axes): per account and, separately, per client address.
+AXES_FAILURE_LIMIT = env.int("OCT_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("OCT_LOGIN_COOLOFF_S", default=15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "octportal.security.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "octportal.security.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Failures only: a success row per sign-in would be a second, unreviewed access log.
+AXES_DISABLE_ACCESS_LOG = True
 LOGIN_REDIRECT_URL = "cases:home"
 LOGOUT_REDIRECT_URL = "cases:home"
 
@@ -150,6 +185,11 @@ STORAGES = {
 OCT_UPLOAD_MAX_BYTES = env.int("OCT_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
 OCT_UPLOAD_MAX_PIXELS = env.int("OCT_UPLOAD_MAX_PIXELS", default=40_000_000)
 OCT_UPLOAD_MAX_FILES = env.int("OCT_UPLOAD_MAX_FILES", default=100)
+# Keep the uploaded bytes beside the de-identified grey copy? They may carry names and
+# dates in EXIF/XMP/text chunks, so only where the clinic needs them (never served to graders).
+OCT_KEEP_UPLOADED_FILES = env.bool("OCT_KEEP_UPLOADED_FILES", default=False)
+# Smallest width and height of a B-scan (a smaller image is a thumbnail or an icon).
+OCT_UPLOAD_MIN_SIDE_PX = env.int("OCT_UPLOAD_MIN_SIDE_PX", default=128)
 # Django refuses bodies larger than this before our validation runs; leave room for a batch.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -174,8 +214,10 @@ OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" /
 
 # Tiered verification.
 VERIFICATION_REQUIRED_GRADES = max(1, env.int("VERIFICATION_REQUIRED_GRADES", default=2))
-# Reading-centre mode hides the current label and the model from tier 2 until they grade.
-VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=False)
+# Reading-centre mode (the default) hides the current label and everything derived from
+# the model from tier 2 until they grade: independent grading. False gives tier 2
+# "confirm or correct" (they see the current label and the model's reading).
+VERIFICATION_READING_CENTRE_MODE = env.bool("VERIFICATION_READING_CENTRE_MODE", default=True)
 # Key of the keyed hash that pseudonymises patients in exports (falls back to SECRET_KEY).
 VERIFICATION_EXPORT_KEY = env("VERIFICATION_EXPORT_KEY", default="")
 
@@ -218,14 +260,69 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "octportal.errors.api_exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "octportal.parsers.JSONObjectParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "octportal.throttling.ClientAnonRateThrottle",
+        "octportal.throttling.ClientUserRateThrottle",
+        "octportal.throttling.TokenRateThrottle",
+        "octportal.throttling.ClientScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("OCT_API_RATE_ANON", default="30/min"),
+        "user": env("OCT_API_RATE_USER", default="600/min"),
+        "token": env("OCT_API_RATE_TOKEN", default="600/min"),
+        "upload": env("OCT_API_RATE_UPLOAD", default="60/min"),
+    },
 }
 
+# Throttle counters; one process keeps its own unless CACHE_URL names a shared cache (Redis).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 AUDITLOG_INCLUDE_ALL_MODELS = False
+
+# Security headers (production.py adds HSTS, SSL redirect and secure cookies).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and style sheets from this site only, no
+# inline <script> or <style>. Style *attributes* stay allowed: templates set bar widths
+# and shares with them (style="--share: .42"); they cannot run script.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-elem": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # Query strings can carry patient identifiers (a search): every handler redacts them.
+    "filters": {"redact_query_strings": {"()": "octportal.logging.RedactQueryStrings"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_query_strings"]},
+    },
+    "loggers": {
+        # Django's own handlers (console when DEBUG, mail_admins, the development server's
+        # access log) would bypass the filter: route its loggers to ours instead.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
 }

@@ -11,10 +11,14 @@ from tests.factories import CaseFactory
 
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path) -> Path:
-    """Every test writes media into its own empty folder, so 'nothing stored' is checkable."""
+    """Every test writes media into its own empty folder, so 'nothing stored' is checkable.
+
+    These tests keep the uploaded bytes too (a clinic's choice, OCT_KEEP_UPLOADED_FILES),
+    so both stored files are checked; tests of the default set it back to False."""
     root = tmp_path / "media"
     root.mkdir()
     settings.MEDIA_ROOT = str(root)
+    settings.OCT_KEEP_UPLOADED_FILES = True
     return root
 
 

@@ -39,11 +39,11 @@ def decoded(png: bytes) -> Image.Image:
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "BMP"])
 def test_accepted_formats_convert_to_grey_png(fmt):
-    result = convert(bscan_bytes(fmt, 64, 48))
+    result = convert(bscan_bytes(fmt, 160, 128))
     assert result.format == fmt
-    assert (result.width, result.height) == (64, 48)
+    assert (result.width, result.height) == (160, 128)
     out = decoded(result.png)
-    assert out.format == "PNG" and out.mode == "L" and out.size == (64, 48)
+    assert out.format == "PNG" and out.mode == "L" and out.size == (160, 128)
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "P", "LA", "RGB", "RGBA"])
@@ -69,20 +69,20 @@ def test_sha256_and_size_describe_the_original_bytes():
 
 
 def test_rgb_grey_content_keeps_its_intensities():
-    grey = bscan_image(32, 24, seed=3)
+    grey = bscan_image(160, 128, seed=3)
     result = convert(encode_image(grey.convert("RGB"), "PNG"))
     assert np.array_equal(np.asarray(decoded(result.png)), np.asarray(grey))
 
 
 def test_transparency_is_composited_onto_black():
-    img = Image.new("LA", (8, 8), (200, 0))  # bright but fully transparent
+    img = Image.new("LA", (128, 128), (200, 0))  # bright but fully transparent
     result = convert(encode_image(img, "PNG"))
     assert np.asarray(decoded(result.png)).max() == 0
 
 
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_16bit_tiff_is_windowed_by_percentiles_not_divided_by_257(big_endian):
-    data, arr = bscan16_tiff(64, 48, max_value=4095, hot_pixel=True, big_endian=big_endian)
+    data, arr = bscan16_tiff(160, 128, max_value=4095, hot_pixel=True, big_endian=big_endian)
     result = convert(data)
     assert result.mode in ("I;16", "I;16B")
     out = np.asarray(decoded(result.png))
@@ -91,21 +91,21 @@ def test_16bit_tiff_is_windowed_by_percentiles_not_divided_by_257(big_endian):
     assert out.min() == 0
     # One saturated specular pixel must not flatten the tissue into darkness.
     assert np.percentile(out, 99) > 200
-    band_row = int(48 * 0.45)
-    assert out[band_row, 40] > out[5, 40] + 100
+    band_row = int(128 * 0.45)
+    assert out[band_row, 100] > out[5, 100] + 100
 
 
 def test_16bit_png_converts():
-    arr = (np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)
-    img = Image.frombytes("I;16", (64, 48), arr.astype("<u2").tobytes())
+    arr = (np.arange(160 * 128).reshape(128, 160) * 3).astype(np.uint16)
+    img = Image.frombytes("I;16", (160, 128), arr.astype("<u2").tobytes())
     out = np.asarray(decoded(convert(encode_image(img, "PNG")).png))
     assert out.min() == 0 and out.max() == 255
 
 
 @pytest.mark.parametrize("mode,dtype", [("I", np.int32), ("F", np.float32)])
 def test_32bit_and_float_tiff_convert(mode, dtype):
-    arr = np.linspace(-5.0, 1000.0, 64 * 48).reshape(48, 64).astype(dtype)
-    img = Image.frombytes(mode, (64, 48), arr.tobytes())
+    arr = np.linspace(-5.0, 1000.0, 160 * 128).reshape(128, 160).astype(dtype)
+    img = Image.frombytes(mode, (160, 128), arr.tobytes())
     result = convert(encode_image(img, "TIFF"))
     assert result.mode == mode
     out = np.asarray(decoded(result.png))
@@ -122,11 +122,11 @@ def test_window_handles_constant_and_non_finite_values():
 
 
 def test_exif_orientation_is_applied():
-    img = bscan_image(64, 48)
+    img = bscan_image(160, 128)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise for display
     result = convert(encode_image(img, "JPEG", exif=exif.tobytes()))
-    assert (result.width, result.height) == (48, 64)
+    assert (result.width, result.height) == (128, 160)
 
 
 def test_original_bytes_are_not_modified():
@@ -146,7 +146,7 @@ def test_truncated_jpeg_is_rejected_and_truncated_loading_stays_off():
 
 
 def test_corrupt_png_data_is_rejected():
-    data = bytearray(bscan_bytes("PNG", 128, 96))
+    data = bytearray(bscan_bytes("PNG", 160, 128))
     data[120:160] = b"\x00" * 40
     assert rejected(bytes(data)) == CORRUPT_MESSAGE
 
@@ -195,8 +195,8 @@ def test_multi_frame_tiff_is_rejected():
 
 
 def test_too_many_pixels_is_rejected_from_the_header():
-    assert rejected(bscan_bytes("PNG", 200, 100), max_pixels=10_000) == (
-        "The image has too many pixels (200 × 100 = 20,000); the limit is 10,000."
+    assert rejected(bscan_bytes("PNG", 300, 200), max_pixels=50_000) == (
+        "The image has too many pixels (300 × 200 = 60,000); the limit is 50,000."
     )
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import PurePath
 from unittest import mock
 
 import pytest
+from PIL import Image
 from django.db import IntegrityError, transaction
 
 from cases import services
@@ -112,14 +114,14 @@ def test_case_create_refuses_unknown_eye(clinician):
 
 
 def test_scan_register_stores_original_and_grey_png_and_queues_nothing(case, clinician, media_root):
-    data = bscan_bytes("JPEG", 64, 48)
+    data = bscan_bytes("JPEG", 160, 128)
     with mock.patch("inference.services.queue.scan_request_analysis") as request_analysis:
         scan = services.scan_register(case=case, file=upload("eye.jpg", data), uploaded_by=clinician)
     request_analysis.assert_not_called()
     scan.refresh_from_db()
     assert scan.original.read() == data
     assert scan.original.name.endswith(".jpg") and scan.image.name.endswith(".png")
-    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 64, 48)
+    assert (scan.format, scan.original_mode, scan.width, scan.height) == ("JPEG", "L", 160, 128)
     assert scan.original_name == "eye.jpg" and scan.uploaded_by == clinician
     assert scan.file_size == len(data)
     assert scan.status == Scan.Status.RECEIVED and scan.colour_saturation == 0.0
@@ -194,3 +196,11 @@ def test_lost_unique_race_is_a_duplicate_and_leaves_no_files(case, clinician, me
     assert info.value.message == f"Duplicate: this image is already in this case (scan #{first.pk}, first.png)."
     assert Scan.objects.count() == 1
     assert stored_files(media_root) == before
+
+
+def test_by_default_the_uploaded_bytes_are_not_kept(case, clinician, media_root, settings):
+    settings.OCT_KEEP_UPLOADED_FILES = False
+    scan = services.scan_register(case=case, file=upload("SMITH_JOHN.jpg", bscan_bytes("JPEG", 160, 128)),
+                                  uploaded_by=clinician)
+    assert not scan.original
+    assert [p.name for p in stored_files(media_root)] == [PurePath(scan.image.name).name]

@@ -288,14 +288,23 @@ def test_no_public_media_url(client, scan):
     assert client.get("/media/" + scan.image.name).status_code == 404
 
 
-def test_every_image_view_is_recorded_in_the_audit_trail(client, scan, grader_t2):
-    client.force_login(grader_t2)
+def test_every_image_view_is_recorded_in_the_audit_trail(client, scan, grader_t2, clinician):
     url = reverse("cases:scan_image", args=[scan.pk])
+    client.force_login(grader_t2)
     b"".join(client.get(url).streaming_content)
+    client.force_login(clinician)
     b"".join(client.get(url + "?original=1").streaming_content)
     entries = LogEntry.objects.get_for_object(scan).filter(action=LogEntry.Action.ACCESS)
     assert entries.count() == 2
-    assert {e.actor for e in entries} == {grader_t2}
+    assert {e.actor for e in entries} == {grader_t2, clinician}
+
+
+def test_graders_cannot_download_the_uploaded_bytes(client, scan, grader_t1, grader_t2, grader_t3):
+    url = reverse("cases:scan_image", args=[scan.pk]) + "?original=1"
+    for grader in (grader_t1, grader_t2, grader_t3):
+        client.force_login(grader)
+        assert client.get(url).status_code == 403
+    assert not LogEntry.objects.filter(action=LogEntry.Action.ACCESS).exists()
 
 
 def test_refused_image_view_is_not_recorded(client, scan, no_role_user):
@@ -369,3 +378,17 @@ def test_patient_list_page_queries_do_not_grow_with_rows(client, clinician, djan
     client.force_login(clinician)
     with django_assert_max_num_queries(8):
         assert client.get(reverse("cases:patient_list")).status_code == 200
+
+
+def test_without_kept_uploads_the_original_download_is_a_clear_404(client, clinician, case, settings):
+    settings.OCT_KEEP_UPLOADED_FILES = False
+    from intake.services import scan_submit
+    from tests.cases.conftest import upload
+    from tests.factories import bscan_bytes
+
+    scan = scan_submit(case=case, file=upload("eye.png", bscan_bytes("PNG", 160, 128)), uploaded_by=clinician)
+    client.force_login(clinician)
+    response = client.get(reverse("cases:scan_image", args=[scan.pk]) + "?original=1")
+    assert response.status_code == 404
+    assert "does not keep uploaded files" in response.content.decode()
+    assert "Download original" not in client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()

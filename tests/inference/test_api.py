@@ -28,7 +28,8 @@ def as_user(api_client, request, who):
     [(None, 403), ("no_role_user", 403), ("grader_t1", 200), ("grader_t2", 200), ("grader_t3", 200),
      ("clinician", 200), ("admin", 200)],
 )
-def test_prediction_permissions(api_client, request, analysed_scan, who, expected):
+def test_prediction_permissions(api_client, request, analysed_scan, who, expected, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = False  # "confirm or correct": tier 2 may see it
     response = as_user(api_client, request, who).get(f"/api/scans/{analysed_scan.pk}/prediction/")
     assert response.status_code == expected
     if expected == 200:

@@ -65,7 +65,8 @@ def test_case_status_permissions(client, request, analysed_scan, who, expected):
     "who,expected",
     [(None, 302), ("no_role_user", 403), ("grader_t1", 200), ("grader_t2", 200), ("clinician", 200), ("admin", 200)],
 )
-def test_heatmap_has_the_scan_image_permission(client, request, analysed_scan, who, expected):
+def test_heatmap_has_the_scan_image_permission(client, request, analysed_scan, who, expected, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = False  # "confirm or correct": tier 2 may see it
     user = request.getfixturevalue(who) if who else None
     response = get_as(client, user, reverse("inference:heatmap", args=[analysed_scan.pk]))
     assert response.status_code == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
+from PIL import Image
 
 from cases.images import BOMB_MESSAGE, CORRUPT_MESSAGE
 from cases.models import Scan
@@ -17,7 +18,7 @@ ACCEPTED = "JPEG, PNG, TIFF or BMP"
 
 
 def test_scan_submit_registers_queues_analysis_and_opens_review(case, clinician, media_root):
-    data = bscan_bytes("JPEG", 64, 48)
+    data = bscan_bytes("JPEG", 160, 128)
     with mock.patch("intake.services.scan_request_analysis") as request_analysis:
         scan = services.scan_submit(case=case, file=upload("eye.jpg", data), uploaded_by=clinician)
     request_analysis.assert_called_once_with(scan=scan)
@@ -54,7 +55,7 @@ def truncated_jpeg() -> bytes:
 
 
 def corrupt_png() -> bytes:
-    data = bytearray(bscan_bytes("PNG", 128, 96))
+    data = bytearray(bscan_bytes("PNG", 160, 128))
     data[120:160] = b"\x00" * 40
     return bytes(data)
 
@@ -94,25 +95,25 @@ def test_bad_upload_is_rejected_with_reason_and_leaves_nothing(name, make, messa
 
 
 def test_too_large_file_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_BYTES = 1000
-    small = bscan_bytes("PNG", 8, 8)
-    big = bscan_bytes("BMP", 64, 48)
+    settings.OCT_UPLOAD_MAX_BYTES = 20_000
+    small = encode_image(Image.new("L", (128, 128), 20), "PNG")
+    big = bscan_bytes("BMP", 160, 128)
     report = services.scans_upload(
         case=case, files=[upload("big.bmp", big), upload("small.png", small)], uploaded_by=clinician
     )
-    assert report.rejected == [("big.bmp", f"The file is too large ({len(big) / 1024:.1f} KB); the limit is 1,000 bytes.")]
+    assert report.rejected == [("big.bmp", f"The file is too large ({len(big) / 1024:.1f} KB); the limit is 19.5 KB.")]
     assert [s.original_name for s in report.accepted] == ["small.png"]
     assert len(stored_files(media_root)) == 2
 
 
 def test_too_many_pixels_is_rejected(case, clinician, media_root, settings):
-    settings.OCT_UPLOAD_MAX_PIXELS = 5000
+    settings.OCT_UPLOAD_MAX_PIXELS = 20_000
     report = services.scans_upload(
         case=case,
-        files=[upload("wide.png", bscan_bytes("PNG", 200, 100)), upload("ok.png", bscan_bytes("PNG", 64, 48))],
+        files=[upload("wide.png", bscan_bytes("PNG", 300, 200)), upload("ok.png", bscan_bytes("PNG", 128, 128))],
         uploaded_by=clinician,
     )
-    assert report.rejected == [("wide.png", "The image has too many pixels (200 × 100 = 20,000); the limit is 5,000.")]
+    assert report.rejected == [("wide.png", "The image has too many pixels (300 × 200 = 60,000); the limit is 20,000.")]
     assert [s.original_name for s in report.accepted] == ["ok.png"]
     assert len(stored_files(media_root)) == 2
 

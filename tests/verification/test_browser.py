@@ -17,7 +17,8 @@ def sign_in(page, base: str, user) -> None:
     browser.sign_in(page, base, user.username)
 
 
-def test_grader_uses_keys_to_confirm_correct_and_move_on(live_url, browser_page, grader_t1, grader_t2):
+def test_grader_uses_keys_to_confirm_correct_and_move_on(live_url, browser_page, grader_t1, grader_t2, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = False  # "confirm or correct"
     base_url, page = live_url, browser_page
     first = ScanFactory(source_label="DRUSEN", source_label_origin="kermany")
     second = ScanFactory(source_label="NORMAL")

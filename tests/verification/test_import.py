@@ -22,12 +22,12 @@ def _make_folder(root: Path) -> Path:
             folder.mkdir(parents=True)
             for patient in (101, 202):
                 seed += 1
-                (folder / f"{cls}-{patient}-{seed}.jpeg").write_bytes(synthetic_bscan_png(128, 96, seed=seed))
+                (folder / f"{cls}-{patient}-{seed}.jpeg").write_bytes(synthetic_bscan_png(160, 128, seed=seed))
     other = root / "train" / "AMD"  # a class outside our vocabulary is counted, not imported
     other.mkdir()
-    (other / "amd_train_1.jpg").write_bytes(synthetic_bscan_png(128, 96, seed=999))
+    (other / "amd_train_1.jpg").write_bytes(synthetic_bscan_png(160, 128, seed=999))
     (root / "train" / "drusen").mkdir()
-    (root / "train" / "drusen" / "drusen_train_7.jpg").write_bytes(synthetic_bscan_png(128, 96, seed=77))
+    (root / "train" / "drusen" / "drusen_train_7.jpg").write_bytes(synthetic_bscan_png(160, 128, seed=77))
     return root
 
 

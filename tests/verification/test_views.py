@@ -216,7 +216,8 @@ def test_reference_is_source_label_else_model(grader_t1):
     assert reference_for(scan=rejected).label == ""
 
 
-def test_confirming_records_the_reference_shown(client, grader_t1, grader_t2):
+def test_confirming_records_the_reference_shown(client, grader_t1, grader_t2, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = False  # "confirm or correct"
     scan = ScanFactory(source_label=Diagnosis.DRUSEN)
     to_grading(scan, grader_t1)
     login(client, grader_t2)

@@ -5,7 +5,7 @@ from typing import Any
 
 from django import template
 
-from .. import selectors
+from .. import blinding, selectors
 from ..models import ExclusionReason, Review
 
 register = template.Library()
@@ -27,6 +27,13 @@ def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
         "tiers_for_user": [t for t in (1, 2, 3) if selectors.may_act_in_tier(user, t)],
         **state,
     }
+
+
+@register.simple_tag(takes_context=True)
+def scan_name(context: dict[str, Any], scan: Any) -> str:
+    """``{% scan_name scan %}``: the file name for clinic staff, the neutral scan code for graders."""
+    request = context.get("request")
+    return blinding.scan_display_name(user=getattr(request, "user", None), scan=scan)
 
 
 @register.filter

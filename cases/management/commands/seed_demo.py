@@ -10,6 +10,7 @@ from datetime import date
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -51,6 +52,8 @@ class Command(BaseCommand):
             user.is_staff = superuser
             user.is_superuser = superuser
             user.is_active = True
+            # The demo passwords meet the same policy as everyone's (AUTH_PASSWORD_VALIDATORS).
+            validate_password(demo_password(username), user)
             user.set_password(demo_password(username))
             user.save()
             user.groups.add(Group.objects.get_or_create(name=role)[0])
