@@ -87,10 +87,12 @@ def _object_keys(server: S3Server) -> set[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("keep_uploaded", [False, True], ids=["default", "uploaded-bytes-kept"])
 def test_upload_lands_in_the_bucket_and_is_analysed(
-    s3_storage, oct_data, client, clinician, django_capture_on_commit_callbacks
+    s3_storage, oct_data, client, clinician, django_capture_on_commit_callbacks, settings, keep_uploaded
 ):
     real_model_or_skip()
+    settings.OCT_KEEP_UPLOADED_FILES = keep_uploaded
     path = next(iter(sorted((oct_data / "kermany").rglob("*.jp*g"))), None)
     if path is None:
         pytest.skip(f"no real B-scan under {oct_data / 'kermany'}")
@@ -110,22 +112,26 @@ def test_upload_lands_in_the_bucket_and_is_analysed(
     assert prediction.heatmap
 
     keys = _object_keys(s3_storage)
-    for name in (scan.original.name, scan.image.name, prediction.heatmap.name):
+    stored_names = [scan.image.name, prediction.heatmap.name] + ([scan.original.name] if keep_uploaded else [])
+    for name in stored_names:
         assert f"{PREFIX}/{name}" in keys, f"{name} not in the bucket: {sorted(keys)}"
-    stored = s3_storage.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{scan.original.name}")["Body"].read()
-    assert stored == data, "the original upload is kept byte for byte"
+    assert bool(scan.original) == keep_uploaded
+    if keep_uploaded:
+        original = s3_storage.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{scan.original.name}")["Body"].read()
+        assert original == data, "the uploaded bytes are kept byte for byte"
     assert not (Path(django_settings.MEDIA_ROOT) / scan.image.name).exists(), "nothing on local disk"
 
-    # The app serves it through its authenticated view, read back from the bucket.
-    image = client.get(reverse("cases:scan_image", args=[scan.pk]) + "?original=1")
-    assert image.status_code == 200 and b"".join(image.streaming_content) == data
+    # The app serves the image through its authenticated view, read back from the bucket.
+    grey = s3_storage.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{scan.image.name}")["Body"].read()
+    image = client.get(reverse("cases:scan_image", args=[scan.pk]))
+    assert image.status_code == 200 and b"".join(image.streaming_content) == grey
     heatmap_key = f"{PREFIX}/{prediction.heatmap.name}"
     assert s3_storage.client().head_object(Bucket=BUCKET, Key=heatmap_key)["ContentLength"] > 0
 
     # Private: the bucket refuses anonymous reads, and no page hands out a bucket URL.
-    for key in (f"{PREFIX}/{scan.original.name}", heatmap_key):
+    for name in stored_names:
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{s3_storage.endpoint_url}/{BUCKET}/{key}", timeout=10)
+            urllib.request.urlopen(f"{s3_storage.endpoint_url}/{BUCKET}/{PREFIX}/{name}", timeout=10)
         assert refused.value.code == 403
     page = client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()
     assert s3_storage.endpoint_url not in page and BUCKET not in page
