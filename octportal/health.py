@@ -150,7 +150,9 @@ def run_checks(checks: dict[str, Callable[[], str]] | None = None) -> tuple[bool
 
 def _json(payload: dict[str, Any], status: int) -> HttpResponse:
     response = JsonResponse(payload, status=status, json_dumps_params={"sort_keys": True})
+    # Answered before the header middleware runs: the two headers a JSON probe needs.
     response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 

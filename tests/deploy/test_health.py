@@ -35,6 +35,7 @@ def test_healthz_answers_without_touching_the_database(client):
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"status": "ok"}
     assert response["Cache-Control"] == "no-store"
+    assert response["X-Content-Type-Options"] == "nosniff"
 
 
 def test_health_endpoints_answer_any_host_header(client, shipped_model_registered):
