@@ -28,3 +28,14 @@ def load_model_json(path: str | Path | None = None) -> dict[str, Any]:
     if not p.exists():
         return {}
     return _read_json(str(p), p.stat().st_mtime)
+
+
+def model_file(path: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Return the .onnx file a path means and its card: the card's file when no path is
+    given; a file outside inference/weights carries its own model.json beside it."""
+    card = load_model_json()
+    resolved = Path(path) if path else WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx"))
+    side = resolved.parent / "model.json"
+    if resolved.parent.resolve() != WEIGHTS_DIR.resolve() and side.exists():
+        card = load_model_json(side)
+    return resolved, card

@@ -31,7 +31,7 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from inference import preprocessing as P
-from inference.card import WEIGHTS_DIR, load_model_json
+from inference.card import model_file
 
 __all__ = [
     "Model",
@@ -175,14 +175,7 @@ def load_model(
     path: str | Path | None = None, *, intra_op_threads: int = 1, inter_op_threads: int = 1, batch_threads: int = 1
 ) -> Model:
     """Build a fresh :class:`Model`; ``path`` is the .onnx file (default: the card's)."""
-    card = load_model_json()
-    if not path:
-        path = WEIGHTS_DIR / str(card.get("onnx", "oct-lite0-v1.onnx"))
-    path = Path(path)
-    side = path.parent / "model.json"
-    # A model file outside inference/weights carries its own model.json beside it.
-    if path.parent.resolve() != WEIGHTS_DIR.resolve() and side.exists():
-        card = load_model_json(side)
+    path, card = model_file(path)
     return Model(
         path, card, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads, batch_threads=batch_threads
     )

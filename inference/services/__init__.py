@@ -22,6 +22,7 @@ from .run import (
     predict_scans,
     prediction_run,
     predictions_urgency_refresh,
+    scans_heartbeat,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "predictions_urgency_refresh",
     "scan_request_analysis",
     "scan_rerun",
+    "scans_heartbeat",
     "scans_release",
     "stale_scans_requeue",
 ]

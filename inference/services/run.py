@@ -188,7 +188,23 @@ def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Pre
     return stored
 
 
+def scans_heartbeat(*, scan_ids: Sequence[int], since: float) -> float:
+    """Refresh the claim time of scans this process still holds RUNNING, at most every
+    third of OCT_INFERENCE_STALE_AFTER; return when it last did (``time.monotonic()``).
+
+    The sweep takes a RUNNING scan older than the threshold for one whose worker died. A
+    batch of very large images can run for tens of seconds; the heartbeat keeps a live
+    batch from looking dead, so the threshold can stay short (docs/deployment.md).
+    """
+    now = time.monotonic()
+    if not scan_ids or now - since < settings.OCT_INFERENCE_STALE_AFTER.total_seconds() / 3:
+        return since
+    Scan.objects.filter(id__in=list(scan_ids), status=Scan.Status.RUNNING).update(status_changed_at=timezone.now())
+    return now
+
+
 def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict[int, Prediction | None]:
+    beat = time.monotonic()
     results: dict[int, Prediction | None] = {}
     done = dict(
         Prediction.objects.filter(scan_id__in=scan_ids, model_version=version).values_list("scan_id", "id")
@@ -199,8 +215,10 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
     todo = [s for s in scan_ids if s not in done]
     scans = {s.pk: s for s in Scan.objects.filter(pk__in=todo)}
     outcomes = {sid: _load_image(scans[sid]) for sid in todo if sid in scans}
+    beat = scans_heartbeat(scan_ids=todo, since=beat)
     _predict(model, outcomes)
     for sid, outcome in outcomes.items():
+        beat = scans_heartbeat(scan_ids=todo, since=beat)
         prediction = None
         failure = outcome.failure
         if outcome.reading is not None and not failure:

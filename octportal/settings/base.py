@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes get /healthz and /readyz without host checks, sessions or auth.
+    "octportal.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "octportal.middleware.ResponseHeadersMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -146,6 +148,39 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = None
 
+# Scan images and heatmaps on local disk (MEDIA_ROOT) by default, or in an S3-compatible
+# bucket when OCT_S3_BUCKET is set (every web and worker machine then shares it). The
+# objects stay private: no public ACL, and any URL the backend makes is signed and
+# short-lived; the app never hands one out (images go through the authenticated views).
+OCT_S3_BUCKET = env("OCT_S3_BUCKET", default="")
+if OCT_S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": OCT_S3_BUCKET,
+            "endpoint_url": env("OCT_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("OCT_S3_REGION", default="") or None,
+            "location": env("OCT_S3_PREFIX", default=""),
+            # Credentials from the environment only: OCT_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY,
+            # else boto3's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, an instance role).
+            "access_key": env("OCT_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("OCT_S3_SECRET_ACCESS_KEY", default="") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            # Never overwrite: two uploads with one name must stay two objects.
+            "file_overwrite": False,
+            "addressing_style": env("OCT_S3_ADDRESSING_STYLE", default="") or None,
+            "signature_version": "s3v4",
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
 # Upload limits (bytes / pixels / files per batch).
 OCT_UPLOAD_MAX_BYTES = env.int("OCT_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)
 OCT_UPLOAD_MAX_PIXELS = env.int("OCT_UPLOAD_MAX_PIXELS", default=40_000_000)
@@ -167,8 +202,12 @@ OCT_ORT_INTER_OP_THREADS = env.int("OCT_ORT_INTER_OP_THREADS", default=1)
 # Threads one batch of scans is spread over (each preprocesses and runs its share).
 OCT_BATCH_THREADS = env.int("OCT_BATCH_THREADS", default=1)
 OCT_INFERENCE_BATCH_SIZE = max(1, env.int("OCT_INFERENCE_BATCH_SIZE", default=16))
-# A scan queued or running longer than this is re-enqueued by the periodic sweep.
-OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=300))
+# A scan queued or running longer than this is re-enqueued by the periodic sweep. With
+# the sweep every OCT_SWEEP_INTERVAL_S this bounds the recovery of a scan whose worker
+# died: at most stale + interval + one analysis (45 + 15 + a few s with the defaults;
+# docs/deployment.md). A live batch refreshes its scans' claim every third of it
+# (scans_heartbeat), so only a dead worker's scans grow stale.
+OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER_S", default=45))
 # Claims of one scan that never finished before the sweep marks it failed.
 OCT_INFERENCE_MAX_ATTEMPTS = max(1, env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3))
 OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "oct"))
@@ -194,16 +233,23 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=120)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=90)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Redis redelivers an unacknowledged message after this; longer than any task.
+# Redis redelivers an unacknowledged message after this; longer than any task plus its
+# wait in a worker's prefetch, and longer than any retry countdown (else duplicates).
+# Recovery from a dead worker does not wait for it: the sweep re-enqueues sooner.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-scans": {
         "task": "inference.tasks.sweep_stale_scans",
-        "schedule": env.int("OCT_SWEEP_INTERVAL_S", default=60),
+        "schedule": env.int("OCT_SWEEP_INTERVAL_S", default=15),
     },
 }
+
+# Health endpoints (octportal.health): seconds a broker connect or worker ping may take,
+# and whether /readyz needs a worker to answer when a broker is configured.
+OCT_HEALTH_TIMEOUT_S = env.float("OCT_HEALTH_TIMEOUT_S", default=2.0)
+OCT_HEALTH_REQUIRE_WORKER = env.bool("OCT_HEALTH_REQUIRE_WORKER", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
