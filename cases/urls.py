@@ -6,6 +6,8 @@ app_name = "cases"
 urlpatterns = [
     path("", views.home, name="home"),
     path("about/", views.about, name="about"),
+    path("start/", views.start, name="start"),
+    path("home/", views.clinic_home, name="clinic_home"),
     path("learn/<slug:slug>/", views.learn, name="learn"),
     path("patients/", views.patient_list, name="patient_list"),
     path("patients/new/", views.patient_create, name="patient_create"),
@@ -17,4 +19,6 @@ urlpatterns = [
     path("cases/<int:pk>/upload/", views.scan_upload, name="scan_upload"),
     path("scans/<int:pk>/", views.scan_detail, name="scan_detail"),
     path("scans/<int:pk>/image/", views.scan_image, name="scan_image"),
+    path("scans/<int:pk>/thumbnail/", views.scan_thumbnail, name="scan_thumbnail"),
+    path("scans/<int:pk>/acknowledge/", views.scan_acknowledge, name="scan_acknowledge"),
 ]

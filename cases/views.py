@@ -9,17 +9,22 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.contrib.auth.decorators import login_required
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from auditlog.signals import accessed
 
+from inference import selectors as inference_selectors
 from intake import services as intake_services
 from octportal.errors import DomainError
 from verification import blinding
 
 from . import selectors, services
+from .thumbnails import thumbnail_png
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
-from .forms import CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
-from .roles import GRADER_ROLES, Role, role_required
+from .forms import AcknowledgementForm, CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
+from .roles import GRADER_ROLES, Role, role_required, user_roles
 
 PATIENTS_PER_PAGE = 25
 
@@ -63,6 +68,45 @@ def learn(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+# --- start pages ----------------------------------------------------------------------
+
+# Where each role starts after signing in, first match wins (LOGIN_REDIRECT_URL).
+START_PAGES: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
+    (Role.ADMIN, "verification:statistics", ()),
+    (Role.CLINICIAN, "cases:clinic_home", ()),
+    (Role.GRADER_T3, "verification:worklist", (3,)),
+    (Role.GRADER_T2, "verification:worklist", (2,)),
+    (Role.GRADER_T1, "verification:worklist", (1,)),
+)
+
+
+@login_required
+@require_GET
+def start(request: HttpRequest) -> HttpResponse:
+    """Send a signed-in user to their role's start page (the public home without a role)."""
+    held = user_roles(request.user)
+    for role, url_name, args in START_PAGES:
+        if role.value in held:
+            return redirect(url_name, *args)
+    return redirect("cases:home")
+
+
+@role_required(Role.CLINICIAN)
+@require_GET
+def clinic_home(request: HttpRequest) -> HttpResponse:
+    """The clinician's start page: urgent results no one has acknowledged yet, newest first."""
+    urgent = inference_selectors.urgent_unacknowledged(user=request.user)
+    page = Paginator(urgent, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    visible = blinding.reading_visible_ids(user=request.user, scan_ids=[s.pk for s in page.object_list])
+    context = {
+        "page": page,
+        "visible_ids": visible,
+        "recent": inference_selectors.acknowledged_recently(user=request.user),
+        "ack_form": AcknowledgementForm(),
+    }
+    return render(request, "cases/clinic_home.html", context)
+
+
 # --- patients -------------------------------------------------------------------------
 
 
@@ -71,7 +115,7 @@ def learn(request: HttpRequest, slug: str) -> HttpResponse:
 def patient_list(request: HttpRequest) -> HttpResponse:
     form = PatientSearchForm(request.GET or None)
     query = form.cleaned_data["q"] if form.is_valid() else ""
-    patients = selectors.patient_list(user=request.user, query=query)
+    patients = inference_selectors.patients_with_readings(selectors.patient_list(user=request.user, query=query))
     page = Paginator(patients, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "cases/patient_list.html", {"form": form, "query": query, "page": page})
 
@@ -90,7 +134,8 @@ def patient_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=pk)
-    return render(request, "cases/patient_detail.html", {"patient": patient, "cases": patient.cases.all()})
+    cases = inference_selectors.cases_with_readings(selectors.case_list(user=request.user, patient_id=patient.pk))
+    return render(request, "cases/patient_detail.html", {"patient": patient, "cases": cases})
 
 
 @role_required(Role.CLINICIAN)
@@ -111,7 +156,7 @@ def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def case_create(request: HttpRequest, patient_pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=patient_pk)
-    form = CaseCreateForm(request.POST or None)
+    form = CaseCreateForm(request.POST or None, initial={"exam_date": timezone.localdate()})
     save = lambda data: services.case_create(patient=patient, created_by=request.user, **data)  # noqa: E731
     if done := _submitted(request, form, save, "Examination created. Upload its B-scans below."):
         return done
@@ -151,9 +196,12 @@ def case_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(Role.CLINICIAN)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
+    if request.method == "GET":
+        # Reloading the address the upload report was rendered at: back to the case page.
+        return redirect(case)
     report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
@@ -171,8 +219,26 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "case": scan.case,
         "patient": scan.case.patient,
         "show_reference": blinding.may_see_reading(user=request.user, scan=scan),
+        "acknowledgements": selectors.scan_acknowledgements(user=request.user, scan=scan),
+        "ack_form": AcknowledgementForm(),
     }
     return render(request, "cases/scan_detail.html", context)
+
+
+@role_required(Role.CLINICIAN)
+@require_POST
+def scan_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Acknowledge a scan's result (seen, or referred to someone); back to where it was done."""
+    scan = selectors.scan_get(user=request.user, scan_id=pk)
+    form = AcknowledgementForm(request.POST)
+    if not form.is_valid():
+        raise DomainError("The acknowledgement is not valid.", errors=form.errors.get_json_data())
+    ack = services.scan_acknowledge(scan=scan, user=request.user, **form.cleaned_data)
+    messages.success(request, f"{scan.original_name}: {ack.summary.lower()}, recorded.")
+    nxt = request.POST.get("next", "")
+    if nxt and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(nxt)
+    return redirect(scan)
 
 
 @role_required(Role.CLINICIAN, *GRADER_ROLES)
@@ -197,4 +263,26 @@ def scan_image(request: HttpRequest, pk: int) -> FileResponse:
     )
     response["Cache-Control"] = "private, max-age=0, no-store"
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# A scan's image never changes once stored, so its preview may stay in the browser's
+# private cache (never a shared one) for a day.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=86400, immutable"
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+@require_GET
+def scan_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A small PNG preview of a scan, with the scan image's permission and audit entry."""
+    scan = selectors.scan_image_get(user=request.user, scan_id=pk)
+    try:
+        data = thumbnail_png(scan.image)
+    except FileNotFoundError:
+        raise Http404("The image file of this scan is missing.") from None
+    accessed.send(sender=scan.__class__, instance=scan)
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = THUMBNAIL_CACHE_CONTROL
+    response["X-Content-Type-Options"] = "nosniff"
+    response["ETag"] = f'"{scan.sha256[:32]}-t"'
     return response

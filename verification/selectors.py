@@ -13,10 +13,17 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, When
 
-from cases.diagnoses import Urgency
+from cases import selectors as cases_selectors
+from cases.diagnoses import Diagnosis, Urgency
 from cases.models import Scan
 from cases.roles import Role, user_roles
-from inference.selectors import prediction_current, prediction_current_value, predictions_current_values
+from inference.selectors import (
+    prediction_current,
+    prediction_current_value,
+    predictions_current_values,
+    scans_with_reading,
+)
+from octportal.errors import Forbidden
 
 from . import blinding
 from .models import Grade, Review, Tier
@@ -161,3 +168,38 @@ def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
         .select_related("actor", "content_type")
         .order_by("-timestamp", "-id")
     )
+
+
+# --- explore: every scan the user may see, filterable -----------------------------------
+
+
+def explore_scans(*, user: Any) -> QuerySet[Scan]:
+    """Every scan ``user`` may see (clinic staff and graders), newest first, annotated with
+    its current reading (``reading_*``), whether the user may see that reading
+    (``reading_visible``, from :mod:`.blinding`) and its verification. Filters on the
+    reading or the label must also require ``reading_visible``."""
+    if not cases_selectors.may_see_images(user=user):
+        raise Forbidden(cases_selectors.IMAGES_FORBIDDEN)
+    visible = blinding.reading_visible_q(user=user)
+    return (
+        scans_with_reading(Scan.objects.all())
+        .annotate(reading_visible=Case(When(visible, then=True), default=False, output_field=BooleanField()))
+        .select_related("case", "case__patient", "review", "review__verified_by")
+        .order_by("-uploaded_at", "-id")
+    )
+
+
+def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
+    """Counts per category of a filtered explore queryset: predicted class and urgency
+    (over readings the user may see) and verification stage; three grouped queries."""
+    seen = qs.filter(reading_visible=True, reading_gate_passed=True).order_by()
+
+    def grouped(rows: QuerySet[Any], key: str, labels: dict[str, str]) -> list[tuple[str, str, int]]:
+        counts = {row[key]: row["n"] for row in rows.values(key).annotate(n=Count("id")).order_by(key)}
+        return [(code, label, counts[code]) for code, label in labels.items() if counts.get(code)]
+
+    return {
+        "predicted": grouped(seen, "reading_predicted", dict(Diagnosis.choices)),
+        "urgency": grouped(seen, "reading_urgency", dict(Urgency.choices)),
+        "stage": grouped(qs.order_by(), "review__stage", dict(Review.Stage.choices)),
+    }

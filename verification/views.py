@@ -14,10 +14,12 @@ from django.views.decorators.http import require_http_methods
 
 from cases.diagnoses import Diagnosis
 from cases.models import Scan
-from cases.roles import Role, role_required
+from cases.roles import GRADER_ROLES, Role, has_role, role_required
+from inference import selectors as inference_selectors
 
 from . import exports, selectors, services
 from . import statistics as stats
+from .filters import ExploreFilter
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
 
@@ -168,3 +170,27 @@ def export_zip(request: HttpRequest) -> StreamingHttpResponse:
 def scan_audit(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_object_or_404(Scan, pk=pk)
     return render(request, "verification/scan_audit.html", {"scan": scan, "entries": selectors.audit_entries_for(scan=scan)})
+
+
+EXPLORE_PER_PAGE = 24
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+def explore(request: HttpRequest) -> HttpResponse:
+    """Every scan the user may see across patients, filtered, counted per category, paged."""
+    scans = ExploreFilter(request.GET or None, queryset=selectors.explore_scans(user=request.user))
+    qs = scans.qs
+    page = Paginator(qs, EXPLORE_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    tiers = [t for t in (1, 2, 3) if selectors.may_act_in_tier(request.user, t)]
+    context = {
+        "filter": scans,
+        "page": page,
+        "counts": selectors.explore_counts(qs),
+        "versions": {v.pk: v.label for v in inference_selectors.model_version_list()},
+        "query": query.urlencode(),
+        "records": has_role(request.user, Role.CLINICIAN),
+        "grade_tier": tiers[0] if tiers else None,
+    }
+    return render(request, "verification/explore.html", context)

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "auditlog",
     "cases",
     "inference",
@@ -94,7 +95,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "cases:home"
+LOGIN_REDIRECT_URL = "cases:start"  # each role's own start page (cases.views.start)
 LOGOUT_REDIRECT_URL = "cases:home"
 
 LANGUAGE_CODE = "en-gb"

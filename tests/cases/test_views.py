@@ -215,9 +215,11 @@ def test_upload_without_files_is_a_clear_error(client, clinician):
     assert "Choose at least one image to upload." in response.content.decode()
 
 
-def test_upload_url_refuses_get(client, clinician):
+def test_reloading_the_upload_address_goes_back_to_the_case_page(client, clinician):
+    case = CaseFactory()
     client.force_login(clinician)
-    assert client.get(reverse("cases:scan_upload", args=[CaseFactory().pk])).status_code == 405
+    response = client.get(reverse("cases:scan_upload", args=[case.pk]))
+    assert response.status_code == 302 and response["Location"] == case.get_absolute_url()
 
 
 def test_case_page_lists_scans_with_status_and_partials(client, clinician):
