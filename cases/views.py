@@ -167,11 +167,15 @@ def _case_page(
     request: HttpRequest, case_id: int, *, report: intake_services.UploadReport | None = None, status: int = 200
 ) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=case_id)
+    scans = list(case.scans.all())
+    # The report's scans as they are now (read in-process, a scan may already be analysed or rejected).
+    fresh = {s.pk: s for s in scans}
     context = {
         "case": case,
         "patient": case.patient,
-        "scans": list(case.scans.all()),
+        "scans": scans,
         "report": report,
+        "report_scans": [fresh.get(s.pk, s) for s in report.accepted] if report else [],
         "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
         "max_files": settings.OCT_UPLOAD_MAX_FILES,
     }

@@ -79,12 +79,21 @@ def review_get(*, scan: Scan) -> Review:
     return review
 
 
-def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
+def verified_reviews_by_scan(*, scan_ids: list[int]) -> dict[int, Review]:
+    """Verified reviews (final label, who, when) of the given scans, in one query.
+    Callers check ``blinding`` before showing them."""
+    rows = Review.objects.filter(scan_id__in=scan_ids, stage=Review.Stage.VERIFIED).select_related("verified_by")
+    return {r.scan_id: r for r in rows}
+
+
+def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Scan]:
     """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
 
     Excludes scans the grader already acted on in any tier and, for tier 2, scans
     whose required number of independent grades is already in. "Urgent" is the
     scan's current reading (``inference.selectors.prediction_current_value``).
+    Tier 1 leaves out scans the input gate rejected as not an OCT B-scan unless
+    ``include_gate_rejected`` (``gate_rejected`` marks them).
     """
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
@@ -94,9 +103,17 @@ def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
         .annotate(
             model_urgency=prediction_current_value("urgency"),
             model_urgent=Case(When(model_urgency=Urgency.URGENT, then=True), default=False, output_field=BooleanField()),
+            model_gate_passed=prediction_current_value("gate_passed"),
+            gate_rejected=Case(
+                When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
+                default=False,
+                output_field=BooleanField(),
+            ),
         )
         .select_related("review", "case", "case__patient")
     )
+    if tier == Tier.QUALITY and not include_gate_rejected:
+        qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
         qs = qs.annotate(
             tier2_count=Count(

@@ -19,6 +19,7 @@ from inference import selectors as inference_selectors
 
 from . import exports, selectors, services
 from . import statistics as stats
+from .audit import audit_rows
 from .filters import ExploreFilter
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
@@ -38,8 +39,11 @@ def _require_tier(request: HttpRequest, tier: int) -> None:
 @login_required
 def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     _require_tier(request, tier)
-    page = Paginator(selectors.worklist_for(user=request.user, tier=tier), 50).get_page(request.GET.get("page"))
-    return render(request, "verification/worklist.html", {"tier": tier, "tier_label": Tier(tier).label, "page": page})
+    rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
+    scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
+    page = Paginator(scans, 50).get_page(request.GET.get("page"))
+    context = {"tier": tier, "tier_label": Tier(tier).label, "page": page, "show_rejected": rejected}
+    return render(request, "verification/worklist.html", context)
 
 
 @login_required
@@ -169,7 +173,8 @@ def export_zip(request: HttpRequest) -> StreamingHttpResponse:
 @role_required(Role.ADMIN)
 def scan_audit(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_object_or_404(Scan, pk=pk)
-    return render(request, "verification/scan_audit.html", {"scan": scan, "entries": selectors.audit_entries_for(scan=scan)})
+    rows = audit_rows(list(selectors.audit_entries_for(scan=scan)))
+    return render(request, "verification/scan_audit.html", {"scan": scan, "rows": rows})
 
 
 EXPLORE_PER_PAGE = 24
