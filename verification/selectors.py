@@ -11,7 +11,7 @@ from typing import Any
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, When
+from django.db.models import BooleanField, Case, Count, F, Q, QuerySet, Value, When
 
 from cases import selectors as cases_selectors
 from cases.diagnoses import Diagnosis, Urgency
@@ -198,9 +198,11 @@ def explore_scans(*, user: Any) -> QuerySet[Scan]:
     if not cases_selectors.may_see_images(user=user):
         raise Forbidden(cases_selectors.IMAGES_FORBIDDEN)
     visible = blinding.reading_visible_q(user=user)
+    # An empty condition means every reading is visible to this user.
+    flag = Case(When(visible, then=True), default=False, output_field=BooleanField()) if visible else Value(True)
     return (
         scans_with_reading(Scan.objects.all())
-        .annotate(reading_visible=Case(When(visible, then=True), default=False, output_field=BooleanField()))
+        .annotate(reading_visible=flag)
         .select_related("case", "case__patient", "review", "review__verified_by")
         .order_by("-uploaded_at", "-id")
     )
