@@ -19,6 +19,7 @@ from inference import selectors as inference_selectors
 from intake import services as intake_services
 from octportal.errors import DomainError
 from verification import blinding
+from verification import reports as verification_reports
 
 from . import selectors, services
 from .thumbnails import thumbnail_png
@@ -174,6 +175,7 @@ def _case_page(
         "case": case,
         "patient": case.patient,
         "scans": scans,
+        "report_state": verification_reports.report_state(case=case, user=request.user),
         "report": report,
         "report_scans": [fresh.get(s.pk, s) for s in report.accepted] if report else [],
         "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
@@ -290,3 +292,46 @@ def scan_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["ETag"] = f'"{scan.sha256[:32]}-t"'
     return response
+
+
+# --- examination report ---------------------------------------------------------------
+
+
+def _pdf(data: bytes, name: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@role_required(Role.CLINICIAN)
+@require_GET
+def case_report(request: HttpRequest, pk: int) -> HttpResponse:
+    """The examination report as PDF: the signed version while it is current (or the one
+    asked for with ``?version=N``), else a draft of what it would say now."""
+    case = selectors.case_get(user=request.user, case_id=pk)
+    name = f"oct-report-{case.patient.identifier}-{case.exam_date:%Y%m%d}"
+    number = request.GET.get("version", "")
+    if number.isdigit():
+        version = case.report_versions.filter(number=int(number)).first()
+        if version is None:
+            raise Http404("There is no such version of this report.")
+        with version.pdf.open("rb") as handle:
+            return _pdf(handle.read(), f"{name}-v{version.number}.pdf")
+    state = verification_reports.report_state(case=case, user=request.user)
+    if state.current:
+        with state.latest.pdf.open("rb") as handle:
+            return _pdf(handle.read(), f"{name}-v{state.latest.number}.pdf")
+    data = verification_reports.report_data(case=case, user=request.user)
+    return _pdf(verification_reports.report_pdf(data=data, outdated=state.latest), f"{name}-draft.pdf")
+
+
+@role_required(Role.CLINICIAN)
+@require_POST
+def case_report_sign(request: HttpRequest, pk: int) -> HttpResponse:
+    """Sign the report as it reads now (the next version)."""
+    case = selectors.case_get(user=request.user, case_id=pk)
+    version = verification_reports.report_sign(case=case, user=request.user)
+    messages.success(request, f"Report version {version.number} signed.")
+    return redirect(case)
