@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
-from PIL import Image
+from PIL import Image, ImageFile
 from weasyprint import HTML
 
 from cases.diagnoses import DECISION_SUPPORT_NOTICE, URGENCY_RANK, Diagnosis, Urgency
@@ -34,6 +34,11 @@ from octportal.errors import Conflict, Forbidden
 
 from . import blinding
 from .models import ReportVersion, Review
+
+# Importing WeasyPrint turns on Pillow's LOAD_TRUNCATED_IMAGES for the whole process; the
+# upload validation (cases.images) refuses to run with it on, and a report embeds only PNGs
+# this app wrote itself. Put it back.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 KEY_SCANS = 4
 KEY_SCAN_SIZE = (520, 400)

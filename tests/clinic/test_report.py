@@ -100,3 +100,10 @@ def test_signed_versions_are_never_edited(clinician, case_with_readings):
 def test_only_clinic_staff_sign(grader_t3, case_with_readings):
     with pytest.raises(Forbidden):
         reports.report_sign(case=case_with_readings, user=grader_t3)
+
+
+def test_rendering_a_report_leaves_pillows_truncated_image_guard_off(clinician, case_with_readings):
+    from PIL import ImageFile
+
+    reports.report_pdf(data=reports.report_data(case=case_with_readings, user=clinician))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
