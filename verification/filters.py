@@ -27,15 +27,30 @@ VERIFIED = Q(review__stage=Review.Stage.VERIFIED)
 
 
 class ExploreFilter(django_filters.FilterSet):
-    predicted = django_filters.ChoiceFilter(empty_label="Any", label="Predicted class", choices=Diagnosis.choices, method="filter_predicted")
-    verified = django_filters.ChoiceFilter(empty_label="Any", label="Verified class", choices=Diagnosis.choices, method="filter_verified")
-    agreement = django_filters.ChoiceFilter(empty_label="Any", label="Agreement", choices=AGREEMENT_CHOICES, method="filter_agreement")
-    urgency = django_filters.ChoiceFilter(empty_label="Any", label="Urgency", choices=Urgency.choices, method="filter_urgency")
-    stage = django_filters.ChoiceFilter(empty_label="Any", label="Verification stage", field_name="review__stage", choices=Review.Stage.choices)
-    model_version = django_filters.ModelChoiceFilter(
-        label="Model version", queryset=ModelVersion.objects.order_by("-created_at"), method="filter_model_version", empty_label="Any"
+    predicted = django_filters.ChoiceFilter(
+        label="Predicted class", choices=Diagnosis.choices, method="filter_predicted", empty_label="Any"
     )
-    date_from = django_filters.DateFilter(label="Exam from", field_name="case__exam_date", lookup_expr="gte", widget=DATE_WIDGET)
+    verified = django_filters.ChoiceFilter(
+        label="Verified class", choices=Diagnosis.choices, method="filter_verified", empty_label="Any"
+    )
+    agreement = django_filters.ChoiceFilter(
+        label="Agreement", choices=AGREEMENT_CHOICES, method="filter_agreement", empty_label="Any"
+    )
+    urgency = django_filters.ChoiceFilter(
+        label="Urgency", choices=Urgency.choices, method="filter_urgency", empty_label="Any"
+    )
+    stage = django_filters.ChoiceFilter(
+        label="Verification stage", field_name="review__stage", choices=Review.Stage.choices, empty_label="Any"
+    )
+    model_version = django_filters.ModelChoiceFilter(
+        label="Model version",
+        queryset=ModelVersion.objects.order_by("-created_at"),
+        method="filter_model_version",
+        empty_label="Any",
+    )
+    date_from = django_filters.DateFilter(
+        label="Exam from", field_name="case__exam_date", lookup_expr="gte", widget=DATE_WIDGET
+    )
     date_to = django_filters.DateFilter(label="Exam to", field_name="case__exam_date", lookup_expr="lte", widget=DATE_WIDGET)
     device = django_filters.CharFilter(label="Device", field_name="case__device", lookup_expr="icontains")
 

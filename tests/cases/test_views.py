@@ -227,7 +227,7 @@ def test_case_page_lists_scans_with_status_and_partials(client, clinician):
     client.force_login(clinician)
     html = client.get(scan.case.get_absolute_url()).content.decode()
     assert scan.original_name in html and scan.get_status_display() in html
-    assert reverse("cases:scan_image", args=[scan.pk]) in html
+    assert reverse("cases:scan_thumbnail", args=[scan.pk]) in html  # a small cached preview, not the full image
 
 
 # --- scan page ------------------------------------------------------------------------
