@@ -147,3 +147,14 @@ def test_scan_page_never_shows_confidence_100(client, clinician, version):
     html = scan_page(client, clinician, scan)
     assert "Confidence <strong>&gt;99.9%</strong>" in html
     assert 'prob-value">&gt;99.9%' in html and 'prob-value">100' not in html
+
+
+def test_tier1_worklist_api_hides_gate_rejected_scans_unless_asked(api_client, grader_t1):
+    rejected = read_scan("CNV", gate_passed=False)
+    good = read_scan("CNV")
+    api_client.force_authenticate(grader_t1)
+    url = reverse("verification-api:worklist", args=[1])
+    ids = {row["id"] for row in api_client.get(url).json()["results"]}
+    assert good.pk in ids and rejected.pk not in ids
+    ids = {row["id"] for row in api_client.get(url + "?rejected=1").json()["results"]}
+    assert {good.pk, rejected.pk} <= ids
