@@ -8,7 +8,7 @@ class CasesConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from .models import Case, Patient, Scan
+        from .models import Acknowledgement, Case, Patient, Scan
 
         # Creates, changes and deletes are logged automatically; views of scan
         # images send auditlog's ``accessed`` signal (cases.views.scan_image).
@@ -24,3 +24,4 @@ class CasesConfig(AppConfig):
                           mask_fields=FREE_TEXT_FIELDS["scan"], **mask)
         # No identifier or file name in the entries' text (cases.audit).
         pre_save.connect(neutral_object_repr, sender=LogEntry, dispatch_uid="cases-audit-neutral-repr")
+        auditlog.register(Acknowledgement)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django import forms
 
-from .models import Case, Patient
+from .models import Acknowledgement, Case, Patient
 
 
 class PatientForm(forms.ModelForm):
@@ -31,3 +31,9 @@ class CaseCreateForm(CaseForm):
 
 class PatientSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=64, label="Search by identifier")
+
+
+class AcknowledgementForm(forms.Form):
+    action = forms.ChoiceField(choices=Acknowledgement.Action.choices, initial=Acknowledgement.Action.SEEN)
+    referred_to = forms.CharField(required=False, max_length=200, label="Referred to")
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))

@@ -179,3 +179,35 @@ class Scan(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])
+
+
+class Acknowledgement(models.Model):
+    """A clinician's acknowledgement of a scan's result ("seen", "referred to ..."),
+    which takes the scan off the clinic's list of results needing attention."""
+
+    class Action(models.TextChoices):
+        SEEN = "seen", "Seen"
+        REFERRED = "referred", "Referred"
+
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="acknowledgements")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    referred_to = models.CharField(max_length=200, blank=True, help_text="Who the patient was referred to.")
+    note = models.TextField(blank=True)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["scan", "-created_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(action="referred") | ~Q(referred_to=""), name="acknowledgement_referral_names_whom"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} scan {self.scan_id}"
+
+    @property
+    def summary(self) -> str:
+        return f"Referred to {self.referred_to}" if self.action == self.Action.REFERRED else "Seen"

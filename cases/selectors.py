@@ -18,7 +18,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from octportal.errors import Forbidden, NotFound
 
-from .models import Case, Patient, Scan
+from .models import Acknowledgement, Case, Patient, Scan
 from .roles import GRADER_ROLES, Role, has_role
 
 RECORD_ROLES: tuple[str, ...] = (Role.CLINICIAN,)
@@ -119,3 +119,9 @@ def _get_scan(scan_id: int) -> Scan:
         return _scans_qs().select_related("case__patient").get(pk=scan_id)
     except Scan.DoesNotExist:
         raise NotFound(f"There is no scan #{scan_id}.") from None
+
+
+def scan_acknowledgements(*, user: Any, scan: Scan) -> list[Acknowledgement]:
+    """Acknowledgements of a scan's result, newest first, with who made them."""
+    _require_records(user)
+    return list(scan.acknowledgements.select_related("acknowledged_by").order_by("-created_at", "-id"))

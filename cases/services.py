@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from octportal.errors import Conflict, DomainError
 
 from . import images
-from .models import Case, Patient, Scan
+from .models import Acknowledgement, Case, Patient, Scan
 
 logger = logging.getLogger(__name__)
 
@@ -218,3 +218,20 @@ def scan_register(
         scan_files_delete(scan=scan)
         raise
     return scan
+
+
+# --- acknowledgements -----------------------------------------------------------------
+
+
+def scan_acknowledge(
+    *, scan: Scan, user: AbstractBaseUser, action: str, referred_to: str = "", note: str = ""
+) -> Acknowledgement:
+    """Record that ``user`` has seen the scan's result (or referred the patient to someone);
+    the audit log keeps who and when."""
+    referred_to = referred_to.strip()
+    if action == Acknowledgement.Action.REFERRED and not referred_to:
+        raise DomainError("Say whom the patient was referred to.", errors={"referred_to": ["This field is required."]})
+    ack = Acknowledgement(scan=scan, action=action, referred_to=referred_to, note=note.strip(), acknowledged_by=user)
+    _full_clean(ack)
+    ack.save()
+    return ack

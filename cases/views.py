@@ -9,17 +9,23 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.contrib.auth.decorators import login_required
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from auditlog.signals import accessed
 
+from inference import selectors as inference_selectors
 from intake import services as intake_services
 from octportal.errors import DomainError, Forbidden, NotFound
 from verification import blinding
+from verification import reports as verification_reports
 
 from . import selectors, services
+from .thumbnails import thumbnail_png
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
-from .forms import CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
-from .roles import GRADER_ROLES, Role, role_required
+from .forms import AcknowledgementForm, CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
+from .roles import GRADER_ROLES, Role, role_required, user_roles
 
 PATIENTS_PER_PAGE = 25
 
@@ -63,6 +69,45 @@ def learn(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+# --- start pages ----------------------------------------------------------------------
+
+# Where each role starts after signing in, first match wins (LOGIN_REDIRECT_URL).
+START_PAGES: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
+    (Role.ADMIN, "verification:statistics", ()),
+    (Role.CLINICIAN, "cases:clinic_home", ()),
+    (Role.GRADER_T3, "verification:worklist", (3,)),
+    (Role.GRADER_T2, "verification:worklist", (2,)),
+    (Role.GRADER_T1, "verification:worklist", (1,)),
+)
+
+
+@login_required
+@require_GET
+def start(request: HttpRequest) -> HttpResponse:
+    """Send a signed-in user to their role's start page (the public home without a role)."""
+    held = user_roles(request.user)
+    for role, url_name, args in START_PAGES:
+        if role.value in held:
+            return redirect(url_name, *args)
+    return redirect("cases:home")
+
+
+@role_required(Role.CLINICIAN)
+@require_GET
+def clinic_home(request: HttpRequest) -> HttpResponse:
+    """The clinician's start page: urgent results no one has acknowledged yet, newest first."""
+    urgent = inference_selectors.urgent_unacknowledged(user=request.user)
+    page = Paginator(urgent, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    visible = blinding.reading_visible_ids(user=request.user, scan_ids=[s.pk for s in page.object_list])
+    context = {
+        "page": page,
+        "visible_ids": visible,
+        "recent": inference_selectors.acknowledged_recently(user=request.user),
+        "ack_form": AcknowledgementForm(),
+    }
+    return render(request, "cases/clinic_home.html", context)
+
+
 # --- patients -------------------------------------------------------------------------
 
 
@@ -71,7 +116,7 @@ def learn(request: HttpRequest, slug: str) -> HttpResponse:
 def patient_list(request: HttpRequest) -> HttpResponse:
     form = PatientSearchForm(request.GET or None)
     query = form.cleaned_data["q"] if form.is_valid() else ""
-    patients = selectors.patient_list(user=request.user, query=query)
+    patients = inference_selectors.patients_with_readings(selectors.patient_list(user=request.user, query=query))
     page = Paginator(patients, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "cases/patient_list.html", {"form": form, "query": query, "page": page})
 
@@ -90,7 +135,8 @@ def patient_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=pk)
-    return render(request, "cases/patient_detail.html", {"patient": patient, "cases": patient.cases.all()})
+    cases = inference_selectors.cases_with_readings(selectors.case_list(user=request.user, patient_id=patient.pk))
+    return render(request, "cases/patient_detail.html", {"patient": patient, "cases": cases})
 
 
 @role_required(Role.CLINICIAN)
@@ -111,7 +157,7 @@ def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def case_create(request: HttpRequest, patient_pk: int) -> HttpResponse:
     patient = selectors.patient_get(user=request.user, patient_id=patient_pk)
-    form = CaseCreateForm(request.POST or None)
+    form = CaseCreateForm(request.POST or None, initial={"exam_date": timezone.localdate()})
     save = lambda data: services.case_create(patient=patient, created_by=request.user, **data)  # noqa: E731
     if done := _submitted(request, form, save, "Examination created. Upload its B-scans below."):
         return done
@@ -122,11 +168,16 @@ def _case_page(
     request: HttpRequest, case_id: int, *, report: intake_services.UploadReport | None = None, status: int = 200
 ) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=case_id)
+    scans = list(case.scans.all())
+    # The report's scans as they are now (read in-process, a scan may already be analysed or rejected).
+    fresh = {s.pk: s for s in scans}
     context = {
         "case": case,
         "patient": case.patient,
-        "scans": list(case.scans.all()),
+        "scans": scans,
+        "report_state": verification_reports.report_state(case=case, user=request.user),
         "report": report,
+        "report_scans": [fresh.get(s.pk, s) for s in report.accepted] if report else [],
         "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
         "max_files": settings.OCT_UPLOAD_MAX_FILES,
     }
@@ -151,9 +202,12 @@ def case_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(Role.CLINICIAN)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
+    if request.method == "GET":
+        # Reloading the address the upload report was rendered at: back to the case page.
+        return redirect(case)
     report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
@@ -171,8 +225,26 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "case": scan.case,
         "patient": scan.case.patient,
         "show_reference": blinding.may_see_reading(user=request.user, scan=scan),
+        "acknowledgements": selectors.scan_acknowledgements(user=request.user, scan=scan),
+        "ack_form": AcknowledgementForm(),
     }
     return render(request, "cases/scan_detail.html", context)
+
+
+@role_required(Role.CLINICIAN)
+@require_POST
+def scan_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Acknowledge a scan's result (seen, or referred to someone); back to where it was done."""
+    scan = selectors.scan_get(user=request.user, scan_id=pk)
+    form = AcknowledgementForm(request.POST)
+    if not form.is_valid():
+        raise DomainError("The acknowledgement is not valid.", errors=form.errors.get_json_data())
+    ack = services.scan_acknowledge(scan=scan, user=request.user, **form.cleaned_data)
+    messages.success(request, f"{scan.original_name}: {ack.summary.lower()}, recorded.")
+    nxt = request.POST.get("next", "")
+    if nxt and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(nxt)
+    return redirect(scan)
 
 
 @role_required(Role.CLINICIAN, *GRADER_ROLES)
@@ -202,3 +274,68 @@ def scan_image(request: HttpRequest, pk: int) -> FileResponse:
     response["Cache-Control"] = "private, max-age=0, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+# A preview is a patient image: like every answer carrying patient data it is not kept
+# in any cache (shared workstations), docs/security.md.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=0, no-store"
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+@require_GET
+def scan_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A small PNG preview of a scan, with the scan image's permission and audit entry."""
+    scan = selectors.scan_image_get(user=request.user, scan_id=pk)
+    try:
+        data = thumbnail_png(scan.image)
+    except FileNotFoundError:
+        raise Http404("The image file of this scan is missing.") from None
+    accessed.send(sender=scan.__class__, instance=scan)
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = THUMBNAIL_CACHE_CONTROL
+    response["X-Content-Type-Options"] = "nosniff"
+    response["ETag"] = f'"{scan.sha256[:32]}-t"'
+    return response
+
+
+# --- examination report ---------------------------------------------------------------
+
+
+def _pdf(data: bytes, name: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@role_required(Role.CLINICIAN)
+@require_GET
+def case_report(request: HttpRequest, pk: int) -> HttpResponse:
+    """The examination report as PDF: the signed version while it is current (or the one
+    asked for with ``?version=N``), else a draft of what it would say now."""
+    case = selectors.case_get(user=request.user, case_id=pk)
+    name = f"oct-report-{case.patient.identifier}-{case.exam_date:%Y%m%d}"
+    number = request.GET.get("version", "")
+    if number.isdigit():
+        version = case.report_versions.filter(number=int(number)).first()
+        if version is None:
+            raise Http404("There is no such version of this report.")
+        with version.pdf.open("rb") as handle:
+            return _pdf(handle.read(), f"{name}-v{version.number}.pdf")
+    state = verification_reports.report_state(case=case, user=request.user)
+    if state.current:
+        with state.latest.pdf.open("rb") as handle:
+            return _pdf(handle.read(), f"{name}-v{state.latest.number}.pdf")
+    data = verification_reports.report_data(case=case, user=request.user)
+    return _pdf(verification_reports.report_pdf(data=data, outdated=state.latest), f"{name}-draft.pdf")
+
+
+@role_required(Role.CLINICIAN)
+@require_POST
+def case_report_sign(request: HttpRequest, pk: int) -> HttpResponse:
+    """Sign the report as it reads now (the next version)."""
+    case = selectors.case_get(user=request.user, case_id=pk)
+    version = verification_reports.report_sign(case=case, user=request.user)
+    messages.success(request, f"Report version {version.number} signed.")
+    return redirect(case)

@@ -13,14 +13,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 
+from cases import selectors as cases_selectors
 from cases.diagnoses import URGENCY_RANK, Diagnosis, Urgency
-from cases.models import Scan
+from cases.models import Acknowledgement, Patient, Scan
 from cases.roles import Role, has_role
+from octportal.errors import Forbidden
 
 from .models import ModelVersion, Prediction
 
+GATE_REJECTED_LABEL = "Not read: not an OCT B-scan"
 PENDING_STATUSES = (Scan.Status.RECEIVED, Scan.Status.QUEUED, Scan.Status.RUNNING)
 # Newest first: the first prediction of a scan in this order is its current reading.
 CURRENT_ORDER = ("-created_at", "-id")
@@ -28,6 +31,20 @@ CURRENT_ORDER = ("-created_at", "-id")
 
 def may_rerun(*, user: Any) -> bool:
     return has_role(user, Role.CLINICIAN)
+
+
+def rerun_accepted(*, scan: Scan, prediction: Prediction | None) -> bool:
+    """Whether ``inference.services.scan_rerun`` would accept a re-run of ``scan``, given its
+    current reading: not while queued or running, and not when the active model version
+    already read it successfully (the same version gives the same result)."""
+    if scan.status in PENDING_STATUSES:
+        return False
+    return not (
+        prediction is not None
+        and prediction.gate_passed
+        and prediction.model_version.is_active
+        and scan.status == Scan.Status.ANALYSED
+    )
 
 
 def prediction_current(*, scan: Scan) -> Prediction | None:
@@ -54,6 +71,92 @@ def prediction_current_value(field_name: str, scan_ref: str = "pk") -> Subquery:
     """A subquery of one field of the current reading, to annotate scan querysets."""
     rows = Prediction.objects.filter(scan=OuterRef(scan_ref)).order_by(*CURRENT_ORDER).values(field_name)[:1]
     return Subquery(rows)
+
+
+READING_FIELDS = {
+    "reading_predicted": "predicted",
+    "reading_urgency": "urgency",
+    "reading_confidence": "confidence",
+    "reading_gate_passed": "gate_passed",
+    "reading_at": "created_at",
+    "reading_model_version_id": "model_version_id",
+}
+
+
+def scans_with_reading(qs: QuerySet[Scan]) -> QuerySet[Scan]:
+    """Annotate scans with their current reading's fields (``reading_predicted``,
+    ``reading_urgency``, ...) in SQL: one query for a whole page. The caller applies
+    the blinding rule before showing them."""
+    return qs.annotate(**{name: prediction_current_value(f) for name, f in READING_FIELDS.items()})
+
+
+def urgency_rank(field_name: str) -> Case:
+    """``URGENCY_RANK`` as an SQL expression over ``field_name`` (blank/unknown last)."""
+    whens = [When(**{field_name: code}, then=Value(rank)) for code, rank in URGENCY_RANK.items()]
+    return Case(*whens, default=Value(9), output_field=IntegerField())
+
+
+def _worst_urgency_of(scans: QuerySet[Scan]) -> Subquery:
+    """The most urgent current reading among ``scans`` (read successfully)."""
+    rows = (
+        scans.filter(status=Scan.Status.ANALYSED)
+        .annotate(u=prediction_current_value("urgency"))
+        .exclude(u="")
+        .exclude(u__isnull=True)
+        .annotate(rank=urgency_rank("u"))
+        .order_by("rank")
+        .values("u")[:1]
+    )
+    return Subquery(rows)
+
+
+def _latest_reading_of(predictions: QuerySet[Prediction], field_name: str) -> Subquery:
+    # The newest prediction among a patient's (or case's) scans is the current reading of its scan.
+    return Subquery(predictions.filter(gate_passed=True).order_by(*CURRENT_ORDER).values(field_name)[:1])
+
+
+def patients_with_readings(qs: QuerySet[Patient]) -> QuerySet[Patient]:
+    """Annotate patients with ``worst_urgency`` (over every scan's current reading) and
+    ``latest_predicted`` / ``latest_reading_at`` (their newest reading), in SQL."""
+    preds = Prediction.objects.filter(scan__case__patient=OuterRef("pk"))
+    return qs.annotate(
+        worst_urgency=_worst_urgency_of(Scan.objects.filter(case__patient=OuterRef("pk"))),
+        latest_predicted=_latest_reading_of(preds, "predicted"),
+        latest_reading_at=_latest_reading_of(preds, "created_at"),
+    )
+
+
+def cases_with_readings(qs: QuerySet[Any]) -> QuerySet[Any]:
+    """The same annotations for examinations (cases)."""
+    preds = Prediction.objects.filter(scan__case=OuterRef("pk"))
+    return qs.annotate(
+        worst_urgency=_worst_urgency_of(Scan.objects.filter(case=OuterRef("pk"))),
+        latest_predicted=_latest_reading_of(preds, "predicted"),
+        latest_reading_at=_latest_reading_of(preds, "created_at"),
+    )
+
+
+def urgent_unacknowledged(*, user: Any) -> QuerySet[Scan]:
+    """Scans whose current reading is urgent and that no one has acknowledged yet, newest
+    reading first: the clinic's list of results needing attention (clinic staff)."""
+    acknowledged = Acknowledgement.objects.filter(scan=OuterRef("pk"))
+    return (
+        scans_with_reading(cases_selectors.scan_list(user=user, status=Scan.Status.ANALYSED))
+        .filter(reading_urgency=Urgency.URGENT)
+        .filter(~Exists(acknowledged))
+        .order_by("-reading_at", "-id")
+    )
+
+
+def acknowledged_recently(*, user: Any, limit: int = 10) -> list[Acknowledgement]:
+    """The newest acknowledgements, with their scan, case, patient and who made them."""
+    if not cases_selectors.may_see_records(user=user):
+        raise Forbidden(cases_selectors.RECORDS_FORBIDDEN)
+    return list(
+        Acknowledgement.objects.select_related("scan__case__patient", "acknowledged_by").order_by("-created_at", "-id")[
+            :limit
+        ]
+    )
 
 
 def predictions_current_values(*fields: str) -> Iterator[tuple[Any, ...]]:
@@ -92,6 +195,19 @@ class ScanAnalysis:
         return self.scan.status == Scan.Status.FAILED
 
     @property
+    def gate_rejected(self) -> bool:
+        """The input gate judged the image not to be a retinal OCT B-scan."""
+        p = self.prediction
+        return self.failed and p is not None and not p.gate_passed
+
+    @property
+    def state_label(self) -> str:
+        """One label for the scan's state, the gate's rejection named as such."""
+        if self.gate_rejected:
+            return GATE_REJECTED_LABEL
+        return self.scan.get_status_display()
+
+    @property
     def result(self) -> Prediction | None:
         """The reading to show: a passed prediction, only when visible and not pending."""
         p = self.prediction
@@ -121,11 +237,12 @@ def scan_analysis(*, user: Any, scan: Scan, visible: bool, prediction: Predictio
     ``prediction`` when the current reading is already fetched."""
     if prediction is False:
         prediction = prediction_current(scan=scan) if visible else None
+    prediction = prediction if visible else None
     return ScanAnalysis(
         scan=scan,
         visible=visible,
-        prediction=prediction if visible else None,
-        can_rerun=may_rerun(user=user),
+        prediction=prediction,
+        can_rerun=may_rerun(user=user) and rerun_accepted(scan=scan, prediction=prediction),
     )
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("cases.urls")),
     path("analysis/", include("inference.urls")),
     path("verification/", include("verification.urls")),
+    path("explore/", include("verification.explore_urls")),
     path("api/", include("octportal.api_urls")),
 ]
 

@@ -70,7 +70,8 @@ def _scan(pk: int) -> Scan:
 
 
 class WorklistApi(ListAPIView):
-    """GET: the scans the caller may take next in a tier."""
+    """GET: the scans the caller may take next in a tier (tier 1: ``?rejected=1`` includes
+    the scans the input gate rejected, as the page's toggle does)."""
 
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
@@ -79,7 +80,8 @@ class WorklistApi(ListAPIView):
     def get_queryset(self):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
-        return selectors.worklist_for(user=self.request.user, tier=tier)
+        rejected = self.request.query_params.get("rejected") == "1"
+        return selectors.worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
 
 
 def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:

@@ -11,9 +11,11 @@ class VerificationConfig(AppConfig):
         # recorded with who and when; auditlog's LogEntry admin browses them.
         from auditlog.registry import auditlog
 
-        from .models import Grade, Review
+        from .models import Grade, ReportVersion, Review
 
         if not auditlog.contains(Grade):
             auditlog.register(Grade)
         if not auditlog.contains(Review):
             auditlog.register(Review)
+        if not auditlog.contains(ReportVersion):
+            auditlog.register(ReportVersion, exclude_fields=["pdf"])

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from cases.roles import Role, has_role, user_roles
 
@@ -84,6 +84,20 @@ def reading_visible_ids(*, user: Any, scan_ids: Iterable[int]) -> set[int]:
     if not settings.VERIFICATION_READING_CENTRE_MODE:
         return ids
     return ids - _blinded_tier2_ids(user, ids)
+
+
+def reading_visible_q(*, user: Any) -> Q:
+    """``may_see_reading`` as a condition on scan querysets, so that lists can be filtered
+    by the model's reading in SQL without revealing it to a blinded tier 2 grader."""
+    held = user_roles(user)
+    if not held:
+        return Q(pk__in=[])
+    if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
+        return Q()
+    graded = Q(Exists(Grade.objects.filter(scan=OuterRef("pk"), tier=Tier.GRADING, grader=user)))
+    if sees_everything(user):
+        return graded | (Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2))
+    return graded
 
 
 def grades_visible(*, user: Any, scan: Any, include_superseded: bool = False) -> QuerySet[Grade]:

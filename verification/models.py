@@ -9,6 +9,8 @@ submitted row.
 """
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -181,3 +183,42 @@ class Review(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.scan_id])
+
+
+def report_pdf_path(instance: "ReportVersion", filename: str) -> str:
+    # Random names, as for scans: nothing about the patient in the file system.
+    key = uuid.uuid4().hex
+    return f"reports/{key[:2]}/{key}.pdf"
+
+
+class ReportVersion(models.Model):
+    """A clinician's signed examination report: the PDF as signed, never changed.
+
+    ``fingerprint`` is the SHA-256 of what the report says (readings, verification,
+    examination details); when that changes the signed version stays as it was and
+    the report must be signed again, as the next version.
+    """
+
+    case = models.ForeignKey("cases.Case", on_delete=models.PROTECT, related_name="report_versions")
+    number = models.PositiveIntegerField()
+    fingerprint = models.CharField(max_length=64)
+    # Private like the scan images: served only by cases.views.case_report.
+    pdf = models.FileField(upload_to=report_pdf_path, max_length=255)
+    signed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["case_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "number"], name="reportversion_unique_number_per_case"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="reportversion_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Report v{self.number} of case {self.case_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        # A signed report is locked: a later change makes a new version.
+        if not self._state.adding:
+            raise ValueError("Signed reports are never edited; sign a new version.")
+        super().save(*args, **kwargs)

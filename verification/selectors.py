@@ -11,11 +11,19 @@ from typing import Any
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
+from cases import selectors as cases_selectors
+from cases.diagnoses import Diagnosis, Urgency
 from cases.models import Scan
 from cases.roles import Role, user_roles
-from inference.selectors import prediction_current, predictions_current_values
+from inference.selectors import (
+    prediction_current,
+    prediction_current_value,
+    predictions_current_values,
+    scans_with_reading,
+)
+from octportal.errors import Forbidden
 
 from . import blinding
 from .models import Grade, Review, Tier
@@ -71,7 +79,14 @@ def review_get(*, scan: Scan) -> Review:
     return review
 
 
-def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
+def verified_reviews_by_scan(*, scan_ids: list[int]) -> dict[int, Review]:
+    """Verified reviews (final label, who, when) of the given scans, in one query.
+    Callers check ``blinding`` before showing them."""
+    rows = Review.objects.filter(scan_id__in=scan_ids, stage=Review.Stage.VERIFIED).select_related("verified_by")
+    return {r.scan_id: r for r in rows}
+
+
+def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Scan]:
     """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
 
     Excludes scans the grader already acted on in any tier. "Urgent" is the scan's
@@ -83,14 +98,27 @@ def worklist_for(*, user: Any, tier: int) -> QuerySet[Scan]:
     A scan at the grading stage always lacks some of its required tier 2 grades (the
     last one moves it on), so tier 2 needs no count to filter on; ``tier2_count`` is
     computed for the rows shown only.
+
+    Tier 1 leaves out scans the input gate rejected as not an OCT B-scan unless
+    ``include_gate_rejected`` (``gate_rejected`` marks them).
     """
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
     qs = (
         Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
         .exclude(Exists(Grade.objects.filter(scan=OuterRef("pk"), grader=user)))
+        .annotate(
+            model_gate_passed=prediction_current_value("gate_passed"),
+            gate_rejected=Case(
+                When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
+                default=False,
+                output_field=BooleanField(),
+            ),
+        )
         .select_related("review", "case", "case__patient")
     )
+    if tier == Tier.QUALITY and not include_gate_rejected:
+        qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
         current = Grade.objects.filter(scan=OuterRef("pk"), tier=Tier.GRADING, superseded_by__isnull=True)
         qs = qs.annotate(tier2_count=Subquery(current.values("scan").annotate(n=Count("pk")).values("n")[:1]))
@@ -164,3 +192,40 @@ def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
         .select_related("actor", "content_type")
         .order_by("-timestamp", "-id")
     )
+
+
+# --- explore: every scan the user may see, filterable -----------------------------------
+
+
+def explore_scans(*, user: Any) -> QuerySet[Scan]:
+    """Every scan ``user`` may see (clinic staff and graders), newest first, annotated with
+    its current reading (``reading_*``), whether the user may see that reading
+    (``reading_visible``, from :mod:`.blinding`) and its verification. Filters on the
+    reading or the label must also require ``reading_visible``."""
+    if not cases_selectors.may_see_images(user=user):
+        raise Forbidden(cases_selectors.IMAGES_FORBIDDEN)
+    visible = blinding.reading_visible_q(user=user)
+    # An empty condition means every reading is visible to this user.
+    flag = Case(When(visible, then=True), default=False, output_field=BooleanField()) if visible else Value(True)
+    return (
+        scans_with_reading(Scan.objects.all())
+        .annotate(reading_visible=flag)
+        .select_related("case", "case__patient", "review", "review__verified_by")
+        .order_by("-uploaded_at", "-id")
+    )
+
+
+def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
+    """Counts per category of a filtered explore queryset: predicted class and urgency
+    (over readings the user may see) and verification stage; three grouped queries."""
+    seen = qs.filter(reading_visible=True, reading_gate_passed=True).order_by()
+
+    def grouped(rows: QuerySet[Any], key: str, labels: dict[str, str]) -> list[tuple[str, str, int]]:
+        counts = {row[key]: row["n"] for row in rows.values(key).annotate(n=Count("id")).order_by(key)}
+        return [(code, label, counts[code]) for code, label in labels.items() if counts.get(code)]
+
+    return {
+        "predicted": grouped(seen, "reading_predicted", dict(Diagnosis.choices)),
+        "urgency": grouped(seen, "reading_urgency", dict(Urgency.choices)),
+        "stage": grouped(qs.order_by(), "review__stage", dict(Review.Stage.choices)),
+    }

@@ -14,10 +14,13 @@ from django.views.decorators.http import require_http_methods
 
 from cases.diagnoses import Diagnosis
 from cases.models import Scan
-from cases.roles import Role, role_required
+from cases.roles import GRADER_ROLES, Role, has_role, role_required
+from inference import selectors as inference_selectors
 
 from . import blinding, exports, selectors, services
 from . import statistics as stats
+from .audit import audit_rows
+from .filters import ExploreFilter
 from .forms import FORM_FOR_TIER, correction_kwargs
 from .models import Grade, Tier
 
@@ -36,11 +39,14 @@ def _require_tier(request: HttpRequest, tier: int) -> None:
 @login_required
 def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     _require_tier(request, tier)
-    page = Paginator(selectors.worklist_for(user=request.user, tier=tier), 50).get_page(request.GET.get("page"))
+    rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
+    scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
+    page = Paginator(scans, 50).get_page(request.GET.get("page"))
     context = {
         "tier": tier,
         "tier_label": Tier(tier).label,
         "page": page,
+        "show_rejected": rejected,
         "uses_reading": blinding.worklist_uses_reading(tier=tier),
     }
     return render(request, "verification/worklist.html", context)
@@ -173,4 +179,29 @@ def export_zip(request: HttpRequest) -> StreamingHttpResponse:
 @role_required(Role.ADMIN)
 def scan_audit(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_object_or_404(Scan, pk=pk)
-    return render(request, "verification/scan_audit.html", {"scan": scan, "entries": selectors.audit_entries_for(scan=scan)})
+    rows = audit_rows(list(selectors.audit_entries_for(scan=scan)))
+    return render(request, "verification/scan_audit.html", {"scan": scan, "rows": rows})
+
+
+EXPLORE_PER_PAGE = 24
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+def explore(request: HttpRequest) -> HttpResponse:
+    """Every scan the user may see across patients, filtered, counted per category, paged."""
+    scans = ExploreFilter(request.GET or None, queryset=selectors.explore_scans(user=request.user))
+    qs = scans.qs
+    page = Paginator(qs, EXPLORE_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    tiers = [t for t in (1, 2, 3) if selectors.may_act_in_tier(request.user, t)]
+    context = {
+        "filter": scans,
+        "page": page,
+        "counts": selectors.explore_counts(qs),
+        "versions": {v.pk: v.label for v in inference_selectors.model_version_list()},
+        "query": query.urlencode(),
+        "records": has_role(request.user, Role.CLINICIAN),
+        "grade_tier": tiers[0] if tiers else None,
+    }
+    return render(request, "verification/explore.html", context)

@@ -71,4 +71,13 @@ def urgency_label(code: str) -> str:
 
 @register.filter
 def percent(value: float | None) -> str:
-    return "" if value is None else f"{value * 100:.0f}%"
+    """A probability as a percentage with one decimal, never "100%" nor "0%": a calibrated
+    model is never certain, so the display stops at >99.9% and <0.1%."""
+    if value is None:
+        return ""
+    pct = value * 100
+    if pct > 99.95:
+        return ">99.9%"
+    if 0 < pct < 0.05:
+        return "<0.1%"
+    return f"{pct:.1f}%"

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "auditlog",
     "axes",
     "csp",
@@ -131,7 +132,7 @@ AXES_LOCKOUT_CALLABLE = "octportal.security.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 # Failures only: a success row per sign-in would be a second, unreviewed access log.
 AXES_DISABLE_ACCESS_LOG = True
-LOGIN_REDIRECT_URL = "cases:home"
+LOGIN_REDIRECT_URL = "cases:start"  # each role's own start page (cases.views.start)
 LOGOUT_REDIRECT_URL = "cases:home"
 
 LANGUAGE_CODE = "en-gb"
@@ -323,6 +324,9 @@ LOGGING = {
         # access log) would bypass the filter: route its loggers to ours instead.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # WeasyPrint logs every rendering step at INFO.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
 }

@@ -314,8 +314,26 @@ def test_audit_page_lists_grade_and_final_label_changes(client, grader_t1, grade
     services.grade_submit(scan=scan, grader=grader_t2b, label="CNV", findings=NO_FINDINGS, confidence=4)
     services.verify_submit(scan=scan, grader=grader_t3, final_label="CNV")
     page = login(client, admin).get(reverse("verification:scan_audit", args=[scan.pk])).content.decode()
-    assert "grade #" in page and "final_label" in page
+    assert "Grade #" in page and "Final label set to Choroidal neovascularization (CNV)" in page
     assert grader_t1.username in page  # the actor recorded by AuditlogMiddleware
+    # Readable: users by name, field names in words, no storage paths nor raw ids.
+    assert f"Grader set to {grader_t2.username}" in page and "Verified by set to grader3" in page
+    assert "final_label" not in page and "grader: None" not in page
+    assert "scans/original/" not in page and "scans/image/" not in page
+
+
+def test_audit_rows_humanise_storage_paths_choices_and_users(grader_t1, admin):
+    from auditlog.models import LogEntry
+
+    from verification.audit import audit_rows
+
+    scan = ScanFactory()
+    entries = list(LogEntry.objects.filter(object_pk__in=[str(scan.pk)]).select_related("actor", "content_type"))
+    scan_rows = [r for r in audit_rows(entries) if r.subject.startswith("Scan")]
+    text = " ".join(c for r in scan_rows for c in r.changes)
+    assert "Original stored" in text and "Image stored" in text
+    assert "scans/" not in text and "Original name changed from [redacted] to [redacted]" in text
+    assert scan.original_name not in text  # file names are masked in the audit (cases.audit)
 
 
 def test_reference_visible_ids_matches_the_single_scan_rule(settings, grader_t1, grader_t2, clinician):

@@ -19,7 +19,17 @@ def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
     if scan is None or user is None or not user.is_authenticated:
         return {"visible": False}
     state = selectors.review_state(user=user, scan=scan)
+    review, reference = state["review"], state["reference"]
+    prediction = reference.prediction if reference is not None else None
+    model_differs = bool(
+        review.stage == Review.Stage.VERIFIED
+        and prediction is not None
+        and prediction.gate_passed
+        and prediction.predicted != review.final_label
+    )
     return {
+        "model_differs": model_differs,
+        "model_prediction": prediction,
         "visible": True,
         "scan": scan,
         "user": user,
@@ -34,6 +44,29 @@ def scan_name(context: dict[str, Any], scan: Any) -> str:
     """``{% scan_name scan %}``: the file name for clinic staff, the neutral scan code for graders."""
     request = context.get("request")
     return blinding.scan_display_name(user=getattr(request, "user", None), scan=scan)
+
+
+_VERIFIED_CACHE = "_verification_verified_by_case"
+
+
+@register.simple_tag(takes_context=True)
+def scan_verified(context: dict[str, Any], scan: Any) -> Review | None:
+    """``{% scan_verified scan as v %}``: the scan's verified review if the user may see its
+    label (``verification.blinding``), else None. Loads every scan of the case at once."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if request is None or user is None:
+        return None
+    cache = getattr(request, _VERIFIED_CACHE, None)
+    if cache is None:
+        cache = {}
+        setattr(request, _VERIFIED_CACHE, cache)
+    if scan.case_id not in cache:
+        ids = list(scan.case.scans.values_list("pk", flat=True))
+        visible = blinding.reading_visible_ids(user=user, scan_ids=ids)
+        reviews = selectors.verified_reviews_by_scan(scan_ids=ids)
+        cache[scan.case_id] = {pk: r for pk, r in reviews.items() if pk in visible}
+    return cache[scan.case_id].get(scan.pk)
 
 
 @register.filter
