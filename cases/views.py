@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from auditlog.signals import accessed
 
 from intake import services as intake_services
+from intake import volumes as intake_volumes
 from octportal.errors import DomainError
 from verification import blinding
 
@@ -154,7 +155,9 @@ def case_update(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, case_id=pk)
-    report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
+    report = intake_volumes.uploads_submit(
+        case=case, files=request.FILES.getlist("files"), uploaded_by=request.user, eye=request.POST.get("eye", "")
+    )
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
 
