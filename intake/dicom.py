@@ -84,6 +84,7 @@ class DicomInstance:
     removed: list[str]
     sha256: str
     name: str
+    pixels: np.ndarray | None = None  # decoded once, by ``_pixels``
 
 
 def _referenced(ds: Dataset) -> frozenset[str]:
@@ -143,6 +144,19 @@ def dicom_read(data: bytes, *, name: str) -> DicomInstance:
 
 
 def _pixels(inst: DicomInstance) -> np.ndarray:
+    if inst.pixels is None:
+        inst.pixels = _decode(inst)
+    return inst.pixels
+
+
+def pixels_check(inst: DicomInstance) -> None:
+    """Decode the instance's pixels now (a receiver refuses a broken instance at once)."""
+    arr = _pixels(inst)
+    if arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise VolumeRejected(f"{inst.name}: the instance holds no image.")
+
+
+def _decode(inst: DicomInstance) -> np.ndarray:
     ds = inst.ds
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
