@@ -18,7 +18,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from octportal.errors import Forbidden, NotFound
 
-from .models import Case, Patient, Scan
+from .models import Case, Patient, Scan, Volume
 from .roles import GRADER_ROLES, Role, has_role
 
 RECORD_ROLES: tuple[str, ...] = (Role.CLINICIAN,)
@@ -119,3 +119,13 @@ def _get_scan(scan_id: int) -> Scan:
         return _scans_qs().select_related("case__patient").get(pk=scan_id)
     except Scan.DoesNotExist:
         raise NotFound(f"There is no scan #{scan_id}.") from None
+
+
+def volume_image_get(*, user: Any, volume_id: int) -> Volume:
+    """One volume whose images (its localizer) ``user`` may view."""
+    if not may_see_images(user=user):
+        raise Forbidden(IMAGES_FORBIDDEN)
+    try:
+        return Volume.objects.select_related("case__patient").get(pk=volume_id)
+    except Volume.DoesNotExist:
+        raise NotFound(f"There is no volume #{volume_id}.") from None

@@ -17,4 +17,5 @@ urlpatterns = [
     path("cases/<int:pk>/upload/", views.scan_upload, name="scan_upload"),
     path("scans/<int:pk>/", views.scan_detail, name="scan_detail"),
     path("scans/<int:pk>/image/", views.scan_image, name="scan_image"),
+    path("volumes/<int:pk>/localizer/", views.volume_localizer, name="volume_localizer"),
 ]

@@ -127,6 +127,7 @@ def _case_page(
         "case": case,
         "patient": case.patient,
         "scans": list(case.scans.all()),
+        "volumes": list(case.volumes.order_by("uploaded_at", "id")),
         "report": report,
         "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
         "max_files": settings.OCT_UPLOAD_MAX_FILES,
@@ -198,6 +199,24 @@ def scan_image(request: HttpRequest, pk: int) -> FileResponse:
         as_attachment=original,
         filename=scan.original_name if original else f"scan-{scan.pk}.png",
     )
+    response["Cache-Control"] = "private, max-age=0, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+@require_GET
+def volume_localizer(request: HttpRequest, pk: int) -> FileResponse:
+    """Serve a volume's localizer (fundus / SLO) PNG, privately and audited like scans."""
+    volume = selectors.volume_image_get(user=request.user, volume_id=pk)
+    if not volume.localizer:
+        raise Http404("This volume has no localizer image.")
+    try:
+        handle = volume.localizer.open("rb")
+    except FileNotFoundError:
+        raise Http404("The localizer file of this volume is missing.") from None
+    accessed.send(sender=volume.__class__, instance=volume)
+    response = FileResponse(handle, content_type="image/png", filename=f"volume-{volume.pk}-localizer.png")
     response["Cache-Control"] = "private, max-age=0, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response

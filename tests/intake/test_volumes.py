@@ -289,3 +289,23 @@ def test_volume_source_from_a_dicom_series_folder(tmp_path, frames):
     (tmp_path / "s" / "2.dcm").write_bytes(dicom_files.op_bytes(frames[0][:64, :64], series_uid=series))
     source = volume_source_from_path(tmp_path / "s")
     assert len(source.frames) == 2 and source.localizer_png and source.laterality == "OD"
+
+
+def test_case_page_shows_the_volume_viewer_and_the_localizer_is_private(client, clinician, case, frames,
+                                                                        no_role_user):
+    series = generate_uid()
+    volumes.uploads_submit(
+        case=case,
+        files=[upload("oct.dcm", dicom_files.opt_bytes(frames, series_uid=series)),
+               upload("slo.dcm", dicom_files.op_bytes(frames[0][:64, :64], series_uid=series))],
+        uploaded_by=clinician,
+    )
+    volume = Volume.objects.get()
+    client.force_login(clinician)
+    html = client.get(reverse("cases:case_detail", args=[case.pk])).content.decode()
+    assert "data-volume-viewer" in html and html.count('data-index="') == 4
+    assert reverse("cases:volume_localizer", args=[volume.pk]) in html
+    response = client.get(reverse("cases:volume_localizer", args=[volume.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    client.force_login(no_role_user)
+    assert client.get(reverse("cases:volume_localizer", args=[volume.pk])).status_code in (302, 403)
