@@ -85,6 +85,9 @@ def figures(patients: dict[str, list[dict[str, Any]]], *, k: int, t: float) -> d
     return {
         "k": k, "t": t,
         "eyes": eye["n"], "urgent_eyes": eye["urgent"], "normal_eyes": eye["normal"], "other_eyes": eye["other"],
+        "eye_urgent_hits": eye["urgent_hit"], "eye_normal_not_urgent": eye["normal_not_urgent"],
+        "bscan_urgent": scan["urgent"], "bscan_urgent_hits": scan["urgent_hit"],
+        "bscan_normal": scan["normal"], "bscan_normal_not_urgent": scan["normal_not_urgent"],
         "eye_urgent_sensitivity": ratio(eye["urgent_hit"], eye["urgent"]),
         "eye_normal_specificity": ratio(eye["normal_not_urgent"], eye["normal"]),
         "eye_normal_called_normal": ratio(eye["normal_called_normal"], eye["normal"]),
