@@ -23,7 +23,6 @@ from datetime import date
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -108,7 +107,7 @@ def dicom_read(data: bytes, *, name: str) -> DicomInstance:
         raise VolumeRejected(f"{name}: not a DICOM file (no DICM preamble).")
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises many types (InvalidDicomError, EOFError, ...)
         raise VolumeRejected(f"{name}: the DICOM file is truncated or corrupt ({type(exc).__name__}).") from None
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
     modality = str(ds.get("Modality", "") or "")

@@ -88,6 +88,7 @@ def opt_bytes(
     modality: str = "OPT",
     spacing_mm: float = 0.12,
     declared_syntax: str | None = None,
+    bits: int = 8,
 ) -> bytes:
     """A multi-frame OPT file of ``frames`` (uint8), uncompressed, JPEG baseline or JPEG 2000."""
     ds = _base(sop_class, series_uid=series_uid or generate_uid(), modality=modality, laterality=laterality,
@@ -110,6 +111,10 @@ def opt_bytes(
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     stack = np.stack(frames).astype(np.uint8)
+    if bits == 16:
+        # 12-bit detector values in 16-bit words, as OCT devices store them.
+        stack = (stack.astype(np.uint16) * 16)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     if transfer_syntax == JPEGBaseline8Bit:
         encoded = []
         for frame in stack:

@@ -309,3 +309,37 @@ def test_case_page_shows_the_volume_viewer_and_the_localizer_is_private(client, 
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     client.force_login(no_role_user)
     assert client.get(reverse("cases:volume_localizer", args=[volume.pk])).status_code in (302, 403)
+
+
+def test_twelve_bit_frames_are_windowed_to_grey(case, clinician, frames):
+    source = volumes.volume_source_read(dicom_files.opt_bytes(frames[:2], bits=16), name="12bit.dcm")
+    volume = volumes.volume_submit(case=case, source=source, uploaded_by=clinician)
+    scan = volume.scans.get(slice_index=0)
+    assert scan.original_mode == "I;16"
+    grey = _png_pixels(scan.image)
+    assert grey.shape == frames[0].shape and np.corrcoef(grey.ravel(), frames[0].ravel())[0, 1] > 0.98
+
+
+def test_single_frame_instances_of_mixed_sizes_are_refused(api_client, clinician, case, frames, media_root):
+    series = generate_uid()
+    small = frames[1][:400, :400]
+    response = _api_upload(
+        api_client, clinician, case,
+        upload("1.dcm", dicom_files.opt_bytes(frames[:1], series_uid=series)),
+        upload("2.dcm", dicom_files.opt_bytes([small], series_uid=series)),
+    )
+    assert response.status_code == 400 and "mixed sizes" in response.json()["rejected"][0]["reason"]
+    _nothing_stored(media_root)
+
+
+def test_zip_of_a_dicom_series_and_zip_of_a_heyex_xml_export(api_client, clinician, case, frames, formats_dir):
+    series = generate_uid()
+    dicom_zip = _zip({"s/oct.dcm": dicom_files.opt_bytes(frames[:2], series_uid=series),
+                      "s/slo.dcm": dicom_files.op_bytes(frames[0][:64, :64], series_uid=series)})
+    xml_dir = formats_dir / "heyex_xml" / "test_volume"
+    xml_zip = _zip({f"export/{p.name}": p.read_bytes() for p in xml_dir.iterdir()})
+    response = _api_upload(api_client, clinician, case, upload("series.zip", dicom_zip), upload("export.zip", xml_zip))
+    assert response.status_code == 201, response.json()
+    got = {v["source_format"]: v for v in response.json()["volumes"]}
+    assert got["dicom"]["slice_count"] == 2 and got["heyex_xml"]["slice_count"] == 10
+    assert Volume.objects.get(source_format="dicom").localizer
