@@ -53,7 +53,7 @@ def _base(sop_class: str, *, series_uid: str, modality: str, laterality: str | N
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[series_uid])  # one study per series
     ds.SeriesInstanceUID = series_uid
     ds.Modality = modality
     ds.PatientID = PATIENT_ID

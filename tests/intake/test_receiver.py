@@ -4,9 +4,13 @@ Skips with the reason when storescu is missing, unless ``OCT_REQUIRE_SERVICES=1`
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from unittest import mock
 
 import pytest
@@ -108,3 +112,74 @@ def test_no_allowed_calling_ae_refuses_to_start():
 
 def test_status_code_for_broken_is_cannot_understand():
     assert STATUS_CANNOT_UNDERSTAND == 0xC000
+
+
+# --- a PACS forwarding to the receiver: Orthanc, started by the test on loopback ----------
+
+ORTHANC = shutil.which("Orthanc")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    if ORTHANC is None:
+        reason = "Orthanc is not installed (apt-get install orthanc)"
+        if os.environ.get("OCT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (OCT_REQUIRE_SERVICES=1: services are required here)")
+        pytest.skip(reason)
+    http_port, dicom_port = _free_port(), _free_port()
+    config = {
+        "Name": "test-pacs", "StorageDirectory": str(tmp_path / "orthanc"), "IndexDirectory": str(tmp_path / "orthanc"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "HttpServerEnabled": True, "Plugins": [], "DicomModalities": {},
+    }
+    state = {"config": config, "path": tmp_path / "orthanc.json", "url": f"http://127.0.0.1:{http_port}"}
+    yield state
+    proc = state.get("proc")
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _start_orthanc(state, *, receiver_port: int) -> None:
+    state["config"]["DicomModalities"] = {"octportal": ["OCTPORTAL", "127.0.0.1", receiver_port]}
+    state["path"].write_text(json.dumps(state["config"]))
+    state["proc"] = subprocess.Popen([ORTHANC, str(state["path"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(state["url"] + "/system", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail("Orthanc did not start within 30 s")
+
+
+def _post(url: str, body: bytes, content_type: str = "application/dicom") -> dict:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def test_orthanc_forwards_a_series_to_the_receiver(db, orthanc, oct_data):
+    clock = {"now": 0.0}
+    rx = Receiver(ae_title="OCTPORTAL", allowed_calling=["ORTHANC"], quiet_s=10.0, clock=lambda: clock["now"])
+    server = rx.start(bind="127.0.0.1", port=0)
+    try:
+        _start_orthanc(orthanc, receiver_port=server.server_address[1])
+        frames = dicom_files.real_bscans(oct_data, count=2)
+        series = generate_uid()
+        stored = _post(orthanc["url"] + "/instances", dicom_files.opt_bytes(frames, series_uid=series))
+        _post(orthanc["url"] + "/instances", dicom_files.op_bytes(frames[0][:64, :64], series_uid=series))
+        _post(orthanc["url"] + "/modalities/octportal/store", json.dumps(stored["ParentSeries"]).encode(),
+              "application/json")
+        clock["now"] += 11
+        (volume,) = rx.flush().volumes
+    finally:
+        rx.stop()
+    assert volume.slice_count == 2 and volume.localizer
