@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from cases.models import Scan, Volume
 from inference.selectors import volume_reading
@@ -54,3 +55,23 @@ def test_selector_reads_only_analysed_visible_slices(settings):
     assert [s["p_urgent"] is not None for s in analysis.slices] == [True, True, False]
     hidden = volume_reading(volume=volume, visible_ids={scans[0].pk})
     assert hidden.reading.slices_read == 1 and hidden.reading.urgent  # a volume of one read slice
+
+
+@pytest.mark.django_db
+def test_volume_reading_api_permission_matrix_and_body(api_client, clinician, grader_t1, no_role_user):
+    case = CaseFactory()
+    volume = Volume.objects.create(case=case, source_format="zip", laterality="OD", slice_count=2, sha256="d" * 64,
+                                   original_name="v.zip")
+    for i in range(2):
+        make_prediction(ScanFactory(case=case, volume=volume, slice_index=i, status=Scan.Status.ANALYSED),
+                        predicted="DME", confidence=0.9)
+    url = reverse("inference-api:volume_reading", args=[volume.pk])
+    assert api_client.get(url).status_code in (401, 403)
+    api_client.force_authenticate(no_role_user)
+    assert api_client.get(url).status_code == 403
+    api_client.force_authenticate(clinician)
+    body = api_client.get(url).json()
+    assert body["reading"]["diagnosis"] == "DME" and body["reading"]["urgency"] == "urgent"
+    assert [s["slice_index"] for s in body["slices"]] == [0, 1]
+    api_client.force_authenticate(grader_t1)
+    assert api_client.get(url).status_code == 200
