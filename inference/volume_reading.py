@@ -14,9 +14,9 @@ validation split (settings ``OCT_EYE_URGENT_MIN_SLICES``, ``OCT_EYE_URGENT_MIN_P
   probability of at least ``t``; otherwise NORMAL. Each is "the class of the
   strongest consistent evidence": seen on enough slices, strongest where seen;
 * **key slices**: the (up to) three slices with the strongest evidence for the
-  diagnosis (urgent probability for CNV/DME, DRUSEN probability for DRUSEN; for
-  NORMAL the three most suspicious, by non-normal probability), for the reader to
-  look at first.
+  diagnosis among those showing it at ``t`` or more (urgent probability for CNV/DME,
+  DRUSEN probability for DRUSEN; for NORMAL the three most suspicious, by non-normal
+  probability), for the reader to look at first.
 
 Pure functions: no ORM (``inference.selectors.volume_reading`` feeds it).
 """
@@ -76,7 +76,10 @@ def eye_reading(slices: Sequence[SliceReading], *, min_slices: int, min_p: float
             return s.p_urgent
         return s.probabilities.get(diagnosis, 0.0)
 
-    key = sorted(slices, key=lambda s: (-weight(s), s.slice_index))[:KEY_SLICES]
+    # A finding's key slices are those that show it (at or above t); NORMAL's are the
+    # most suspicious ones, whatever their level.
+    candidates = slices if diagnosis == Diagnosis.NORMAL else [s for s in slices if weight(s) >= min_p]
+    key = sorted(candidates or slices, key=lambda s: (-weight(s), s.slice_index))[:KEY_SLICES]
     return EyeReading(
         diagnosis=str(diagnosis),
         urgency=str(URGENCY_BY_DIAGNOSIS[Diagnosis(diagnosis)]),

@@ -28,6 +28,8 @@ def test_consistent_urgent_slices_make_the_eye_urgent_with_the_stronger_class():
     reading = eye_reading(slices, min_slices=2, min_p=0.5)
     assert reading.urgent and reading.diagnosis == "DME" and reading.urgent_slices == 3
     assert reading.key_slices == [1, 2, 3]
+    few = eye_reading([_slice(0), _slice(1, cnv=0.9), _slice(2, cnv=0.8)], min_slices=2, min_p=0.5)
+    assert few.key_slices == [1, 2]  # a normal-looking slice is not a key slice of a finding
 
 
 def test_drusen_needs_consistent_evidence_too():
