@@ -7,7 +7,9 @@ SOP classes in the transfer syntaxes a decoder here reads.
 
 Each received instance is parsed, de-identified and its pixels decoded at once, in the
 association's thread: a broken instance gets a failure status (0xC000, "cannot
-understand") and is not kept. Good instances wait in memory, grouped by series.
+understand") and is not kept. Good instances wait in memory, grouped by series (at
+most 64 series and ``OCT_VOLUME_MAX_SLICES`` instances each; beyond, 0xA700 "out of
+resources").
 
 Series completeness: DICOM has no "end of series" message, and a device may send a
 series over several associations. A series is taken as complete when nothing of it
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
@@ -108,6 +111,8 @@ class Receiver:
             if key not in self._pending and len(self._pending) >= self.max_pending:
                 return STATUS_OUT_OF_RESOURCES
             pending = self._pending.setdefault(key, _Pending(calling_ae=calling))
+            if len(pending.instances) >= settings.OCT_VOLUME_MAX_SLICES:
+                return STATUS_OUT_OF_RESOURCES
             pending.instances.append(inst)
             pending.last_seen = self.clock()
         return STATUS_SUCCESS
