@@ -25,12 +25,13 @@ IDENTIFYING = {
 PATIENT_ID = "HOSP-0042-7731"
 
 
-def real_bscans(root: Path, count: int = 4, *, size: tuple[int, int] = (512, 496)) -> list[np.ndarray]:
-    """``count`` real grey B-scans of one Kermany patient with the given size (width, height)."""
+def real_bscans(root: Path, count: int = 4, *, size: tuple[int, int] = (512, 496), label: str = "") -> list[np.ndarray]:
+    """``count`` real grey B-scans of one Kermany patient with the given size (width, height)
+    (and class ``label`` when given)."""
     by_patient: dict[str, list[str]] = {}
     with (root / "MANIFEST.tsv").open() as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            if row["path"].startswith("kermany/"):
+            if row["path"].startswith("kermany/") and (not label or row["class"] == label):
                 by_patient.setdefault(row["patient_id"], []).append(row["path"])
     for paths in by_patient.values():
         frames = []

@@ -16,10 +16,13 @@ from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
 
 from cases.models import Case, Patient, Scan, Volume
+from inference.selectors import volume_reading
+from inference.services import predict_scans
 from intake import deid, volumes
 from intake.formats import volume_source_from_path
 from tests.cases.conftest import case, media_root, stored_files, upload  # noqa: F401 - fixtures
 from tests.factories import CaseFactory, bscan_bytes
+from tests.inference.support import real_model_or_skip
 from tests.intake import dicom_files
 from verification.models import Review
 
@@ -343,3 +346,18 @@ def test_zip_of_a_dicom_series_and_zip_of_a_heyex_xml_export(api_client, clinici
     got = {v["source_format"]: v for v in response.json()["volumes"]}
     assert got["dicom"]["slice_count"] == 2 and got["heyex_xml"]["slice_count"] == 10
     assert Volume.objects.get(source_format="dicom").localizer
+
+
+def test_a_real_volume_is_read_per_eye_by_the_shipped_model(case, clinician, oct_data, no_enqueue):
+    """End to end on real CNV B-scans: every slice read by the real model, one per-eye reading."""
+    model = real_model_or_skip()
+    assert model is not None
+    frames = dicom_files.real_bscans(oct_data, count=3, label="CNV")
+    volume = volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames),
+                                                                                  name="cnv.dcm"), uploaded_by=clinician)
+    ids = list(volume.scans.values_list("pk", flat=True))
+    Scan.objects.filter(pk__in=ids).update(status=Scan.Status.QUEUED)  # as scan_request_analysis leaves them
+    assert predict_scans(scan_ids=ids) == 3
+    analysis = volume_reading(volume=volume)
+    assert analysis.complete and analysis.reading.slices_read == 3
+    assert analysis.reading.urgent and analysis.reading.diagnosis == "CNV"
