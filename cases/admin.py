@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import Case, Patient, Scan
+from .models import Case, Patient, Scan, Volume
 
 SCAN_READONLY = (
     "uid", "case", "original_file", "image_file", "sha256", "original_name", "format", "original_mode", "file_size",
@@ -113,3 +113,19 @@ class ScanAdmin(admin.ModelAdmin):
     @admin.display(description="Size")
     def dimensions(self, obj: Scan) -> str:
         return f"{obj.width}×{obj.height}"
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin):
+    """Read-only: volumes come in only through intake (upload, API, import, receiver)."""
+
+    list_display = ("id", "case", "source_format", "laterality", "slice_count", "acquisition_date", "uploaded_at")
+    list_filter = ("source_format", "laterality", "uploaded_at")
+    search_fields = ("case__patient__identifier", "original_name", "uid")
+    list_select_related = ("case__patient",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Volume | None = None) -> bool:
+        return False

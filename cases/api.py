@@ -11,13 +11,13 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from intake import services as intake_services
+from intake import volumes as intake_volumes
 from octportal.api import validated
 from octportal.errors import DomainError
 from verification import blinding
 
 from . import selectors, services
-from .models import Case, Patient, Scan
+from .models import Case, Patient, Scan, Volume
 from .roles import GRADER_ROLES, HasRole, Role
 
 
@@ -78,6 +78,7 @@ class ScanOutput(serializers.ModelSerializer):
         fields = [
             "id", "code", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
             "status", "status_detail", "source_label", "uploaded_at", "url", "image_url", "original_url",
+            "volume", "slice_index", "slice_position_mm",
         ]
 
     def _user(self) -> Any:
@@ -111,6 +112,16 @@ class ScanOutput(serializers.ModelSerializer):
 
     def get_status_detail(self, obj: Scan) -> str:
         return obj.status_detail if self._visible(obj) else ""
+
+
+class VolumeOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Volume
+        fields = [
+            "id", "case", "source_format", "modality", "scan_pattern", "laterality", "acquisition_date", "device",
+            "slice_count", "pixel_spacing_axial_mm", "pixel_spacing_lateral_mm", "slice_spacing_mm", "removed_tags",
+            "original_name", "uploaded_at",
+        ]
 
 
 # --- input serializers ----------------------------------------------------------------
@@ -197,7 +208,10 @@ class ScanDetailApi(ClinicApi):
 
 
 class CaseScanUploadApi(ClinicApi):
-    """POST multipart ``files`` (one or more) into a case; answer what was accepted and rejected."""
+    """POST multipart ``files`` (images and volume files) into a case; answer what was accepted and rejected.
+
+    ``eye`` (OD/OS) is required only for a volume whose file does not record the eye.
+    """
 
     parser_classes = [MultiPartParser, FormParser]
     throttle_scope = "upload"
@@ -209,9 +223,12 @@ class CaseScanUploadApi(ClinicApi):
             if request.data.get("files"):
                 raise DomainError("The field 'files' must carry uploaded files (multipart/form-data).")
             raise DomainError("Send one or more images in the multipart field 'files'.")
-        report = intake_services.scans_upload(case=case, files=files, uploaded_by=request.user)
+        report = intake_volumes.uploads_submit(
+            case=case, files=files, uploaded_by=request.user, eye=str(request.data.get("eye", "") or "")
+        )
         body = {
             "accepted": ScanOutput(report.accepted, many=True, context={"request": request}).data,
+            "volumes": VolumeOutput(report.volumes, many=True).data,
             "rejected": [{"name": name, "reason": reason} for name, reason in report.rejected],
         }
         if not report.accepted:

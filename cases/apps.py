@@ -8,7 +8,7 @@ class CasesConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from .models import Acknowledgement, Case, Patient, Scan
+        from .models import Acknowledgement, Case, Patient, Scan, Volume
 
         # Creates, changes and deletes are logged automatically; views of scan
         # images send auditlog's ``accessed`` signal (cases.views.scan_image).
@@ -25,3 +25,4 @@ class CasesConfig(AppConfig):
         # No identifier or file name in the entries' text (cases.audit).
         pre_save.connect(neutral_object_repr, sender=LogEntry, dispatch_uid="cases-audit-neutral-repr")
         auditlog.register(Acknowledgement)
+        auditlog.register(Volume)

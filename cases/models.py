@@ -1,4 +1,4 @@
-"""Clinical records: pseudonymous patients, examinations (cases) and B-scans."""
+"""Clinical records: pseudonymous patients, examinations (cases), volumes and B-scans."""
 from __future__ import annotations
 
 import uuid
@@ -101,6 +101,59 @@ def scan_image_path(instance: "Scan", filename: str) -> str:
     return _scan_path("image", instance, filename)
 
 
+def volume_localizer_path(instance: "Volume", filename: str) -> str:
+    suffix = PurePath(filename).suffix.lower()[:8]
+    return f"volumes/localizer/{instance.uid.hex[:2]}/{instance.uid.hex}{suffix}"
+
+
+class Volume(models.Model):
+    """One acquisition of an examination: a stack of B-scans in order (an OCT volume).
+
+    Its B-scans are ``Scan`` rows with ``volume`` and ``slice_index`` set. A scan
+    uploaded on its own has no volume (a volume of one). Nothing identifying is kept:
+    the import de-identifies the source and ``removed_tags`` names what it dropped.
+    """
+
+    class SourceFormat(models.TextChoices):
+        DICOM = "dicom", "DICOM Ophthalmic Tomography"
+        HEYEX_VOL = "heyex_vol", "Heidelberg Heyex .vol"
+        HEYEX_XML = "heyex_xml", "Heidelberg Heyex XML"
+        IMAGE_ZIP = "zip", "ZIP of B-scan images"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="volumes")
+    source_format = models.CharField(max_length=16, choices=SourceFormat.choices)
+    modality = models.CharField(max_length=16, blank=True, help_text="e.g. OPT (DICOM modality)")
+    scan_pattern = models.CharField(max_length=64, blank=True, help_text="e.g. volume, raster, radial")
+    laterality = models.CharField(max_length=2, choices=Case.Eye.choices)
+    acquisition_date = models.DateField(null=True, blank=True)
+    device = models.CharField(max_length=120, blank=True, help_text="Manufacturer and model, when the file says.")
+    slice_count = models.PositiveIntegerField()
+    pixel_spacing_axial_mm = models.FloatField(null=True, blank=True, help_text="Row spacing within a B-scan.")
+    pixel_spacing_lateral_mm = models.FloatField(null=True, blank=True, help_text="Column spacing within a B-scan.")
+    slice_spacing_mm = models.FloatField(null=True, blank=True, help_text="Distance between B-scans.")
+    localizer = models.FileField(upload_to=volume_localizer_path, max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the source file as received.")
+    original_name = models.CharField(max_length=255)
+    removed_tags = models.JSONField(
+        default=list, blank=True, help_text="What de-identification removed (DICOM keywords or field names)."
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["uploaded_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "sha256"], name="volume_unique_source_per_case"),
+            models.CheckConstraint(condition=Q(slice_count__gt=0), name="volume_has_slices"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Volume {self.pk} ({self.slice_count} B-scans, {self.laterality})"
+
+
 class Scan(models.Model):
     """One OCT B-scan image of a case.
 
@@ -118,6 +171,11 @@ class Scan(models.Model):
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="scans")
+    volume = models.ForeignKey(Volume, on_delete=models.PROTECT, null=True, blank=True, related_name="scans")
+    slice_index = models.PositiveIntegerField(null=True, blank=True, help_text="0-based position in its volume.")
+    slice_position_mm = models.FloatField(
+        null=True, blank=True, help_text="Position of the B-scan across the volume, where the file says."
+    )
     original = models.FileField(
         upload_to=scan_original_path,
         max_length=255,
@@ -159,8 +217,18 @@ class Scan(models.Model):
     class Meta:
         ordering = ["uploaded_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["case", "sha256"], name="scan_unique_image_per_case"),
+            # A lone upload is unique by content in its case; a volume's B-scans by position
+            # (two slices of a volume may be identical, e.g. blank frames).
+            models.UniqueConstraint(
+                fields=["case", "sha256"], condition=Q(volume__isnull=True), name="scan_unique_image_per_case"
+            ),
+            models.UniqueConstraint(fields=["volume", "slice_index"], name="scan_unique_slice_per_volume"),
             models.CheckConstraint(condition=Q(width__gt=0) & Q(height__gt=0), name="scan_positive_size"),
+            models.CheckConstraint(
+                condition=Q(volume__isnull=True, slice_index__isnull=True)
+                | Q(volume__isnull=False, slice_index__isnull=False),
+                name="scan_slice_index_with_volume",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "status_changed_at"]),

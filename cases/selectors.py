@@ -18,7 +18,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from octportal.errors import Forbidden, NotFound
 
-from .models import Acknowledgement, Case, Patient, Scan
+from .models import Acknowledgement, Case, Patient, Scan, Volume
 from .roles import GRADER_ROLES, Role, has_role
 
 RECORD_ROLES: tuple[str, ...] = (Role.CLINICIAN,)
@@ -125,3 +125,13 @@ def scan_acknowledgements(*, user: Any, scan: Scan) -> list[Acknowledgement]:
     """Acknowledgements of a scan's result, newest first, with who made them."""
     _require_records(user)
     return list(scan.acknowledgements.select_related("acknowledged_by").order_by("-created_at", "-id"))
+
+
+def volume_image_get(*, user: Any, volume_id: int) -> Volume:
+    """One volume whose images (its localizer) ``user`` may view."""
+    if not may_see_images(user=user):
+        raise Forbidden(IMAGES_FORBIDDEN)
+    try:
+        return Volume.objects.select_related("case__patient").get(pk=volume_id)
+    except Volume.DoesNotExist:
+        raise NotFound(f"There is no volume #{volume_id}.") from None

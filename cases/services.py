@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from octportal.errors import Conflict, DomainError
 
 from . import images
-from .models import Acknowledgement, Case, Patient, Scan
+from .models import Acknowledgement, Case, Patient, Scan, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,11 @@ def _duplicate_message(existing: Scan) -> str:
     return f"Duplicate: this image is already in this case (scan #{existing.pk}, {existing.original_name})."
 
 
+def _lone_twin(case: Case, sha256: str) -> Scan | None:
+    """The scan uploaded on its own into ``case`` with the same bytes, if any."""
+    return Scan.objects.filter(case=case, sha256=sha256, volume__isnull=True).only("pk", "original_name").first()
+
+
 def scan_files_delete(*, scan: Scan) -> None:
     """Delete a scan's stored files (best effort), e.g. after its row was rolled back."""
     for f in (scan.original, scan.image):
@@ -165,22 +170,28 @@ def scan_register(
     uploaded_by: AbstractBaseUser | None,
     source_label: str = "",
     source_label_origin: str = "",
+    volume: Volume | None = None,
+    slice_index: int | None = None,
+    slice_position_mm: float | None = None,
 ) -> Scan:
     """Validate one uploaded image and store it with its grey rendering.
 
     Raise ``ImageRejected`` (or ``Conflict`` for a duplicate, ``DomainError`` for a
     closed case) and leave nothing behind: no row and no file. Callers submit scans
-    through ``intake.services.scan_submit``, which also queues the analysis.
+    through ``intake.services.scan_submit``, which also queues the analysis. A B-scan
+    of a volume (``volume`` and ``slice_index``) is not checked for duplicates by
+    content: its volume was, as a whole.
     """
     if case.status == Case.Status.CLOSED:
         raise Conflict("This case is closed; reopen it before adding scans.")
+    if volume is not None and volume.case_id != case.pk:
+        raise DomainError("The volume belongs to another examination.")
     name = upload_name(file)
     data = images.read_upload(file, max_bytes=settings.OCT_UPLOAD_MAX_BYTES)
-    converted = images.inspect_and_convert(
-        data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS, min_side=settings.OCT_UPLOAD_MIN_SIDE_PX
-    )
-    existing = Scan.objects.filter(case=case, sha256=converted.sha256).only("pk", "original_name").first()
-    if existing is not None:
+    # The minimum size refuses stray tiny images; a volume's B-scans were checked as a volume.
+    min_side = settings.OCT_UPLOAD_MIN_SIDE_PX if volume is None else 1
+    converted = images.inspect_and_convert(data, max_pixels=settings.OCT_UPLOAD_MAX_PIXELS, min_side=min_side)
+    if volume is None and (existing := _lone_twin(case, converted.sha256)) is not None:
         raise Conflict(_duplicate_message(existing))
 
     scan = Scan(
@@ -196,6 +207,9 @@ def scan_register(
         source_label=source_label,
         source_label_origin=source_label_origin,
         uploaded_by=uploaded_by,
+        volume=volume,
+        slice_index=slice_index,
+        slice_position_mm=slice_position_mm,
     )
     try:
         with transaction.atomic():
@@ -210,7 +224,7 @@ def scan_register(
         # unique constraint fired on insert, or full_clean saw a row committed after
         # our first look.
         scan_files_delete(scan=scan)
-        existing = Scan.objects.filter(case=case, sha256=converted.sha256).first()
+        existing = _lone_twin(case, converted.sha256) if volume is None else None
         if existing is not None:
             raise Conflict(_duplicate_message(existing)) from exc
         raise
@@ -235,3 +249,70 @@ def scan_acknowledge(
     _full_clean(ack)
     ack.save()
     return ack
+
+
+# --- volumes --------------------------------------------------------------------------
+
+
+def volume_sha256_exists(*, case: Case, sha256: str) -> Volume | None:
+    """The volume of ``case`` received from the same source bytes, if any."""
+    return Volume.objects.filter(case=case, sha256=sha256).first()
+
+
+def volume_create(
+    *,
+    case: Case,
+    source_format: str,
+    laterality: str,
+    slice_count: int,
+    sha256: str,
+    original_name: str,
+    uploaded_by: AbstractBaseUser | None,
+    localizer_png: bytes | None = None,
+    **metadata: Any,
+) -> Volume:
+    """Record a volume of ``case`` (its B-scans are registered after it with ``scan_register``).
+
+    ``metadata``: modality, scan_pattern, acquisition_date, device, pixel spacings,
+    slice_spacing_mm, removed_tags. Refuse a closed case, an eye other than the
+    examination's, and a volume already received into this case.
+    """
+    if case.status == Case.Status.CLOSED:
+        raise Conflict("This case is closed; reopen it before adding scans.")
+    if laterality != case.eye:
+        raise DomainError(
+            f"The volume is of the {Case.Eye(laterality).label} but this examination is of the "
+            f"{Case.Eye(case.eye).label}; upload it into an examination of that eye."
+        )
+    existing = volume_sha256_exists(case=case, sha256=sha256)
+    if existing is not None:
+        raise Conflict(f"Duplicate: this volume is already in this case (volume #{existing.pk}, {existing.original_name}).")
+    volume = Volume(
+        case=case,
+        source_format=source_format,
+        laterality=laterality,
+        slice_count=slice_count,
+        sha256=sha256,
+        original_name=original_name[:255],
+        uploaded_by=uploaded_by,
+        **metadata,
+    )
+    try:
+        with transaction.atomic():
+            if localizer_png:
+                volume.localizer.save("localizer.png", ContentFile(localizer_png), save=False)
+            _full_clean(volume)
+            volume.save()
+    except BaseException:
+        volume_files_delete(volume=volume)
+        raise
+    return volume
+
+
+def volume_files_delete(*, volume: Volume) -> None:
+    """Delete a volume's localizer file (best effort), e.g. after its rows were rolled back."""
+    if volume.localizer and volume.localizer.name:
+        try:
+            volume.localizer.storage.delete(volume.localizer.name)
+        except OSError:  # pragma: no cover - best effort
+            logger.exception("could not delete %s", volume.localizer.name)

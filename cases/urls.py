@@ -23,4 +23,5 @@ urlpatterns = [
     path("scans/<int:pk>/image/", views.scan_image, name="scan_image"),
     path("scans/<int:pk>/thumbnail/", views.scan_thumbnail, name="scan_thumbnail"),
     path("scans/<int:pk>/acknowledge/", views.scan_acknowledge, name="scan_acknowledge"),
+    path("volumes/<int:pk>/localizer/", views.volume_localizer, name="volume_localizer"),
 ]

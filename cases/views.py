@@ -17,6 +17,7 @@ from auditlog.signals import accessed
 
 from inference import selectors as inference_selectors
 from intake import services as intake_services
+from intake import volumes as intake_volumes
 from octportal.errors import DomainError, Forbidden, NotFound
 from verification import blinding
 from verification import reports as verification_reports
@@ -176,6 +177,7 @@ def _case_page(
         "patient": case.patient,
         "scans": scans,
         "report_state": verification_reports.report_state(case=case, user=request.user),
+        "volumes": list(case.volumes.order_by("uploaded_at", "id")),
         "report": report,
         "report_scans": [fresh.get(s.pk, s) for s in report.accepted] if report else [],
         "max_upload": settings.OCT_UPLOAD_MAX_BYTES,
@@ -208,7 +210,9 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         # Reloading the address the upload report was rendered at: back to the case page.
         return redirect(case)
-    report = intake_services.scans_upload(case=case, files=request.FILES.getlist("files"), uploaded_by=request.user)
+    report = intake_volumes.uploads_submit(
+        case=case, files=request.FILES.getlist("files"), uploaded_by=request.user, eye=request.POST.get("eye", "")
+    )
     # Render the report right away (not a redirect): it names every file and reason.
     return _case_page(request, pk, report=report, status=200 if report.accepted else 400)
 
@@ -339,3 +343,21 @@ def case_report_sign(request: HttpRequest, pk: int) -> HttpResponse:
     version = verification_reports.report_sign(case=case, user=request.user)
     messages.success(request, f"Report version {version.number} signed.")
     return redirect(case)
+
+
+@role_required(Role.CLINICIAN, *GRADER_ROLES)
+@require_GET
+def volume_localizer(request: HttpRequest, pk: int) -> FileResponse:
+    """Serve a volume's localizer (fundus / SLO) PNG, privately and audited like scans."""
+    volume = selectors.volume_image_get(user=request.user, volume_id=pk)
+    if not volume.localizer:
+        raise Http404("This volume has no localizer image.")
+    try:
+        handle = volume.localizer.open("rb")
+    except FileNotFoundError:
+        raise Http404("The localizer file of this volume is missing.") from None
+    accessed.send(sender=volume.__class__, instance=volume)
+    response = FileResponse(handle, content_type="image/png", filename=f"volume-{volume.pk}-localizer.png")
+    response["Cache-Control"] = "private, max-age=0, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

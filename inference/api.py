@@ -101,3 +101,35 @@ class ModelVersionListApi(APIView):
 
     def get(self, request: Request) -> Response:
         return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
+
+
+class VolumeReadingApi(APIView):
+    """GET a volume's per-eye reading and each B-scan's urgent probability (readings the
+    user may not see are left out, as on the page)."""
+
+    permission_classes = [HasRole]
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request, pk: int) -> Response:
+        volume = cases_selectors.volume_image_get(user=request.user, volume_id=pk)
+        ids = list(volume.scans.values_list("pk", flat=True))
+        analysis = selectors.volume_reading(
+            volume=volume, visible_ids=blinding.reading_visible_ids(user=request.user, scan_ids=ids)
+        )
+        reading = analysis.reading
+        return Response({
+            "volume": volume.pk,
+            "case": volume.case_id,
+            "laterality": volume.laterality,
+            "slice_count": volume.slice_count,
+            "pending": analysis.pending,
+            "reading": None if reading is None else {
+                "diagnosis": reading.diagnosis,
+                "urgency": reading.urgency,
+                "urgent_slices": reading.urgent_slices,
+                "slices_read": reading.slices_read,
+                "key_slices": reading.key_slices,
+                "rule": {"min_slices": reading.min_slices, "min_p": reading.min_p},
+            },
+            "slices": analysis.slices,
+        })

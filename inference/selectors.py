@@ -17,11 +17,14 @@ from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Sub
 
 from cases import selectors as cases_selectors
 from cases.diagnoses import URGENCY_RANK, Diagnosis, Urgency
-from cases.models import Acknowledgement, Patient, Scan
+from django.conf import settings
+
+from cases.models import Acknowledgement, Patient, Scan, Volume
 from cases.roles import Role, has_role
 from octportal.errors import Forbidden
 
 from .models import ModelVersion, Prediction
+from .volume_reading import EyeReading, SliceReading, eye_reading
 
 GATE_REJECTED_LABEL = "Not read: not an OCT B-scan"
 PENDING_STATUSES = (Scan.Status.RECEIVED, Scan.Status.QUEUED, Scan.Status.RUNNING)
@@ -291,3 +294,47 @@ def case_summary(*, scans: Iterable[Scan], predictions: dict[int, Prediction], v
         if summary.worst is None or key < (URGENCY_RANK.get(summary.worst.urgency, 9), -summary.worst.confidence):
             summary.worst, summary.worst_scan = p, scan
     return summary
+
+
+@dataclass
+class VolumeAnalysis:
+    """The per-eye reading of a volume and each slice's score (the viewer's strip)."""
+
+    volume: Volume
+    reading: EyeReading | None
+    slices: list[dict[str, Any]]  # per slice in order: scan id, index, status, urgent probability or None
+    pending: int
+
+    @property
+    def complete(self) -> bool:
+        return self.pending == 0
+
+
+def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> VolumeAnalysis:
+    """Read a volume per eye from its slices' current readings (rule: ``inference.volume_reading``).
+
+    ``visible_ids``: the scans whose readings the user may see (``verification.blinding``);
+    None means all. Only analysed slices whose reading passed the input gate count.
+    """
+    scans = list(volume.scans.order_by("slice_index").only("pk", "slice_index", "status"))
+    current = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
+    read: list[SliceReading] = []
+    strip: list[dict[str, Any]] = []
+    for scan in scans:
+        p = current.get(scan.pk)
+        usable = (
+            p is not None and p.gate_passed and scan.status == Scan.Status.ANALYSED
+            and (visible_ids is None or scan.pk in visible_ids)
+        )
+        if usable:
+            read.append(SliceReading(slice_index=scan.slice_index, probabilities=p.probabilities))
+        strip.append({
+            "scan_id": scan.pk,
+            "slice_index": scan.slice_index,
+            "status": scan.status,
+            "p_urgent": round(read[-1].p_urgent, 4) if usable else None,
+            "predicted": p.predicted if usable else "",
+        })
+    reading = eye_reading(read, min_slices=settings.OCT_EYE_URGENT_MIN_SLICES, min_p=settings.OCT_EYE_URGENT_MIN_P)
+    pending = sum(1 for s in scans if s.status in PENDING_STATUSES)
+    return VolumeAnalysis(volume=volume, reading=reading, slices=strip, pending=pending)

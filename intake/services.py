@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from cases.models import Case, Scan
+from cases.models import Case, Scan, Volume
 from cases.services import scan_files_delete, scan_register, upload_name, upload_sha256
 from inference.services import scan_request_analysis
 from octportal.errors import Conflict, DomainError
@@ -27,10 +27,19 @@ class UploadReport:
 
     accepted: list[Scan] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)
 
 
 def scan_submit(
-    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, source_label: str = "", source_label_origin: str = ""
+    *,
+    case: Case,
+    file: IO[bytes],
+    uploaded_by: AbstractBaseUser | None,
+    source_label: str = "",
+    source_label_origin: str = "",
+    volume: Volume | None = None,
+    slice_index: int | None = None,
+    slice_position_mm: float | None = None,
 ) -> Scan:
     """Register one image into ``case``, queue its analysis and open its review.
 
@@ -39,7 +48,14 @@ def scan_submit(
     """
     with transaction.atomic():
         scan = scan_register(
-            case=case, file=file, uploaded_by=uploaded_by, source_label=source_label, source_label_origin=source_label_origin
+            case=case,
+            file=file,
+            uploaded_by=uploaded_by,
+            source_label=source_label,
+            source_label_origin=source_label_origin,
+            volume=volume,
+            slice_index=slice_index,
+            slice_position_mm=slice_position_mm,
         )
         try:
             review_open(scan=scan)

@@ -12,7 +12,7 @@ from typing import Any
 from django import template
 
 from cases.diagnoses import Urgency
-from cases.models import Case, Scan
+from cases.models import Case, Scan, Volume
 
 from verification import blinding
 
@@ -59,6 +59,14 @@ def case_analysis(context: template.Context, case: Case, scans: Any = None) -> s
     scans = list(scans)
     visible = blinding.reading_visible_ids(user=_user(context), scan_ids=[s.pk for s in scans])
     return selectors.case_summary(scans=scans, predictions=predictions, visible_ids=visible)
+
+
+@register.simple_tag(takes_context=True)
+def volume_analysis(context: template.Context, volume: Volume) -> selectors.VolumeAnalysis:
+    """``{% volume_analysis volume as v %}``: the per-eye reading and slice strip ``user`` may see."""
+    ids = list(volume.scans.values_list("pk", flat=True))
+    visible = blinding.reading_visible_ids(user=_user(context), scan_ids=ids)
+    return selectors.volume_reading(volume=volume, visible_ids=visible)
 
 
 @register.filter

@@ -6,6 +6,7 @@ tasks run in-process, the shipped ONNX model. Environment variables (see
 """
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -212,6 +213,29 @@ OCT_INFERENCE_STALE_AFTER = timedelta(seconds=env.int("OCT_INFERENCE_STALE_AFTER
 # Claims of one scan that never finished before the sweep marks it failed.
 OCT_INFERENCE_MAX_ATTEMPTS = max(1, env.int("OCT_INFERENCE_MAX_ATTEMPTS", default=3))
 OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "oct"))
+
+# Volumes (docs/volumes.md): limits of one volume upload, the device-format fixtures.
+OCT_VOLUME_MAX_BYTES = env.int("OCT_VOLUME_MAX_BYTES", default=400 * 1024 * 1024)
+OCT_VOLUME_MAX_SLICES = env.int("OCT_VOLUME_MAX_SLICES", default=512)
+OCT_FORMATS_DIR = env.path("OCT_FORMATS_DIR", default=str(BASE_DIR.parent / "shared" / "oct-formats"))
+# Key of the HMAC that maps a device's patient id to the pseudonymous patient. Keep it
+# stable: a new key sends a returning patient's next visit to a new patient record.
+OCT_PATIENT_KEY = env("OCT_PATIENT_KEY", default="") or hashlib.sha256(
+    ("oct-patient-key:" + SECRET_KEY).encode("utf-8")
+).hexdigest()
+# DICOM receiver (manage.py dicom_receiver): Storage SCP for Ophthalmic Tomography.
+OCT_DICOM_AE_TITLE = env("OCT_DICOM_AE_TITLE", default="OCTPORTAL")
+OCT_DICOM_PORT = env.int("OCT_DICOM_PORT", default=11112)
+OCT_DICOM_BIND = env("OCT_DICOM_BIND", default="127.0.0.1")
+# Calling AE titles allowed to send; empty refuses every association.
+OCT_DICOM_ALLOWED_AE_TITLES = env.list("OCT_DICOM_ALLOWED_AE_TITLES", default=[])
+# A series is complete when nothing of it arrived for this long (DICOM has no end marker).
+OCT_DICOM_QUIET_S = env.float("OCT_DICOM_QUIET_S", default=10.0)
+# Per-eye reading of a volume (inference/volume_reading.py): urgent when at least this many
+# B-scans are urgent with at least this probability. Chosen on the validation split by
+# training/evaluate_eyes.py (k=2 lost 2 of 26 urgent eyes there; docs/volumes.md).
+OCT_EYE_URGENT_MIN_SLICES = env.int("OCT_EYE_URGENT_MIN_SLICES", default=1)
+OCT_EYE_URGENT_MIN_P = env.float("OCT_EYE_URGENT_MIN_P", default=0.5)
 
 # Tiered verification.
 VERIFICATION_REQUIRED_GRADES = max(1, env.int("VERIFICATION_REQUIRED_GRADES", default=2))
