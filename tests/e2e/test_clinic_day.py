@@ -95,5 +95,11 @@ def test_clinician_acknowledges_an_urgent_result_and_explores(live_url, browser_
     page.wait_for_load_state()
     shown = {int(x) for x in page.locator("[data-explore-scan]").evaluate_all("els => els.map(e => e.dataset.exploreScan)")}
     assert urgent.pk in shown and routine.pk not in shown and len(shown) == 2
-    page.wait_for_function("[...document.querySelectorAll('.explore-thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    # Polled from here: wait_for_function would eval() in the page, which the CSP forbids.
+    loaded = "() => [...document.querySelectorAll('.explore-thumb')].every(i => i.complete && i.naturalWidth > 0)"
+    for _ in range(100):
+        if page.evaluate(loaded):
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate(loaded), "explore thumbnails did not load"
     check_fits(page, "06-explore-urgent")
