@@ -203,11 +203,12 @@ class Scan(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True)
     status_detail = models.CharField(max_length=500, blank=True, help_text="Why analysis failed, for people.")
     status_changed_at = models.DateTimeField(auto_now_add=True)
-    reading_urgent = models.BooleanField(
-        default=False,
-        help_text="Whether the current reading refers urgently: a copy kept by inference.services for the "
-        "worklists' order, derived from inference.selectors.prediction_current only.",
-    )
+    # A copy of the scan's current reading (inference.selectors.prediction_current), kept
+    # by inference.services whenever predictions change, so that lists filter, count and
+    # sort on it in SQL at millions of scans. Blank while the scan has no passed reading.
+    current_class = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
+    current_urgency = models.CharField(max_length=16, blank=True)
+    current_urgent = models.BooleanField(default=False, help_text="current_urgency is urgent (worklist order).")
     analysis_attempts = models.PositiveSmallIntegerField(default=0)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -233,7 +234,9 @@ class Scan(models.Model):
         indexes = [
             models.Index(fields=["status", "status_changed_at"]),
             # Worklists: urgent first, then oldest; list endpoints: upload order.
-            models.Index(fields=["-reading_urgent", "uploaded_at", "id"], name="scan_urgent_then_oldest"),
+            models.Index(fields=["-current_urgent", "uploaded_at", "id"], name="scan_urgent_then_oldest"),
+            models.Index(fields=["current_class", "-uploaded_at"], name="scan_class_newest"),
+            models.Index(fields=["current_urgency", "-uploaded_at"], name="scan_urgency_newest"),
             models.Index(fields=["uploaded_at", "id"], name="scan_upload_order"),
         ]
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from octportal.errors import Forbidden, NotFound
 
@@ -46,13 +47,23 @@ def _scans_qs() -> QuerySet[Scan]:
 
 
 def patient_list(*, user: Any, query: str = "") -> QuerySet[Patient]:
-    """Patients matching ``query`` (part of the identifier), with case counts and last exam."""
+    """Patients matching ``query`` (part of the identifier), by identifier; annotate the
+    rows shown with ``patients_counted``."""
     _require_records(user)
-    qs = Patient.objects.annotate(case_count=Count("cases", distinct=True), last_exam=Max("cases__exam_date"))
+    qs = Patient.objects.all()
     query = (query or "").strip()
     if query:
         qs = qs.filter(identifier__icontains=query)
     return qs.order_by("identifier")
+
+
+def patients_counted(qs: QuerySet[Patient]) -> QuerySet[Patient]:
+    """Patients with ``case_count`` and ``last_exam`` (per row, for a page of them)."""
+    cases = Case.objects.filter(patient=OuterRef("pk")).order_by().values("patient")
+    return qs.annotate(
+        case_count=Coalesce(Subquery(cases.annotate(n=Count("pk")).values("n")[:1]), 0),
+        last_exam=Subquery(cases.annotate(m=Max("exam_date")).values("m")[:1]),
+    )
 
 
 def patient_get(*, user: Any, patient_id: int) -> Patient:

@@ -19,6 +19,7 @@ from inference import selectors as inference_selectors
 from intake import services as intake_services
 from intake import volumes as intake_volumes
 from octportal.errors import DomainError, Forbidden, NotFound
+from octportal.paging import CappedPaginator, page_annotated
 from verification import blinding
 from verification import reports as verification_reports
 
@@ -98,7 +99,7 @@ def start(request: HttpRequest) -> HttpResponse:
 def clinic_home(request: HttpRequest) -> HttpResponse:
     """The clinician's start page: urgent results no one has acknowledged yet, newest first."""
     urgent = inference_selectors.urgent_unacknowledged(user=request.user)
-    page = Paginator(urgent, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    page = CappedPaginator(urgent, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
     visible = blinding.reading_visible_ids(user=request.user, scan_ids=[s.pk for s in page.object_list])
     context = {
         "page": page,
@@ -117,8 +118,10 @@ def clinic_home(request: HttpRequest) -> HttpResponse:
 def patient_list(request: HttpRequest) -> HttpResponse:
     form = PatientSearchForm(request.GET or None)
     query = form.cleaned_data["q"] if form.is_valid() else ""
-    patients = inference_selectors.patients_with_readings(selectors.patient_list(user=request.user, query=query))
+    patients = selectors.patient_list(user=request.user, query=query)
     page = Paginator(patients, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    # The readings and counts of the 25 patients shown only, not of every patient skipped.
+    page = page_annotated(page, lambda qs: inference_selectors.patients_with_readings(selectors.patients_counted(qs)))
     return render(request, "cases/patient_list.html", {"form": form, "query": query, "page": page})
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import Case, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 
 from cases import selectors as cases_selectors
 from cases.diagnoses import URGENCY_RANK, Diagnosis, Urgency
@@ -76,9 +76,11 @@ def prediction_current_value(field_name: str, scan_ref: str = "pk") -> Subquery:
     return Subquery(rows)
 
 
+# The current reading's class and urgency are copied onto the scan (cases.Scan.current_*,
+# kept by inference.services.run.scan_reading_copy), so lists filter and count on plain
+# indexed columns; the rest comes from the prediction row itself.
+READING_COPIES = {"reading_predicted": "current_class", "reading_urgency": "current_urgency"}
 READING_FIELDS = {
-    "reading_predicted": "predicted",
-    "reading_urgency": "urgency",
     "reading_confidence": "confidence",
     "reading_gate_passed": "gate_passed",
     "reading_at": "created_at",
@@ -90,7 +92,8 @@ def scans_with_reading(qs: QuerySet[Scan]) -> QuerySet[Scan]:
     """Annotate scans with their current reading's fields (``reading_predicted``,
     ``reading_urgency``, ...) in SQL: one query for a whole page. The caller applies
     the blinding rule before showing them."""
-    return qs.annotate(**{name: prediction_current_value(f) for name, f in READING_FIELDS.items()})
+    copies = {name: F(column) for name, column in READING_COPIES.items()}
+    return qs.annotate(**copies, **{name: prediction_current_value(f) for name, f in READING_FIELDS.items()})
 
 
 def urgency_rank(field_name: str) -> Case:
@@ -103,12 +106,10 @@ def _worst_urgency_of(scans: QuerySet[Scan]) -> Subquery:
     """The most urgent current reading among ``scans`` (read successfully)."""
     rows = (
         scans.filter(status=Scan.Status.ANALYSED)
-        .annotate(u=prediction_current_value("urgency"))
-        .exclude(u="")
-        .exclude(u__isnull=True)
-        .annotate(rank=urgency_rank("u"))
+        .exclude(current_urgency="")
+        .annotate(rank=urgency_rank("current_urgency"))
         .order_by("rank")
-        .values("u")[:1]
+        .values("current_urgency")[:1]
     )
     return Subquery(rows)
 
@@ -141,13 +142,14 @@ def cases_with_readings(qs: QuerySet[Any]) -> QuerySet[Any]:
 
 def urgent_unacknowledged(*, user: Any) -> QuerySet[Scan]:
     """Scans whose current reading is urgent and that no one has acknowledged yet, newest
-    reading first: the clinic's list of results needing attention (clinic staff)."""
+    first: the clinic's list of results needing attention (clinic staff). Walks the
+    index on the copied urgency and upload time."""
     acknowledged = Acknowledgement.objects.filter(scan=OuterRef("pk"))
     return (
         scans_with_reading(cases_selectors.scan_list(user=user, status=Scan.Status.ANALYSED))
         .filter(reading_urgency=Urgency.URGENT)
         .filter(~Exists(acknowledged))
-        .order_by("-reading_at", "-id")
+        .order_by("-uploaded_at", "-id")
     )
 
 

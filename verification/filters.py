@@ -55,10 +55,10 @@ class ExploreFilter(django_filters.FilterSet):
     device = django_filters.CharFilter(label="Device", field_name="case__device", lookup_expr="icontains")
 
     def filter_predicted(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        return qs.filter(reading_visible=True, reading_gate_passed=True, reading_predicted=value)
+        return qs.filter(reading_visible=True, reading_predicted=value)  # the copy is blank unless read
 
     def filter_urgency(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        return qs.filter(reading_visible=True, reading_gate_passed=True, reading_urgency=value)
+        return qs.filter(reading_visible=True, reading_urgency=value)
 
     def filter_verified(self, qs: QuerySet, name: str, value: str) -> QuerySet:
         return qs.filter(VERIFIED, reading_visible=True, review__final_label=value)
@@ -66,7 +66,7 @@ class ExploreFilter(django_filters.FilterSet):
     def filter_agreement(self, qs: QuerySet, name: str, value: str) -> QuerySet:
         if value == "unverified":
             return qs.exclude(VERIFIED)
-        verified = qs.filter(VERIFIED, reading_visible=True, reading_gate_passed=True)
+        verified = qs.filter(VERIFIED, reading_visible=True).exclude(reading_predicted="")
         same = Q(review__final_label=F("reading_predicted"))
         return verified.filter(same) if value == "agree" else verified.exclude(same)
 

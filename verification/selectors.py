@@ -90,7 +90,7 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
 
     Excludes scans the grader already acted on in any tier. "Urgent" is the scan's
-    current reading (``Scan.reading_urgent``, the copy inference keeps of
+    current reading (``Scan.current_urgent``, the copy inference keeps of
     ``inference.selectors.prediction_current``), where ``blinding.worklist_uses_reading``
     allows it; otherwise oldest first. Both orders walk an index of ``cases_scan``, so a
     page costs the same at a million scans as at a thousand.
@@ -123,7 +123,7 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
         current = Grade.objects.filter(scan=OuterRef("pk"), tier=Tier.GRADING, superseded_by__isnull=True)
         qs = qs.annotate(tier2_count=Subquery(current.values("scan").annotate(n=Count("pk")).values("n")[:1]))
     if blinding.worklist_uses_reading(tier=tier):
-        return qs.annotate(model_urgent=F("reading_urgent")).order_by("-reading_urgent", "uploaded_at", "id")
+        return qs.annotate(model_urgent=F("current_urgent")).order_by("-current_urgent", "uploaded_at", "id")
     # The order must not tell a blinded tier 2 grader what the model thinks.
     return qs.annotate(model_urgent=Value(None, output_field=BooleanField(null=True))).order_by("uploaded_at", "id")
 
@@ -218,7 +218,7 @@ def explore_scans(*, user: Any) -> QuerySet[Scan]:
 def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
     """Counts per category of a filtered explore queryset: predicted class and urgency
     (over readings the user may see) and verification stage; three grouped queries."""
-    seen = qs.filter(reading_visible=True, reading_gate_passed=True).order_by()
+    seen = qs.filter(reading_visible=True).exclude(reading_predicted="").order_by()
 
     def grouped(rows: QuerySet[Any], key: str, labels: dict[str, str]) -> list[tuple[str, str, int]]:
         counts = {row[key]: row["n"] for row in rows.values(key).annotate(n=Count("id")).order_by(key)}

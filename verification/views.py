@@ -6,7 +6,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -16,6 +15,7 @@ from cases.diagnoses import Diagnosis
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, Role, has_role, role_required
 from inference import selectors as inference_selectors
+from octportal.paging import CappedPaginator
 
 from . import blinding, exports, selectors, services
 from . import statistics as stats
@@ -41,7 +41,7 @@ def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     _require_tier(request, tier)
     rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
     scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
-    page = Paginator(scans, 50).get_page(request.GET.get("page"))
+    page = CappedPaginator(scans, 50).get_page(request.GET.get("page"))
     context = {
         "tier": tier,
         "tier_label": Tier(tier).label,
@@ -191,7 +191,7 @@ def explore(request: HttpRequest) -> HttpResponse:
     """Every scan the user may see across patients, filtered, counted per category, paged."""
     scans = ExploreFilter(request.GET or None, queryset=selectors.explore_scans(user=request.user))
     qs = scans.qs
-    page = Paginator(qs, EXPLORE_PER_PAGE).get_page(request.GET.get("page"))
+    page = CappedPaginator(qs, EXPLORE_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     tiers = [t for t in (1, 2, 3) if selectors.may_act_in_tier(request.user, t)]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('cases', '0005_scan_reading_urgent'),
+        ('cases', '0005_scan_current_reading'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

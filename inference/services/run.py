@@ -292,21 +292,29 @@ def predict_scans(*, scan_ids: Sequence[int]) -> int:
 
 
 def scan_reading_copy(*, scan_id: int) -> None:
-    """Copy whether the scan's current reading is urgent onto the scan (the worklists
-    sort on it in SQL). Called wherever a scan's predictions change."""
+    """Copy the scan's current reading (class, urgency) onto the scan, where lists filter,
+    count and sort on it in SQL. Called wherever a scan's predictions change."""
     current = prediction_current(scan=Scan(pk=scan_id))
-    urgent = bool(current is not None and current.gate_passed and current.urgency == Urgency.URGENT)
-    Scan.objects.filter(pk=scan_id).exclude(reading_urgent=urgent).update(reading_urgent=urgent)
+    passed = current is not None and current.gate_passed
+    fields = {
+        "current_class": current.predicted if passed else "",
+        "current_urgency": current.urgency if passed else "",
+        "current_urgent": bool(passed and current.urgency == Urgency.URGENT),
+    }
+    Scan.objects.filter(pk=scan_id).update(**fields)
 
 
 def scans_reading_copy_refresh() -> int:
-    """``scan_reading_copy`` for every scan, in SQL (after ``predictions_urgency_refresh``)."""
-    current = Scan.objects.annotate(
-        now_urgency=prediction_current_value("urgency"), now_passed=prediction_current_value("gate_passed")
-    )
-    urgent = Q(now_urgency=Urgency.URGENT, now_passed=True)
-    changed = current.filter(urgent, reading_urgent=False).update(reading_urgent=True)
-    return changed + current.filter(~urgent, reading_urgent=True).update(reading_urgent=False)
+    """Bring the scans' copied urgency in line with ``URGENCY_BY_DIAGNOSIS`` (after
+    ``predictions_urgency_refresh``): the urgency follows the copied class."""
+    changed = 0
+    for code, urgency in URGENCY_BY_DIAGNOSIS.items():
+        changed += (
+            Scan.objects.filter(current_class=code)
+            .exclude(current_urgency=urgency)
+            .update(current_urgency=urgency, current_urgent=(urgency == Urgency.URGENT))
+        )
+    return changed
 
 
 def predictions_urgency_refresh() -> int:

@@ -17,10 +17,10 @@ def test_clinician_lists_patients_with_search(clinician):
     assert selectors.patient_list(user=clinician, query="").count() == 2
 
 
-def test_patient_list_annotates_counts(clinician):
+def test_patients_counted_annotates_counts_of_the_rows_given(clinician):
     case = CaseFactory()
     CaseFactory(patient=case.patient)
-    (patient,) = selectors.patient_list(user=clinician, query=case.patient.identifier)
+    (patient,) = selectors.patients_counted(selectors.patient_list(user=clinician, query=case.patient.identifier))
     assert patient.case_count == 2 and patient.last_exam == case.exam_date
 
 

@@ -129,9 +129,10 @@ class Command(BaseCommand):
                       FROM ({numbered}) s) p"""
             )
             cur.execute(
-                f"""UPDATE {scan_table} SET reading_urgent = true WHERE id IN (
-                    SELECT scan_id FROM {Prediction._meta.db_table}
-                    WHERE scan_id > {before} AND gate_passed AND urgency = 'urgent')"""
+                f"""UPDATE {scan_table} s SET current_class = p.predicted, current_urgency = p.urgency,
+                    current_urgent = (p.urgency = 'urgent')
+                    FROM {Prediction._meta.db_table} p
+                    WHERE p.scan_id = s.id AND s.id > {before} AND p.gate_passed"""
             )
             cur.execute(
                 f"""INSERT INTO {Review._meta.db_table} (scan_id, stage, required_grades, final_label,

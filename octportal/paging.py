@@ -1,0 +1,53 @@
+"""Paging of long lists whose exact size would cost more than the page itself.
+
+Counting a million rows (for "page 1 of 20,000") takes longer than fetching the 50
+shown. ``CappedPaginator`` counts up to ``cap`` rows and says "1,000+" beyond; pages
+past the cap are still reached by "next". ``page_annotated`` adds expensive per-row
+annotations to the rows of one page only, after the page has been cut.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from django.core.paginator import EmptyPage, Page, Paginator
+from django.db.models import QuerySet
+
+
+class CappedPaginator(Paginator):
+    """A paginator whose count stops at ``cap`` (+1, to know that there are more)."""
+
+    cap = 1000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.cap + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.cap
+
+    @property
+    def count_label(self) -> str:
+        return f"{self.cap:,}+" if self.capped else f"{self.count:,}"
+
+    def validate_number(self, number: Any) -> int:
+        # Beyond the cap there may be more pages than the count shows: allow one more.
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            if self.capped:
+                return int(number)
+            raise
+
+
+def page_annotated(page: Page, annotate: Callable[[QuerySet], QuerySet]) -> Page:
+    """Replace the page's rows by the same rows with ``annotate`` applied, in page order."""
+    rows = list(page.object_list)
+    if not rows:
+        return page
+    model = type(rows[0])
+    by_pk = {obj.pk: obj for obj in annotate(model.objects.filter(pk__in=[r.pk for r in rows]))}
+    page.object_list = [by_pk[r.pk] for r in rows]
+    return page
