@@ -248,6 +248,117 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_rule(cand: dict[str, Any], base: dict[str, Any], loso_accuracy: float | None) -> list[tuple[str, bool, str]]:
+    """The 1.4.0 shipping rule of docs/training.md, on two validation-split suite outputs.
+
+    Returns (condition, passed, detail) per condition; the candidate ships only if
+    every one passes. Refuses outputs of another split, seed or image set.
+    """
+    if cand["split"] != "val" or base["split"] != "val":
+        raise ValueError("the shipping rule is judged on the validation split only")
+    if (cand["seed"], cand["n_images"], cand["limit"]) != (base["seed"], base["n_images"], base["limit"]):
+        raise ValueError("the two suite outputs were not run on the same images and seed")
+    out: list[tuple[str, bool, str]] = []
+    cr, br = cand["rows"], base["rows"]
+
+    def correct(row: dict[str, Any]) -> list[int]:
+        cm = row["confusion_matrix"]
+        return [cm[i][i] for i in range(len(cm))]
+
+    c_ok, b_ok = correct(cr["clean"]), correct(br["clean"])
+    acc = cr["clean"]["accuracy"]
+    out.append(("clean accuracy >= 96.3%", acc >= 0.963, f"{_pct(acc)} (1.3.0 {_pct(br['clean']['accuracy'])})"))
+    per = [f"{c} {a}/{b}" for c, a, b in zip(D.CLASSES, c_ok, b_ok)]
+    out.append(("every class recall at most one image below", all(a >= b - 1 for a, b in zip(c_ok, b_ok)), ", ".join(per)))
+    stress = [k for k in br if k != "clean" and k in cr]
+    for k in stress:
+        c, b = cr[k], br[k]
+        fails = []
+        if c["accuracy"] < b["accuracy"] - 0.01:
+            fails.append(f"accuracy {_pct(c['accuracy'])} < {_pct(b['accuracy'])} - 1")
+        for key, n_key in (("normal_specificity", "normal_n"), ("urgent_sensitivity", "urgent_n")):
+            cv, bv, n = c[key], b[key], c[n_key]
+            if cv is None or not n:
+                continue
+            if cv < 0.95:
+                fails.append(f"{key} {_pct(cv)} < 95%")
+            if cv < bv - 1.0 / n - 1e-9:
+                fails.append(f"{key} {_pct(cv)} more than one image below {_pct(bv)}")
+        detail = "; ".join(fails) or f"accuracy {_pct(c['accuracy'])}, NORMAL spec. {_pct(c['normal_specificity'])}, urgent sens. {_pct(c['urgent_sensitivity'])}"
+        out.append((f"{k}: no worse, >= 95%", not fails, detail))
+    for k in ("shadows", "off_fovea", "hospital"):
+        cv, bv = cr[k]["normal_specificity"], br[k]["normal_specificity"]
+        out.append((f"{k}: NORMAL specificity strictly higher", cv > bv, f"{_pct(cv)} vs {_pct(bv)}"))
+    cm_, bm_ = (float(np.mean([r[k]["accuracy"] for k in stress])) for r in (cr, br))
+    out.append(("mean stress accuracy strictly higher", cm_ > bm_, f"{_pct(cm_)} vs {_pct(bm_)}"))
+    out.append(("LOSO OCTDL accuracy >= 90%", loso_accuracy is not None and loso_accuracy >= 0.90, _pct(loso_accuracy)))
+    return out
+
+
+CARD_HEADING = "## Generalisation: robustness suite and other sources"
+CARD = D.REPO_ROOT / "docs" / "model-card.md"
+
+
+def card_section(outputs: list[dict[str, Any]], command: str) -> str:
+    """The model card's Generalisation section: suite tables per split, models side by side."""
+    lines = [
+        CARD_HEADING,
+        f"*Written by `{command}` from the suite's JSON outputs; rerun it after the card is regenerated.*",
+        "",
+        "Seeded stress transforms of the raw B-scans of held-out patients (`training/robustness.py`, described",
+        "in docs/training.md), scored through `inference.runtime`. Each cell: accuracy / NORMAL specificity",
+        "(NORMAL scans not referred as CNV/DME) / urgent (CNV/DME) sensitivity. The validation split is the one",
+        "versions are chosen on; the test split is reported once, never used to choose.",
+    ]
+    for split in ("val", "test"):
+        group = [o for o in outputs if o["split"] == split]
+        if not group:
+            continue
+        n = group[0]["n_images"]
+        lines += ["", f"**{'Validation' if split == 'val' else 'Test'} split** ({n} in-set images; `off_fovea`: NORMAL only):", ""]
+        lines.append(format_table({f"{o['model']['version']}": o for o in group}))
+    losos = [(o["model"]["version"], o["leave_one_source_out"]) for o in outputs if o.get("leave_one_source_out")]
+    seen: set[str] = set()
+    lo_lines = []
+    for version, lo in losos:
+        if version in seen:
+            continue
+        seen.add(version)
+        rec = lo["recall"]
+        lo_lines.append(f"| {version} | {_pct(lo['accuracy'])} | {_pct(rec['DME'])} | {_pct(rec['NORMAL'])} | {lo['urgent_auc']:.4f} | {lo.get('epochs')} |")
+    if lo_lines:
+        lines += [
+            "",
+            "Leave-one-source-out (trained without OCTDL, tested on every OCTDL DME/NORMAL image), from each model's card:",
+            "",
+            "| recipe of | accuracy | DME recall | NORMAL recall | urgent AUC | epochs |",
+            "|---|---|---|---|---|---|",
+            *lo_lines,
+        ]
+    lines += [
+        "",
+        "The suite is synthetic: it ranks versions on the conditions it simulates (issue #13's external hospital:",
+        "single-frame speckle, vessel shadows, a narrower field of view exported at about 500x280 px, cuts away",
+        "from the fovea); it does not replace a validation on that hospital's scans, nor a train-without-Kermany run,",
+        "which has not been made.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_card_section(section: str, card: Path = CARD) -> None:
+    """Insert or replace the Generalisation section of the model card (before "## Out of set")."""
+    text = card.read_text(encoding="utf-8")
+    if CARD_HEADING in text:
+        start = text.index(CARD_HEADING)
+        nxt = text.find("\n## ", start + len(CARD_HEADING))
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        anchor = text.find("\n## Out of set")
+        anchor = anchor + 1 if anchor >= 0 else len(text)
+        text = text[:anchor] + section + "\n" + text[anchor:]
+    card.write_text(text, encoding="utf-8")
+
+
 def loso_summary(card: dict[str, Any]) -> dict[str, Any] | None:
     """The leave-one-source-out figures the model's card carries (OCTDL never trained on)."""
     loso = (card.get("card") or {}).get("loso") or {}
@@ -274,7 +385,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stress", action="append", choices=STRESS_NAMES, help="only these rows (repeatable)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the stress transforms")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    ap.add_argument(
+        "--write-card",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="write the model card's Generalisation section from these suite outputs (newest model first) and exit",
+    )
+    ap.add_argument(
+        "--check-rule",
+        type=Path,
+        nargs=2,
+        metavar=("CANDIDATE_JSON", "SHIPPED_JSON"),
+        help="judge the shipping rule of docs/training.md on two validation-split outputs and exit (0: ship)",
+    )
+    ap.add_argument("--loso-json", type=Path, help="with --check-rule: the candidate recipe's loso.json")
     args = ap.parse_args(argv)
+
+    if args.check_rule:
+        cand, base = (json.loads(p.read_text()) for p in args.check_rule)
+        loso_acc = json.loads(args.loso_json.read_text())["octdl_in_set"]["accuracy"] if args.loso_json else None
+        verdict = check_rule(cand, base, loso_acc)
+        for name, ok, detail in verdict:
+            print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+        ok = all(v for _, v, _ in verdict)
+        print("ship" if ok else "do not ship")
+        return 0 if ok else 1
+
+    if args.write_card:
+        outputs = [json.loads(p.read_text()) for p in args.write_card]
+        shown = " ".join(str(p) for p in args.write_card)
+        write_card_section(card_section(outputs, f"python -m training.robustness --write-card {shown}"))
+        return 0
 
     from inference import runtime as R
 
