@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         cand_dir = args.out / "candidate"
         export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
         (cand_dir / "model.json").write_text(
-            json.dumps({"name": MODEL_NAME, "version": f"{MODEL_VERSION}-candidate", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
         )
         log(f"candidate exported to {cand_dir} for the robustness suite")
         log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
