@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs in a second process beside the final one); loso / final: run the two independent "
         "trainings as two processes (final waits for --out/loso.json before writing the card); "
         "candidate: train the final model and report it on the validation split beside the shipped "
-        "model, without exporting it or touching the test split (ship it later with --stage final "
-        "--reuse-checkpoint)",
+        "model, without exporting it to inference/weights or touching the test split (an ONNX copy goes to "
+        "--out/candidate/ for training.robustness; ship it later with --stage final --reuse-checkpoint)",
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
