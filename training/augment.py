@@ -9,6 +9,7 @@ view, i.e. aspect), imperfect flattening, blur, speckle, contrast/gamma, flips.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,25 @@ from PIL import Image, ImageFilter
 
 from inference import preprocessing as P
 
+#: ``--augment`` recipes: "1.3" is v1.3.0's (kept bit for bit, so the documented
+#: command still rebuilds that model); "acquisition" adds the acquisition
+#: differences of issue #13 (see :func:`acquisition_input`).
+RECIPES: tuple[str, ...] = ("1.3", "acquisition")
+
 
 def augmented_input(
-    grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any], strength: float = 1.0
+    grey: np.ndarray,
+    band: P.Band,
+    rng: np.random.Generator,
+    cfg: dict[str, Any],
+    strength: float = 1.0,
+    recipe: str = "1.3",
 ) -> np.ndarray:
     """Return one random normalised view [1, S, S] of a cached grey scan."""
+    if recipe == "acquisition":
+        return acquisition_input(grey, band, rng, cfg)
+    if recipe != "1.3":
+        raise ValueError(f"unknown augmentation recipe {recipe!r}")
     size = int(cfg["input_size"])
     # Partial flattening: other devices' curvature is not always removed perfectly.
     shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 * strength else 1.0
@@ -44,6 +59,72 @@ def augmented_input(
         arr = arr * rng.gamma(shape=8.0, scale=1 / 8.0, size=arr.shape).astype(np.float32)
     arr = P.stretch_contrast(arr, cfg)
     if rng.random() < 0.7 * strength:
+        arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
+        arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+
+
+def _shadow_gain(w: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-column gain of 1-6 vessel shadows (0.4-2.5% of the width, 25-85% attenuation)."""
+    gain = np.ones(w, dtype=np.float32)
+    x = np.arange(w, dtype=np.float32)
+    for _ in range(int(rng.integers(1, 7))):
+        c = rng.uniform(0.0, 1.0) * w
+        half = rng.uniform(0.002, 0.0125) * w
+        d = rng.uniform(0.25, 0.85)
+        gain = np.minimum(gain, 1.0 - d * np.clip(1.0 - (np.abs(x - c) - half) / max(1.0, 0.5 * half), 0.0, 1.0))
+    return gain
+
+
+def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
+    """One random view simulating another device's acquisition and export (issue #13).
+
+    On top of v1.3.0's framing jitter: vessel shadows (dark vertical bands through
+    every layer), a wider range of fields of view (30-100% of the width, off-centre),
+    single-frame speckle at the crop's native resolution (log-domain, 1-16 looks, as
+    a device without frame averaging shows it), export at a lower resolution or
+    another aspect ratio, and JPEG recompression; then v1.3.0's blur and photometric
+    jitter. Degradations act at the crop's own resolution, before the resize to the
+    input, because that is where a device's noise and artefacts live.
+    """
+    size = int(cfg["input_size"])
+    shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
+    flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
+    width = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else 1.0
+    x0 = rng.uniform(0.0, 1.0 - width)
+    box = P.window(band, cfg, scale=float(np.exp(rng.uniform(-0.3, 0.3))), dy=float(rng.uniform(-0.15, 0.15)), x0=x0, x1=x0 + width)
+    img = Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
+    w, h = img.size
+    if rng.random() < 0.4:
+        # Another export size: fewer pixels, and another aspect ratio (e.g. 500x280).
+        f = rng.uniform(0.3, 1.0)
+        img = img.resize((max(16, round(w * f * rng.uniform(0.8, 1.25))), max(16, round(h * f))), Image.BILINEAR)
+        w, h = img.size
+    arr = np.asarray(img, dtype=np.float32)
+    if rng.random() < 0.4:
+        arr = arr * _shadow_gain(w, rng)[None, :]
+    if rng.random() < 0.5:
+        # Speckle, additive in the log-compressed display (5 nepers over 255 levels),
+        # with grains of 1-2.5 px.
+        looks = float(np.exp(rng.uniform(0.0, np.log(16.0))))
+        grain = rng.uniform(1.0, 2.5)
+        gw, gh = max(2, round(w / grain)), max(2, round(h / grain))
+        log_s = 0.5 * np.log(np.maximum(rng.gamma(looks, 1.0 / looks, size=(gh, gw)), 1e-6)).astype(np.float32)
+        log_s -= log_s.mean()
+        arr = arr + 51.0 * np.asarray(Image.fromarray(log_s).resize((w, h), Image.BILINEAR))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(20, 90)))
+        buf.seek(0)
+        img = Image.open(buf).convert("L")
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
+    arr = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    arr = P.stretch_contrast(arr, cfg)
+    if rng.random() < 0.7:
         arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
         arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
     if rng.random() < 0.5:

@@ -207,6 +207,22 @@ def _split_table(counts: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _augment_text(recipe: str) -> str:
+    """How the card describes the ``--augment`` recipe (training/augment.py)."""
+    base = (
+        "Augmentation: window scale/position, horizontal extent (off-centre cuts, other fields of view and aspect ratios),\n"
+        "partial flattening, Gaussian blur, multiplicative speckle, gamma/contrast/brightness, horizontal flip."
+    )
+    if recipe == "acquisition":
+        return (
+            "Augmentation (`--augment acquisition`, written for issue #13's external hospital): window scale/position,\n"
+            "partial flattening, horizontal extent 30–100% of the width (off-centre cuts, narrower fields of view), export at\n"
+            "30–100% of the resolution with aspect changes, vessel shadows, log-domain single-frame-like speckle (1–16 looks) at\n"
+            "native resolution, JPEG recompression (quality 20–89), Gaussian blur, gamma/contrast/brightness, horizontal flip."
+        )
+    return base
+
+
 def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: Path) -> None:
     """Write model.json (without the bulky private keys), the plots and docs/model-card.md."""
     c = card["card"]
@@ -285,8 +301,7 @@ still hold other scans of patients in our val/test splits, which we cannot rule 
 Preprocessing (identical in serving): per-column retina line → flattening → band located in the row profile →
 vertical window of {card['preprocessing']['window_scale']}× the band thickness (clamped to {card['preprocessing']['window_min_frac']}–{card['preprocessing']['window_max_frac']} of
 the height) over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
-Augmentation: window scale/position, horizontal extent (off-centre cuts, other fields of view and aspect ratios),
-partial flattening, Gaussian blur, multiplicative speckle, gamma/contrast/brightness, horizontal flip.
+{_augment_text(hp.get('augment', '1.3'))}
 {hp['epochs']} epochs × {hp['samples_per_epoch']} class-balanced draws + {hp['negatives_per_epoch']} generated non-OCT images,
 batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}.
 Fixed epoch count: no checkpoint or threshold is chosen on the test split. Versions: {', '.join(f'{k} {v}' for k, v in c['versions'].items())}.

@@ -42,7 +42,7 @@ from inference import evaluation as E
 from inference import preprocessing as P
 from training import data as D
 from training import negatives as N
-from training.augment import augmented_input
+from training.augment import RECIPES, augmented_input
 from training.model import ExportWrapper, OctNet
 
 WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
@@ -150,6 +150,7 @@ def train_model(
     device: torch.device,
     tag: str,
     frozen_blocks: int = 5,
+    augment: str = "1.3",
 ) -> OctNet:
     """Train from the ImageNet weights for a fixed number of epochs (no selection)."""
     seed_everything(seed)
@@ -182,7 +183,7 @@ def train_model(
         t0, seen, loss_sum, correct, n_oct = time.time(), 0, 0.0, 0, 0
         for b in range(0, len(order), batch_size):
             batch = [pool[i] for i in order[b : b + batch_size]]
-            x = torch.from_numpy(np.stack([augmented_input(s.grey, s.band, rng, cfg) for s in batch])).to(device)
+            x = torch.from_numpy(np.stack([augmented_input(s.grey, s.band, rng, cfg, recipe=augment) for s in batch])).to(device)
             y = torch.tensor([s.label for s in batch], device=device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
@@ -342,13 +343,20 @@ def main(argv: list[str] | None = None) -> int:
         "runs in a second process beside the final one); loso / final: run the two independent "
         "trainings as two processes (final waits for --out/loso.json before writing the card); "
         "candidate: train the final model and report it on the validation split beside the shipped "
-        "model, without exporting it or touching the test split (ship it later with --stage final "
-        "--reuse-checkpoint)",
+        "model, without exporting it to inference/weights or touching the test split (an ONNX copy goes to "
+        "--out/candidate/ for training.robustness; ship it later with --stage final --reuse-checkpoint)",
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--seed", type=int, default=20240501)
     ap.add_argument("--frozen-blocks", type=int, default=0, help="MBConv blocks (after the stem, which always stays) kept at their ImageNet weights")
+    ap.add_argument(
+        "--augment",
+        choices=RECIPES,
+        default="1.3",
+        help="training augmentation: 1.3 (v1.3.0's recipe, the default) or acquisition (adds single-frame speckle, "
+        "vessel shadows, wider field-of-view/aspect/resolution changes and JPEG; training/augment.py)",
+    )
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
@@ -399,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=device,
         frozen_blocks=args.frozen_blocks,
+        augment=args.augment,
     )
 
     # ---- Stage 2: leave OCTDL out -------------------------------------------------
@@ -440,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": time.time() - t_loso,
             "run_of": MODEL_VERSION,
             "frozen_blocks": args.frozen_blocks,
+            "augment": args.augment,
         }
         loso_path.write_text(json.dumps(loso, indent=1))
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
@@ -459,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         train_wall = float(trained["final_train_wall_s"])
         if int(trained.get("frozen_blocks", 5)) != args.frozen_blocks:
             ap.error(f"{args.out}/model.pt was trained with --frozen-blocks {trained.get('frozen_blocks', 5)}")
+        if trained.get("augment", "1.3") != args.augment:
+            ap.error(f"{args.out}/model.pt was trained with --augment {trained.get('augment', '1.3')}")
         # The card names the command that trained the weights, not only this re-export.
         if trained.get("command"):
             command = f"{trained['command']} (card re-written by: {command})"
@@ -467,14 +479,22 @@ def main(argv: list[str] | None = None) -> int:
         train_wall = time.time() - t_final
         torch.save(model.state_dict(), args.out / "model.pt")
         (args.out / "train_wall.json").write_text(
-            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks})
+            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks, "augment": args.augment})
         )
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
     temperature = fit_temperature(lv, yidx(val_in))
     if args.stage == "candidate":
         compare_on_validation(root, val_in, softmax(lv / temperature), yidx(val_in), temperature, args.out)
-        log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported, test split untouched")
+        # The candidate as the serving runtime would load it, for the robustness suite
+        # on the validation split (training/robustness.py); never into inference/weights.
+        cand_dir = args.out / "candidate"
+        export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
+        (cand_dir / "model.json").write_text(
+            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+        )
+        log(f"candidate exported to {cand_dir} for the robustness suite")
+        log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
         return 0
     # Gate threshold on val: 0.5 unless that would turn away more than 0.5% of the
     # real val scans, then the 0.5th percentile of their OCT scores.
@@ -497,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(loso.get("frozen_blocks", 5)) != args.frozen_blocks:
         # The card reports the LOSO figures as those of the shipped recipe.
         ap.error(f"{loso_path} was trained with --frozen-blocks {loso.get('frozen_blocks', 5)}, not {args.frozen_blocks}")
+    if loso.get("augment", "1.3") != args.augment:
+        ap.error(f"{loso_path} was trained with --augment {loso.get('augment', '1.3')}, not {args.augment}")
 
     onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
     onnx_path = onnx_dir / ONNX_NAME
@@ -558,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             "label_smoothing": 0.1,
             "sampling": "class-balanced",
             "frozen": frozen_text(args.frozen_blocks),
+            "augment": args.augment,
         },
         "splits": counts,
         "loso": loso,

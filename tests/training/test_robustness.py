@@ -1,0 +1,113 @@
+"""The robustness suite (app environment: numpy, Pillow, onnxruntime; no torch)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import data as D
+from training import robustness as R
+
+
+def _scan(h: int = 200, w: int = 320) -> np.ndarray:
+    """A synthetic B-scan: dark vitreous, a bright band, a darker choroid."""
+    rng = np.random.default_rng(3)
+    g = np.full((h, w), 20, np.float32)
+    g[80:130] = 140
+    g[120:128] = 230
+    return np.clip(g + rng.normal(0, 8, g.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("stress", R.STRESSES, ids=R.STRESS_NAMES)
+def test_every_stress_is_deterministic_for_a_seed_and_returns_grey_uint8(stress):
+    g = _scan()
+    a = R.apply(stress, g, 0, "kermany/NORMAL/x.jpeg")
+    b = R.apply(stress, g, 0, "kermany/NORMAL/x.jpeg")
+    assert a.dtype == np.uint8 and a.ndim == 2
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["speckle_1", "shadows", "off_fovea", "hospital"])
+def test_random_stresses_change_with_the_seed_and_the_image(name):
+    stress = next(s for s in R.STRESSES if s.name == name)
+    g = _scan()
+    a = R.apply(stress, g, 0, "a.jpeg")
+    assert not np.array_equal(a, R.apply(stress, g, 1, "a.jpeg"))
+    assert not np.array_equal(a, R.apply(stress, g, 0, "b.jpeg"))
+
+
+def test_stress_shapes_follow_the_field_of_view_and_export_size():
+    g = _scan(496, 512)
+    by = {s.name: R.apply(s, g, 0, "k") for s in R.STRESSES}
+    assert np.array_equal(by["clean"], g)
+    assert by["resize_500x280"].shape == (280, 500)
+    assert by["fov_60_500x280"].shape == (280, 500)
+    assert by["hospital"].shape == (280, 500)
+    assert by["fov_60"].shape == (496, round(0.6 * 512))
+    assert 0.35 * 512 - 1 <= by["off_fovea"].shape[1] <= 0.45 * 512 + 1
+    for name in ("speckle_1", "shadows", "jpeg_30", "lowres_40"):
+        assert by[name].shape == g.shape
+
+
+def test_single_frame_speckle_is_stronger_than_averaged_and_keeps_the_mean():
+    g = np.full((256, 256), 120, np.uint8)
+    one = R.speckle(g, np.random.default_rng(0), looks=1.0).astype(float)
+    four = R.speckle(g, np.random.default_rng(0), looks=4.0).astype(float)
+    assert one.std() > 1.5 * four.std() > 0
+    assert abs(one.mean() - 120) < 6
+
+
+def test_vessel_shadows_only_darken_whole_columns():
+    g = _scan()
+    s = R.vessel_shadows(g, np.random.default_rng(0))
+    assert (s <= g).all()
+    dark = (s.astype(int) < g.astype(int) - 5).any(axis=0)
+    assert 0 < dark.sum() < g.shape[1] // 2
+
+
+def test_off_fovea_stress_scores_normal_scans_only():
+    assert next(s for s in R.STRESSES if s.name == "off_fovea").classes == ("NORMAL",)
+
+
+def test_row_metrics_count_false_urgent_referrals_of_normal_scans():
+    # NORMAL (3): called NORMAL, DRUSEN, CNV -> specificity 2/3, recall 1/3; CNV/DME (2): one caught.
+    y = np.array([3, 3, 3, 0, 1])
+    p = np.eye(4)[[3, 2, 0, 0, 3]]
+    m = R.row_metrics(p, y)
+    assert m["normal_specificity"] == pytest.approx(2 / 3)
+    assert m["normal_recall"] == pytest.approx(1 / 3)
+    assert m["urgent_sensitivity"] == pytest.approx(0.5)
+    assert m["accuracy"] == pytest.approx(2 / 5)
+
+
+def test_the_rule_refuses_the_test_split():
+    out = {"split": "test", "seed": 0, "n_images": 1, "limit": None, "rows": {}}
+    with pytest.raises(ValueError):
+        R.check_rule(out, {**out, "split": "val"}, 0.95)
+
+
+def test_command_runs_end_to_end_on_real_images_and_writes_the_json(oct_data, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    if not weights.is_file():
+        pytest.skip(f"the shipped model is not at {weights}")
+    monkeypatch.setenv("OCT_DATA_DIR", str(oct_data))
+    out = tmp_path / "suite.json"
+    args = ["--model", str(weights), "--limit", "1", "--threads", "1", "--json", str(out)]
+    assert R.main([*args, "--stress", "clean", "--stress", "hospital", "--stress", "off_fovea"]) == 0
+    res = json.loads(out.read_text())
+    assert res["split"] == "val" and res["n_images"] == 4
+    assert set(res["rows"]) == {"clean", "hospital", "off_fovea"}
+    assert res["rows"]["clean"]["n"] == 4 and res["rows"]["off_fovea"]["n"] == 1
+    for row in res["rows"].values():
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert 0.0 <= row["normal_specificity"] <= 1.0
+    assert res["model"]["version"]
+    # Same seed, same images, same model: the same figures.
+    again = tmp_path / "again.json"
+    assert R.main([*args[:-1], str(again), "--stress", "clean", "--stress", "hospital", "--stress", "off_fovea"]) == 0
+    assert json.loads(again.read_text())["rows"] == res["rows"]
+    # The suite's output feeds the rule and the card section.
+    section = R.card_section([res], "test")
+    assert R.CARD_HEADING in section and "| hospital |" in section
