@@ -9,7 +9,7 @@ Whether a user may see a reading is not decided here but by the caller, through
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,16 +162,6 @@ def acknowledged_recently(*, user: Any, limit: int = 10) -> list[Acknowledgement
             :limit
         ]
     )
-
-
-def predictions_current_values(*fields: str) -> Iterator[tuple[Any, ...]]:
-    """``(scan_id, *fields)`` of every scan's current reading, streamed (statistics)."""
-    rows = Prediction.objects.order_by("scan_id", *CURRENT_ORDER).values_list("scan_id", *fields)
-    last = None
-    for row in rows.iterator(chunk_size=5000):
-        if row[0] != last:
-            last = row[0]
-            yield row
 
 
 def model_version_list() -> list[ModelVersion]:

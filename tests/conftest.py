@@ -85,6 +85,16 @@ def _fresh_content_type_cache():
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty Django cache (throttle counters, the statistics
+    snapshot), as a fresh process would."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """API throttle counters live in the cache and user ids repeat across tests."""
     from django.core.cache import cache

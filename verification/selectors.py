@@ -5,12 +5,17 @@ scan's current reading by :mod:`inference.selectors`.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 from auditlog.models import LogEntry
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
+from django.utils import timezone
 from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from cases import selectors as cases_selectors
@@ -20,12 +25,13 @@ from cases.roles import Role, user_roles
 from inference.selectors import (
     prediction_current,
     prediction_current_value,
-    predictions_current_values,
     scans_with_reading,
 )
 from octportal.errors import Forbidden
 
 from . import blinding
+from . import statistics
+from .statistics import TIME_BUCKET_MS, Aggregates
 from .models import Grade, Review, Tier
 
 WORKLIST_STAGES: dict[int, tuple[str, ...]] = {
@@ -151,22 +157,93 @@ def review_state(*, user: Any, scan: Scan) -> dict[str, Any]:
     }
 
 
-def statistics_rows() -> dict[str, Any]:
-    """Raw, ORM-free rows the statistics page feeds to ``statistics``: current grades,
-    final labels, source labels and the scans' current readings."""
-    grades = list(
-        Grade.objects.current()
-        .select_related("grader")
-        .values("scan_id", "tier", "grader_id", "grader__username", "label", "accepted", "exclusion_reason", "time_taken_ms")
-    )
-    reviews = list(Review.objects.values("scan_id", "stage", "final_label"))
-    sources = dict(Scan.objects.exclude(source_label="").values_list("id", "source_label"))
-    predictions = {
-        scan_id: predicted
-        for scan_id, predicted, gate_passed in predictions_current_values("predicted", "gate_passed")
-        if gate_passed and predicted
-    }
-    return {"grades": grades, "reviews": reviews, "sources": sources, "predictions": predictions}
+def statistics_aggregates(*, labels: list[str]) -> Aggregates:
+    """The statistics page's inputs, counted by the database (GROUP BY): contingency
+    tables of grader pairs, tier 2 label patterns, model against final and source
+    labels (the scans' current reading, ``Scan.current_class``), QC decisions, grading
+    time histograms, stages. A handful of rows come back, whatever the number of grades.
+    """
+    grade, review, scan = Grade._meta.db_table, Review._meta.db_table, Scan._meta.db_table
+    current = f"NOT EXISTS (SELECT 1 FROM {grade} c WHERE c.supersedes_id = {{g}}.id)"
+    agg = Aggregates(labels=list(labels))
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""SELECT a.grader_id, b.grader_id, a.label, b.label, COUNT(*) FROM {grade} a
+            JOIN {grade} b ON b.scan_id = a.scan_id AND b.tier = 2 AND b.grader_id > a.grader_id
+            WHERE a.tier = 2 AND {current.format(g="a")} AND {current.format(g="b")}
+            GROUP BY a.grader_id, b.grader_id, a.label, b.label"""
+        )
+        for ga, gb, la, lb, n in cur.fetchall():
+            agg.pair_tables.setdefault((ga, gb), Counter())[(la, lb)] += n
+        cur.execute(
+            f"""SELECT {", ".join(f"c{i}" for i in range(len(labels)))}, COUNT(*) FROM (
+                SELECT {", ".join(f"SUM(CASE WHEN g.label = %s THEN 1 ELSE 0 END) AS c{i}" for i in range(len(labels)))}
+                FROM {grade} g WHERE g.tier = 2 AND g.label <> '' AND {current.format(g="g")} GROUP BY g.scan_id
+            ) per_scan GROUP BY {", ".join(f"c{i}" for i in range(len(labels)))}""",
+            labels,
+        )
+        for *pattern, n in cur.fetchall():
+            agg.patterns[tuple(int(x) for x in pattern)] += n
+        cur.execute(
+            f"""SELECT g.grader_id, SUM(CASE WHEN g.label = r.final_label THEN 1 ELSE 0 END), COUNT(*)
+            FROM {grade} g JOIN {review} r ON r.scan_id = g.scan_id
+            WHERE g.tier = 2 AND g.label <> '' AND r.final_label <> '' AND {current.format(g="g")}
+            GROUP BY g.grader_id"""
+        )
+        agg.grader_final = {gid: (int(agree), n) for gid, agree, n in cur.fetchall()}
+        cur.execute(
+            f"""SELECT r.final_label, s.current_class, COUNT(*) FROM {review} r JOIN {scan} s ON s.id = r.scan_id
+            WHERE r.final_label <> '' AND s.current_class <> '' GROUP BY r.final_label, s.current_class"""
+        )
+        agg.model_final = Counter({(t, p): n for t, p, n in cur.fetchall()})
+        cur.execute(
+            f"""SELECT s.source_label, s.current_class, COUNT(*) FROM {scan} s LEFT JOIN {review} r ON r.scan_id = s.id
+            WHERE s.source_label <> '' AND s.current_class <> '' AND (r.id IS NULL OR r.final_label = '')
+            GROUP BY s.source_label, s.current_class"""
+        )
+        agg.model_source = Counter({(t, p): n for t, p, n in cur.fetchall()})
+        cur.execute(
+            f"""SELECT g.accepted, g.exclusion_reason, COUNT(*) FROM {grade} g
+            WHERE g.tier = 1 AND {current.format(g="g")} GROUP BY g.accepted, g.exclusion_reason"""
+        )
+        agg.qc = Counter({(None if a is None else bool(a), reason): n for a, reason, n in cur.fetchall()})
+        cur.execute(
+            f"""SELECT g.tier, g.time_taken_ms / {TIME_BUCKET_MS}, COUNT(*), SUM(g.time_taken_ms) FROM {grade} g
+            WHERE g.time_taken_ms IS NOT NULL AND {current.format(g="g")}
+            GROUP BY g.tier, g.time_taken_ms / {TIME_BUCKET_MS}"""
+        )
+        for tier, bucket, n, total in cur.fetchall():
+            agg.times.setdefault(tier, Counter())[int(bucket)] += n
+            old_total, old_n = agg.time_sums.get(tier, (0, 0))
+            agg.time_sums[tier] = (old_total + int(total), old_n + n)
+        cur.execute(f"SELECT stage, COUNT(*) FROM {review} GROUP BY stage")
+        agg.stages = Counter(dict(cur.fetchall()))
+    ids = {g for pair in agg.pair_tables for g in pair} | set(agg.grader_final)
+    agg.names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    return agg
+
+
+STATISTICS_CACHE_KEY = "verification:statistics-report"
+
+
+@dataclass(frozen=True)
+class StatisticsSnapshot:
+    """A statistics report and when it was computed."""
+
+    report: Any
+    computed_at: Any
+
+
+def statistics_snapshot(*, labels: list[str], fresh: bool = False) -> StatisticsSnapshot:
+    """The statistics report, computed at most ``VERIFICATION_STATISTICS_MAX_AGE_S`` ago
+    (kept in the cache; ``fresh`` recomputes it, as the beat task does)."""
+    snapshot = None if fresh else cache.get(STATISTICS_CACHE_KEY)
+    if snapshot is None or snapshot.report.labels != labels:
+        snapshot = StatisticsSnapshot(
+            report=statistics.build_report(statistics_aggregates(labels=labels)), computed_at=timezone.now()
+        )
+        cache.set(STATISTICS_CACHE_KEY, snapshot, settings.VERIFICATION_STATISTICS_MAX_AGE_S)
+    return snapshot
 
 
 def verified_reviews() -> QuerySet[Review]:

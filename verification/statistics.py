@@ -1,7 +1,12 @@
 """Agreement and accuracy statistics, as pure functions over plain Python values.
 
-No ORM here: the statistics page gathers rows with ``selectors.statistics_rows``
-and passes them in, so every formula is unit-tested against hand-computed examples.
+No ORM here. The statistics need only counts: contingency tables of every pair of
+tier 2 graders, the patterns of tier 2 labels per scan, confusion counts of the model
+against final and source labels, QC decisions, a histogram of grading times. The page
+gets them from the database already counted (``selectors.statistics_aggregates``, SQL
+GROUP BYs: nothing is loaded per grade), and :func:`aggregate_rows` computes the same
+counts from plain rows, so that every formula is unit-tested on hand-computed examples
+and the SQL is tested against it.
 """
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from statistics import mean, median
 from typing import Any
 
 
@@ -169,134 +173,211 @@ class Report:
         return [{**t, "share": (t["median_s"] or 0) / top} for t in self.time_per_tier]
 
 
-Tier2 = dict[int, dict[int, str]]  # scan id -> grader id -> tier 2 label
+# Grading times are counted in buckets of this many milliseconds (medians to 0.1 s).
+TIME_BUCKET_MS = 100
 
 
-def tier2_labels(grades: Sequence[dict[str, Any]]) -> tuple[Tier2, dict[int, str]]:
-    """Current tier 2 labels per scan and grader, and grader names by id."""
-    names: dict[int, str] = {}
-    tier2: Tier2 = defaultdict(dict)
-    for g in grades:
-        names[g["grader_id"]] = g["grader__username"]
-        if g["tier"] == 2 and g["label"]:
-            tier2[g["scan_id"]][g["grader_id"]] = g["label"]
-    return tier2, names
+@dataclass
+class Aggregates:
+    """Everything the report is computed from, already counted."""
+
+    labels: list[str]
+    names: dict[int, str] = field(default_factory=dict)  # tier 2 grader id -> user name
+    # (grader a, grader b) with a < b -> {(label of a, label of b): scans}
+    pair_tables: dict[tuple[int, int], Counter] = field(default_factory=dict)
+    # per-scan tier 2 label counts in ``labels`` order -> number of scans
+    patterns: Counter = field(default_factory=Counter)
+    grader_final: dict[int, tuple[int, int]] = field(default_factory=dict)  # grader -> (agree, n)
+    model_final: Counter = field(default_factory=Counter)  # (final label, model) -> scans
+    model_source: Counter = field(default_factory=Counter)  # (source label, model) -> unverified scans
+    qc: Counter = field(default_factory=Counter)  # (accepted, exclusion reason) -> decisions
+    times: dict[int, Counter] = field(default_factory=dict)  # tier -> {bucket: grades}
+    time_sums: dict[int, tuple[int, int]] = field(default_factory=dict)  # tier -> (sum ms, n)
+    stages: Counter = field(default_factory=Counter)
 
 
-def tier2_graders(tier2: Tier2, names: dict[int, str]) -> list[int]:
-    """Ids of everyone who graded in tier 2, by name."""
-    return sorted({gid for per_scan in tier2.values() for gid in per_scan}, key=lambda gid: names[gid])
-
-
-def pairwise_kappas(tier2: Tier2, names: dict[int, str], labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Cohen's kappa and raw agreement of every pair of tier 2 graders, on the scans both graded."""
-    out = []
-    for x, y in combinations(tier2_graders(tier2, names), 2):
-        common = [s for s, per in tier2.items() if x in per and y in per]
-        if not common:
-            continue
-        a = [tier2[s][x] for s in common]
-        b = [tier2[s][y] for s in common]
-        out.append(
-            {
-                "a": names[x],
-                "b": names[y],
-                "n": len(common),
-                "kappa": cohen_kappa(a, b, labels),
-                "agreement": agreement_rate(zip(a, b))[0],
-            }
-        )
-    return out
-
-
-def fleiss_of_tier2(tier2: Tier2, labels: Sequence[str]) -> tuple[float | None, int, int]:
-    """Fleiss' kappa over the scans with the most common number (>= 2) of tier 2 grades:
-    ``(kappa, subjects, raters)``."""
-    counts = Counter(len(per) for per in tier2.values() if len(per) >= 2)
-    if not counts:
-        return None, 0, 0
-    raters = counts.most_common(1)[0][0]
-    table = [[Counter(per.values())[label] for label in labels] for per in tier2.values() if len(per) == raters]
-    return fleiss_kappa(table), len(table), raters
-
-
-def grader_agreement_with_final(tier2: Tier2, names: dict[int, str], finals: dict[int, str]) -> list[dict[str, Any]]:
-    """Each tier 2 grader's agreement with the final labels."""
-    out = []
-    for gid in tier2_graders(tier2, names):
-        pairs = [(per[gid], finals[s]) for s, per in tier2.items() if gid in per and s in finals]
-        rate, n = agreement_rate(pairs)
-        out.append({"grader": names[gid], "n": n, "agreement": rate})
-    return out
-
-
-def model_comparisons(
-    finals: dict[int, str], sources: dict[int, str], predictions: dict[int, str], labels: Sequence[str]
-) -> tuple[Comparison | None, Comparison | None]:
-    """The model against final labels, and against source labels where nothing is verified yet."""
-    verified = [s for s in finals if s in predictions]
-    unverified = [s for s in sources if s not in finals and s in predictions]
-    vs_final = compare([finals[s] for s in verified], [predictions[s] for s in verified], labels) if verified else None
-    vs_source = (
-        compare([sources[s] for s in unverified], [predictions[s] for s in unverified], labels) if unverified else None
-    )
-    return vs_final, vs_source
-
-
-def quality_control(grades: Sequence[dict[str, Any]]) -> tuple[int, int, list[tuple[str, int]]]:
-    """Tier 1 decisions, exclusions and the exclusion reasons, most common first."""
-    qc = [g for g in grades if g["tier"] == 1]
-    excluded = [g["exclusion_reason"] for g in qc if g["accepted"] is False]
-    return len(qc), len(excluded), Counter(excluded).most_common()
-
-
-def time_per_tier(grades: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median and mean grading time per tier, in seconds."""
-    out = []
-    for tier in (1, 2, 3):
-        times = [g["time_taken_ms"] for g in grades if g["tier"] == tier and g["time_taken_ms"] is not None]
-        out.append(
-            {
-                "tier": tier,
-                "n": len(times),
-                "median_s": median(times) / 1000 if times else None,
-                "mean_s": mean(times) / 1000 if times else None,
-            }
-        )
-    return out
-
-
-def build_report(
+def aggregate_rows(
     *,
     grades: Sequence[dict[str, Any]],
     reviews: Sequence[dict[str, Any]],
     sources: dict[int, str],
     predictions: dict[int, str],
     labels: Sequence[str],
-) -> Report:
-    """Compute the statistics page from plain rows.
-
-    ``grades``: current grades with scan_id, tier, grader_id, grader__username, label,
-    accepted, exclusion_reason, time_taken_ms. ``reviews``: scan_id, stage, final_label.
-    ``sources``/``predictions``: scan id -> label.
-    """
-    tier2, names = tier2_labels(grades)
+) -> Aggregates:
+    """The aggregates of plain rows (current grades with scan_id, tier, grader_id,
+    grader__username, label, accepted, exclusion_reason, time_taken_ms; reviews with
+    scan_id, stage, final_label; scan id -> source label / current reading)."""
+    agg = Aggregates(labels=list(labels))
+    tier2: dict[int, dict[int, str]] = defaultdict(dict)
+    for g in grades:
+        if g["tier"] == 2 and g["label"]:
+            agg.names[g["grader_id"]] = g["grader__username"]
+            tier2[g["scan_id"]][g["grader_id"]] = g["label"]
+        if g["tier"] == 1:
+            agg.qc[(g["accepted"], g["exclusion_reason"] or "")] += 1
+        if g["time_taken_ms"] is not None:
+            agg.times.setdefault(g["tier"], Counter())[g["time_taken_ms"] // TIME_BUCKET_MS] += 1
+            total, n = agg.time_sums.get(g["tier"], (0, 0))
+            agg.time_sums[g["tier"]] = (total + g["time_taken_ms"], n + 1)
+    for per in tier2.values():
+        for a, b in combinations(sorted(per), 2):
+            agg.pair_tables.setdefault((a, b), Counter())[(per[a], per[b])] += 1
+        counts = Counter(per.values())
+        agg.patterns[tuple(counts[label] for label in labels)] += 1
     finals = {r["scan_id"]: r["final_label"] for r in reviews if r["final_label"]}
-    fleiss, subjects, raters = fleiss_of_tier2(tier2, labels)
-    vs_final, vs_source = model_comparisons(finals, sources, predictions, labels)
-    qc_total, qc_excluded, reasons = quality_control(grades)
-    return Report(
+    for scan_id, per in tier2.items():
+        if scan_id in finals:
+            for gid, label in per.items():
+                agree, n = agg.grader_final.get(gid, (0, 0))
+                agg.grader_final[gid] = (agree + (label == finals[scan_id]), n + 1)
+    for scan_id, final in finals.items():
+        if scan_id in predictions:
+            agg.model_final[(final, predictions[scan_id])] += 1
+    for scan_id, source in sources.items():
+        if scan_id not in finals and scan_id in predictions:
+            agg.model_source[(source, predictions[scan_id])] += 1
+    agg.stages = Counter(r["stage"] for r in reviews)
+    return agg
+
+
+def kappa_from_table(table: Counter, labels: Sequence[str]) -> float | None:
+    """Cohen's kappa from a contingency table {(label a, label b): count}."""
+    n = sum(table.values())
+    if n == 0:
+        return None
+    observed = sum(c for (a, b), c in table.items() if a == b) / n
+    rows, cols = Counter(), Counter()
+    for (a, b), c in table.items():
+        rows[a] += c
+        cols[b] += c
+    expected = sum((rows[x] / n) * (cols[x] / n) for x in labels)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+def fleiss_from_patterns(patterns: Counter) -> tuple[float | None, int, int]:
+    """Fleiss' kappa over the scans with the most common number (>= 2) of tier 2 grades,
+    from {label counts: scans}: ``(kappa, subjects, raters)``."""
+    by_raters = Counter()
+    for counts, scans in patterns.items():
+        if sum(counts) >= 2:
+            by_raters[sum(counts)] += scans
+    if not by_raters:
+        return None, 0, 0
+    raters = by_raters.most_common(1)[0][0]
+    rows = [(counts, scans) for counts, scans in patterns.items() if sum(counts) == raters]
+    subjects = sum(scans for _, scans in rows)
+    k = len(rows[0][0])
+    p_j = [sum(c[j] * w for c, w in rows) / (subjects * raters) for j in range(k)]
+    p_bar = sum((sum(x * x for x in c) - raters) / (raters * (raters - 1)) * w for c, w in rows) / subjects
+    p_e = sum(p * p for p in p_j)
+    kappa = None if p_e >= 1.0 else (p_bar - p_e) / (1 - p_e)
+    return kappa, subjects, raters
+
+
+def pairwise_kappas(agg: Aggregates) -> list[dict[str, Any]]:
+    """Cohen's kappa and raw agreement of every pair of tier 2 graders, on the scans both graded."""
+    out = []
+    pairs = sorted(agg.pair_tables.items(), key=lambda kv: (agg.names[kv[0][0]], agg.names[kv[0][1]]))
+    for (a, b), table in pairs:
+        n = sum(table.values())
+        x, y = sorted((a, b), key=lambda gid: agg.names[gid])
+        out.append(
+            {
+                "a": agg.names[x],
+                "b": agg.names[y],
+                "n": n,
+                "kappa": kappa_from_table(table, agg.labels),
+                "agreement": sum(c for (la, lb), c in table.items() if la == lb) / n,
+            }
+        )
+    return out
+
+
+def grader_agreement_with_final(agg: Aggregates) -> list[dict[str, Any]]:
+    """Each tier 2 grader's agreement with the final labels."""
+    graders = sorted({g for pair in agg.pair_tables for g in pair} | set(agg.grader_final), key=lambda g: agg.names[g])
+    out = []
+    for gid in graders:
+        agree, n = agg.grader_final.get(gid, (0, 0))
+        out.append({"grader": agg.names[gid], "n": n, "agreement": agree / n if n else None})
+    return out
+
+
+def comparison_from_counts(counts: Counter, labels: Sequence[str]) -> Comparison | None:
+    """A confusion matrix from {(reference, predicted): count}; None without any."""
+    if not counts:
+        return None
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for (truth, predicted), c in counts.items():
+        if truth in index and predicted in index:
+            matrix[index[truth]][index[predicted]] += c
+    return Comparison(
         labels=list(labels),
-        pairwise=pairwise_kappas(tier2, names, labels),
+        matrix=matrix,
+        n=sum(sum(r) for r in matrix),
+        accuracy=accuracy(matrix),
+        sensitivity=sensitivities(matrix, labels),
+    )
+
+
+def quality_control(agg: Aggregates) -> tuple[int, int, list[tuple[str, int]]]:
+    """Tier 1 decisions, exclusions and the exclusion reasons, most common first."""
+    excluded = Counter({reason: c for (accepted, reason), c in agg.qc.items() if accepted is False})
+    return sum(agg.qc.values()), sum(excluded.values()), excluded.most_common()
+
+
+def _median_of_buckets(histogram: Counter) -> float:
+    """The median grading time in seconds from a histogram of TIME_BUCKET_MS buckets
+    (each value taken at its bucket's middle)."""
+    n = sum(histogram.values())
+    lo_pos, hi_pos = (n + 1) // 2, n // 2 + 1  # 1-based positions of the middle value(s)
+    seen, lo, hi = 0, None, None
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        middle_ms = (bucket + 0.5) * TIME_BUCKET_MS
+        if lo is None and seen >= lo_pos:
+            lo = middle_ms
+        if seen >= hi_pos:
+            hi = middle_ms
+            break
+    return (lo + hi) / 2 / 1000
+
+
+def time_per_tier(agg: Aggregates) -> list[dict[str, Any]]:
+    """Median (to TIME_BUCKET_MS) and mean grading time per tier, in seconds."""
+    out = []
+    for tier in (1, 2, 3):
+        total, n = agg.time_sums.get(tier, (0, 0))
+        out.append(
+            {
+                "tier": tier,
+                "n": n,
+                "median_s": _median_of_buckets(agg.times[tier]) if n else None,
+                "mean_s": total / n / 1000 if n else None,
+            }
+        )
+    return out
+
+
+def build_report(agg: Aggregates) -> Report:
+    """Compute the statistics page from the aggregates."""
+    fleiss, subjects, raters = fleiss_from_patterns(agg.patterns)
+    qc_total, qc_excluded, reasons = quality_control(agg)
+    return Report(
+        labels=list(agg.labels),
+        pairwise=pairwise_kappas(agg),
         fleiss=fleiss,
         fleiss_subjects=subjects,
         fleiss_raters=raters,
-        grader_agreement=grader_agreement_with_final(tier2, names, finals),
-        model_vs_final=vs_final,
-        model_vs_source=vs_source,
+        grader_agreement=grader_agreement_with_final(agg),
+        model_vs_final=comparison_from_counts(agg.model_final, agg.labels),
+        model_vs_source=comparison_from_counts(agg.model_source, agg.labels),
         qc_total=qc_total,
         qc_excluded=qc_excluded,
         exclusion_reasons=reasons,
-        time_per_tier=time_per_tier(grades),
-        stages=sorted(Counter(r["stage"] for r in reviews).items()),
+        time_per_tier=time_per_tier(agg),
+        stages=sorted(agg.stages.items()),
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -18,7 +19,6 @@ from inference import selectors as inference_selectors
 from octportal.paging import CappedPaginator
 
 from . import blinding, exports, selectors, services
-from . import statistics as stats
 from .audit import audit_rows
 from .filters import ExploreFilter
 from .forms import FORM_FOR_TIER, correction_kwargs
@@ -153,8 +153,14 @@ def _label_keys() -> list[dict[str, str]]:
 
 @role_required(Role.GRADER_T3)
 def statistics(request: HttpRequest) -> HttpResponse:
-    report = stats.build_report(**selectors.statistics_rows(), labels=list(Diagnosis.values))
-    return render(request, "verification/statistics.html", {"report": report, "labels": list(Diagnosis.values)})
+    snapshot = selectors.statistics_snapshot(labels=list(Diagnosis.values), fresh=request.GET.get("fresh") == "1")
+    context = {
+        "report": snapshot.report,
+        "computed_at": snapshot.computed_at,
+        "max_age_min": settings.VERIFICATION_STATISTICS_MAX_AGE_S // 60,
+        "labels": list(Diagnosis.values),
+    }
+    return render(request, "verification/statistics.html", context)
 
 
 def _download(stream: Any, *, content_type: str, name: str, extension: str) -> StreamingHttpResponse:

@@ -27,7 +27,7 @@ from cases.models import Scan
 from .. import runtime
 from ..heatmap import heatmap_overlay_png
 from ..models import ModelVersion, Prediction
-from ..selectors import prediction_current, prediction_current_value
+from ..selectors import prediction_current
 from .registry import model_version_for
 
 logger = logging.getLogger(__name__)

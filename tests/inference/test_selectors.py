@@ -19,7 +19,6 @@ def test_current_reading_is_the_newest_prediction_of_any_version(db):
     newest = make_prediction(scan, new, predicted=Diagnosis.NORMAL)
     assert selectors.prediction_current(scan=scan) == newest
     assert selectors.predictions_current_by_scan(scan_ids=[scan.pk])[scan.pk] == newest
-    assert list(selectors.predictions_current_values("predicted")) == [(scan.pk, Diagnosis.NORMAL)]
     assert reference_for(scan=scan).prediction == newest
 
 

@@ -1,6 +1,8 @@
 """Statistics functions against hand-computed textbook examples."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from verification import statistics as st
@@ -86,10 +88,10 @@ def test_build_report_from_plain_rows():
         {"scan_id": 2, "stage": "verified", "final_label": "DME"},
         {"scan_id": 3, "stage": "excluded", "final_label": ""},
     ]
-    report = st.build_report(
+    report = st.build_report(st.aggregate_rows(
         grades=grades, reviews=reviews, sources={4: "NORMAL"}, predictions={1: "CNV", 2: "CNV", 4: "NORMAL"},
         labels=["CNV", "DME", "DRUSEN", "NORMAL"],
-    )
+    ))
     assert report.pairwise[0]["n"] == 2 and report.pairwise[0]["agreement"] == 0.5
     assert report.fleiss_subjects == 2 and report.fleiss_raters == 2
     assert {r["grader"]: r["agreement"] for r in report.grader_agreement} == {"u1": 1.0, "u2": 0.5}
@@ -98,3 +100,22 @@ def test_build_report_from_plain_rows():
     assert report.exclusion_rate == pytest.approx(1 / 3)
     assert report.exclusion_reasons == [("severe_artifact", 1)]
     assert report.time_per_tier[1]["n"] == 4
+    # Tier 2 times 1000, 1000, 3000, 1000 ms: median 1.0 s (to the 0.1 s bucket), mean 1.5 s.
+    assert report.time_per_tier[1]["median_s"] == pytest.approx(1.05)
+    assert report.time_per_tier[1]["mean_s"] == pytest.approx(1.5)
+
+
+def test_fleiss_from_patterns_equals_fleiss_of_the_expanded_table():
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    patterns = Counter(tuple(r) for r in table)
+    kappa, subjects, raters = st.fleiss_from_patterns(patterns)
+    assert (subjects, raters) == (10, 14)
+    assert kappa == pytest.approx(st.fleiss_kappa(table))
+
+
+def test_kappa_from_table_equals_cohen_kappa_of_the_pairs():
+    a = ["CNV", "CNV", "DME", "NORMAL", "NORMAL", "DRUSEN"]
+    b = ["CNV", "DME", "DME", "NORMAL", "DRUSEN", "DRUSEN"]
+    labels = ["CNV", "DME", "DRUSEN", "NORMAL"]
+    assert st.kappa_from_table(Counter(zip(a, b)), labels) == pytest.approx(st.cohen_kappa(a, b, labels))

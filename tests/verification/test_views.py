@@ -391,3 +391,59 @@ def test_statistics_page_names_exclusion_reasons_and_stages(client, grader_t1, g
     services.quality_submit(scan=scan, grader=grader_t1, accept=False, reason="not_macular_bscan")
     page = login(client, grader_t3).get(reverse("verification:statistics")).content.decode()
     assert "Not a B-scan of the macula" in page and "Excluded 1" in page and "1 of 1 scans excluded" in page
+
+
+def test_statistics_counted_by_the_database_equal_the_counts_of_the_rows(grader_t1, grader_t2, grader_t2b, grader_t3):
+    """selectors.statistics_aggregates (SQL GROUP BY) against statistics.aggregate_rows (Python)."""
+    from cases.models import Scan
+    from inference.selectors import predictions_current_by_scan
+    from verification import statistics as st
+    from verification.selectors import statistics_aggregates
+
+    labels = list(Diagnosis.values)
+    scans = [ScanFactory(source_label=Diagnosis.CNV) for _ in range(4)]
+    to_verification(scans[0], grader_t1, [grader_t2, grader_t2b], [Diagnosis.CNV, Diagnosis.CNV])
+    services.verify_submit(scan=scans[0], grader=grader_t3, final_label=Diagnosis.CNV)
+    to_verification(scans[1], grader_t1, [grader_t2, grader_t2b], [Diagnosis.DME, Diagnosis.NORMAL])
+    services.verify_submit(scan=scans[1], grader=grader_t3, final_label=Diagnosis.DME)
+    to_grading(scans[2], grader_t1)
+    g = services.grade_submit(scan=scans[2], grader=grader_t2, label=Diagnosis.DRUSEN, findings=NO_FINDINGS, confidence=3)
+    services.grade_correct(grade=g, grader=grader_t2, label=Diagnosis.NORMAL, findings=NO_FINDINGS, confidence=4)
+    services.quality_submit(scan=scans[3], grader=grader_t1, accept=False, reason="severe_artifact")
+    for s, label in zip(scans, [Diagnosis.CNV, Diagnosis.CNV, Diagnosis.NORMAL, Diagnosis.DME]):
+        make_prediction(s, predicted=label)
+    current = Grade.objects.current().select_related("grader")
+    rows = [
+        {"scan_id": x.scan_id, "tier": x.tier, "grader_id": x.grader_id, "grader__username": x.grader.username,
+         "label": x.label, "accepted": x.accepted, "exclusion_reason": x.exclusion_reason,
+         "time_taken_ms": x.time_taken_ms}
+        for x in current
+    ]
+    reviews = list(Review.objects.values("scan_id", "stage", "final_label"))
+    predictions = {k: p.predicted for k, p in predictions_current_by_scan(scan_ids=[s.pk for s in scans]).items()}
+    sources = dict(Scan.objects.exclude(source_label="").values_list("id", "source_label"))
+    expected = st.aggregate_rows(grades=rows, reviews=reviews, sources=sources, predictions=predictions, labels=labels)
+    counted = statistics_aggregates(labels=labels)
+    for name in ("names", "pair_tables", "patterns", "grader_final", "model_final", "model_source", "qc", "times",
+                 "time_sums", "stages"):
+        got, want = getattr(counted, name), getattr(expected, name)
+        assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if v}, name
+    assert st.build_report(counted) == st.build_report(expected)
+
+
+def test_statistics_page_serves_a_cached_report_and_recomputes_on_request(client, grader_t1, grader_t2, grader_t2b, grader_t3):
+    from django.core.cache import cache
+
+    from verification.selectors import STATISTICS_CACHE_KEY
+    from verification.tasks import refresh_statistics
+
+    cache.delete(STATISTICS_CACHE_KEY)
+    login(client, grader_t3)
+    first = client.get(reverse("verification:statistics")).context["computed_at"]
+    assert client.get(reverse("verification:statistics")).context["computed_at"] == first  # from the cache
+    scan = ScanFactory()
+    to_grading(scan, grader_t1)
+    assert client.get(reverse("verification:statistics")).context["report"].qc_total == 0  # still the snapshot
+    page = client.get(reverse("verification:statistics") + "?fresh=1")
+    assert page.context["report"].qc_total == 1 and page.context["computed_at"] > first
+    assert refresh_statistics.apply().successful()

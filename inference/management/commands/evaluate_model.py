@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from PIL import Image
 
 from inference import evaluation as E
 from inference import runtime as R
