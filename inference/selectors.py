@@ -412,7 +412,7 @@ def eye_followup(*, user: Any, patient_id: int, eye: str) -> tuple[Patient, list
 def changed_since_last_visit(*, user: Any, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, str]]:
     """For (patient id, eye) pairs: those whose latest visit with a reading reads
     differently from the visit with a reading before it, as ``(previous, latest)``
-    classes. One query for any number of pairs (the home page's 25 rows)."""
+    classes. One query (after the role check) for any number of pairs (the home page's 25 rows)."""
     wanted = set(pairs)
     if not wanted or not cases_selectors.may_see_records(user=user):
         return {}
