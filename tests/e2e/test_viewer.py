@@ -113,3 +113,25 @@ def test_grading_pages_use_the_viewer_and_blinded_tier2_never_loads_a_heatmap(li
     page.goto(base + f"/verification/scans/{clinic.scans['tier3'].pk}/tier/3/")
     wait_viewer(page)
     assert page.locator("[data-viewer-overlay-control]").is_visible()
+
+
+def test_viewer_pages_fit_phones_tablets_and_desktops(live_url, browser_page, clinic):
+    from tests.e2e.test_clinic_day import check_fits
+
+    page, base = browser_page, live_url
+    browser.sign_in(page, base, "clinician")
+    for name, url in (
+        ("viewer-scan", clinic.scans["urgent"].get_absolute_url()),
+        ("viewer-volume", clinic.cases["second"].get_absolute_url()),
+        ("followup", f"/patients/{clinic.patient.pk}/eyes/OD/"),
+        ("learn-gallery", "/learn/cnv/"),
+    ):
+        page.goto(base + url)
+        if name == "viewer-scan":
+            page.click("[data-viewer-refs] summary")
+            page.locator("[data-compare-src]").first.click()
+        check_fits(page, name)
+    page.context.clear_cookies()
+    browser.sign_in(page, base, "grader3")
+    page.goto(base + f"/verification/scans/{clinic.scans['tier3'].pk}/tier/3/")
+    check_fits(page, "viewer-grade-3")
