@@ -239,8 +239,9 @@ REFERENCE_PER_CLASS = 4
 
 def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclude_scan_id: int | None = None) -> dict[str, list[Review]]:
     """Verified examples of each class for the learn pages and the viewer's comparison:
-    reviews a tier 3 grader verified, the highest tier 2 agreement with the final label
-    first (then the newest verification), at most ``per_class`` per class, in one query.
+    reviews a tier 3 grader verified; those a tier 3 grader chose (``reference_pick``)
+    first, then the highest tier 2 agreement with the final label (then the newest
+    verification), at most ``per_class`` per class, in one query.
 
     Patient images: nobody without a role (anonymous visitors included) gets any, and
     a blinded tier 2 grader only scans whose label they may see (``blinding``)."""
@@ -266,7 +267,9 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     if exclude_scan_id is not None:
         qs = qs.exclude(scan_id=exclude_scan_id)
     ranked = qs.annotate(
-        rank=Window(RowNumber(), partition_by=[F("final_label")], order_by=[F("agreement").desc(), F("verified_at").desc(), F("pk").desc()])
+        rank=Window(RowNumber(), partition_by=[F("final_label")], order_by=[
+            F("reference_pick").desc(), F("agreement").desc(), F("verified_at").desc(), F("pk").desc(),
+        ])
     ).filter(rank__lte=per_class).select_related("scan", "verified_by").order_by("final_label", "rank")
     for review in ranked:
         out[review.final_label].append(review)

@@ -157,3 +157,33 @@ def test_scan_page_queries_do_not_grow_with_the_gallery(client, verified_example
     scan = verified_examples["open"]
     with django_assert_max_num_queries(30):
         assert client.get(scan.get_absolute_url()).status_code == 200
+
+
+# --- reference examples chosen by a tier 3 grader ------------------------------------------
+
+
+def test_a_tier3_pick_comes_before_agreement(client, verified_examples, clinician, grader_t3):
+    from verification import services
+
+    picked = verified_examples["none"]
+    client.force_login(grader_t3)
+    html = client.get(reverse("verification:grade", args=[picked.pk, 3])).content.decode()
+    assert "Use as a reference example of CNV" in html
+    response = client.post(reverse("verification:reference_pick", args=[picked.pk]), {"picked": "1"})
+    assert response.status_code == 302
+    assert Review.objects.get(scan=picked).reference_pick
+    refs = selectors.reference_examples(user=clinician, per_class=2)
+    assert [r.scan_id for r in refs["CNV"]] == [picked.pk, verified_examples["best"].pk]
+    services.reference_pick_set(scan=picked, user=grader_t3, picked=False)
+    assert selectors.reference_examples(user=clinician, per_class=1)["CNV"][0].scan_id == verified_examples["best"].pk
+
+
+def test_only_tier3_picks_and_only_verified_scans(client, verified_examples, grader_t2, grader_t3):
+    from octportal.errors import Conflict
+    from verification import services
+
+    client.force_login(grader_t2)
+    assert client.post(reverse("verification:reference_pick", args=[verified_examples["best"].pk]), {"picked": "1"}).status_code == 403
+    with pytest.raises(Conflict):
+        services.reference_pick_set(scan=verified_examples["open"], user=grader_t3, picked=True)
+    assert not Review.objects.filter(reference_pick=True).exists()
