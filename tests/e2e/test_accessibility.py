@@ -84,6 +84,7 @@ def test_every_page_type_has_no_serious_or_critical_axe_violation(live_url, brow
         "grader3": [
             ("worklist-3", "/verification/worklist/3/"),
             ("grade-3", f"/verification/scans/{s['tier3'].pk}/tier/3/"),
+            ("grade-3-verified", f"/verification/scans/{s['verified-CNV'].pk}/tier/3/"),
             ("statistics", "/verification/statistics/"),
         ],
         "boss": [
