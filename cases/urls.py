@@ -12,6 +12,7 @@ urlpatterns = [
     path("patients/", views.patient_list, name="patient_list"),
     path("patients/new/", views.patient_create, name="patient_create"),
     path("patients/<int:pk>/", views.patient_detail, name="patient_detail"),
+    path("patients/<int:pk>/eyes/<str:eye>/", views.eye_followup, name="eye_followup"),
     path("patients/<int:pk>/edit/", views.patient_update, name="patient_update"),
     path("patients/<int:patient_pk>/cases/new/", views.case_create, name="case_create"),
     path("cases/<int:pk>/", views.case_detail, name="case_detail"),

@@ -22,10 +22,12 @@ from octportal.errors import DomainError, Forbidden, NotFound
 from octportal.paging import CappedPaginator, page_annotated
 from verification import blinding
 from verification import reports as verification_reports
+from verification import selectors as verification_selectors
 
 from . import selectors, services
 from .thumbnails import thumbnail_png
 from .diagnoses import CONDITIONS, DECISION_SUPPORT_NOTICE
+from .models import Case
 from .forms import AcknowledgementForm, CaseCreateForm, CaseForm, PatientForm, PatientSearchForm
 from .roles import GRADER_ROLES, Role, role_required, user_roles
 
@@ -64,10 +66,21 @@ def learn(request: HttpRequest, slug: str) -> HttpResponse:
     condition = CONDITIONS.get(slug)
     if condition is None:
         raise Http404("No such condition.")
+    # Verified examples are patient images: signed-in users with a role only, blinded
+    # per scan (verification.selectors.reference_examples); anonymous visitors read the text.
+    examples = []
+    if request.user.is_authenticated:
+        examples = verification_selectors.reference_examples(user=request.user)[condition.code]
     return render(
         request,
         "cases/learn.html",
-        {"condition": condition, "conditions": CONDITIONS.values(), "notice": DECISION_SUPPORT_NOTICE},
+        {
+            "condition": condition,
+            "conditions": CONDITIONS.values(),
+            "notice": DECISION_SUPPORT_NOTICE,
+            "examples": examples,
+            "show_examples": request.user.is_authenticated and selectors.may_see_images(user=request.user),
+        },
     )
 
 
@@ -101,6 +114,11 @@ def clinic_home(request: HttpRequest) -> HttpResponse:
     urgent = inference_selectors.urgent_unacknowledged(user=request.user)
     page = CappedPaginator(urgent, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
     visible = blinding.reading_visible_ids(user=request.user, scan_ids=[s.pk for s in page.object_list])
+    changed = inference_selectors.changed_since_last_visit(
+        user=request.user, pairs=[(s.case.patient_id, s.case.eye) for s in page.object_list]
+    )
+    for s in page.object_list:
+        s.changed_since_last_visit = changed.get((s.case.patient_id, s.case.eye))
     context = {
         "page": page,
         "visible_ids": visible,
@@ -111,6 +129,18 @@ def clinic_home(request: HttpRequest) -> HttpResponse:
 
 
 # --- patients -------------------------------------------------------------------------
+
+
+@role_required(Role.CLINICIAN)
+@require_GET
+def eye_followup(request: HttpRequest, pk: int, eye: str) -> HttpResponse:
+    """One eye of a patient over time: each visit side by side with its reading."""
+    if eye not in Case.Eye.values:
+        raise Http404("No such eye.")
+    patient, visits = inference_selectors.eye_followup(user=request.user, patient_id=pk, eye=eye)
+    context = {"patient": patient, "eye": eye, "eye_label": Case.Eye(eye).label, "visits": visits,
+               "other_eye": "OS" if eye == "OD" else "OD"}
+    return render(request, "cases/eye_followup.html", context)
 
 
 @role_required(Role.CLINICIAN)

@@ -326,7 +326,98 @@ def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> Vo
             "status": scan.status,
             "p_urgent": round(read[-1].p_urgent, 4) if usable else None,
             "predicted": p.predicted if usable else "",
+            "heatmap": bool(usable and p.heatmap),
         })
     reading = eye_reading(read, min_slices=settings.OCT_EYE_URGENT_MIN_SLICES, min_p=settings.OCT_EYE_URGENT_MIN_P)
     pending = sum(1 for s in scans if s.status in PENDING_STATUSES)
     return VolumeAnalysis(volume=volume, reading=reading, slices=strip, pending=pending)
+
+
+# --- follow-up over visits: the same eye's examinations over time ---------------------------
+
+
+def _visit_reading_of(field_name: str) -> Subquery:
+    """One field of a visit's (examination's) reading: the most urgent current reading that
+    passed the input gate among its analysed scans, the most confident first among equals
+    (the report's suggested referral)."""
+    rows = (
+        Scan.objects.filter(case=OuterRef("pk"), status=Scan.Status.ANALYSED)
+        .annotate(
+            u=prediction_current_value("urgency"),
+            g=prediction_current_value("gate_passed"),
+            c=prediction_current_value("confidence"),
+            p=prediction_current_value("predicted"),
+        )
+        .filter(g=True)
+        .annotate(rank=urgency_rank("u"))
+        .order_by("rank", "-c", "id")
+        .values(field_name)[:1]
+    )
+    return Subquery(rows)
+
+
+def visits_with_readings(qs: QuerySet[Any]) -> QuerySet[Any]:
+    """Annotate examinations with their visit reading in SQL: ``visit_predicted``,
+    ``visit_urgency``, ``visit_confidence`` and ``visit_scan_id`` (the scan it comes from)."""
+    return qs.annotate(
+        visit_predicted=_visit_reading_of("p"),
+        visit_urgency=_visit_reading_of("u"),
+        visit_confidence=_visit_reading_of("c"),
+        visit_scan_id=_visit_reading_of("pk"),
+    )
+
+
+@dataclass
+class Visit:
+    """One examination of an eye in the follow-up, with its reading and whether that
+    reading differs from the previous visit's that has one."""
+
+    case: Any
+    predicted: str | None
+    urgency: str | None
+    confidence: float | None
+    scan_id: int | None
+    previous_predicted: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.predicted and self.previous_predicted and self.predicted != self.previous_predicted)
+
+
+def eye_followup(*, user: Any, patient_id: int, eye: str) -> tuple[Patient, list[Visit]]:
+    """A patient's examinations of one eye, oldest first, each with its reading (one query
+    for the patient, one for the visits). Clinic staff only (``cases.selectors``)."""
+    patient = cases_selectors.patient_get(user=user, patient_id=patient_id)
+    rows = visits_with_readings(
+        cases_selectors.case_list(user=user, patient_id=patient.pk).filter(eye=eye)
+    ).order_by("exam_date", "id")
+    visits: list[Visit] = []
+    last: str | None = None
+    for c in rows:
+        v = Visit(c, c.visit_predicted, c.visit_urgency, c.visit_confidence, c.visit_scan_id, previous_predicted=last)
+        visits.append(v)
+        if v.predicted:
+            last = v.predicted
+    return patient, visits
+
+
+def changed_since_last_visit(*, user: Any, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, str]]:
+    """For (patient id, eye) pairs: those whose latest visit with a reading reads
+    differently from the visit with a reading before it, as ``(previous, latest)``
+    classes. One query (after the role check) for any number of pairs (the home page's 25 rows)."""
+    wanted = set(pairs)
+    if not wanted or not cases_selectors.may_see_records(user=user):
+        return {}
+    patient_ids = {p for p, _ in wanted}
+    rows = (
+        visits_with_readings(cases_selectors.case_list(user=user).filter(patient_id__in=patient_ids))
+        .exclude(visit_predicted__isnull=True)
+        .order_by("patient_id", "eye", "-exam_date", "-id")
+        .values_list("patient_id", "eye", "visit_predicted")
+    )
+    seen: dict[tuple[int, str], list[str]] = {}
+    for patient_id, eye, predicted in rows:
+        key = (patient_id, eye)
+        if key in wanted and len(seen.setdefault(key, [])) < 2:
+            seen[key].append(predicted)
+    return {key: (v[1], v[0]) for key, v in seen.items() if len(v) == 2 and v[0] != v[1]}

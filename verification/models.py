@@ -161,6 +161,10 @@ class Review(models.Model):
     )
     verified_at = models.DateTimeField(null=True, blank=True)
     exclusion_reason = models.CharField(max_length=32, choices=ExclusionReason.choices, blank=True)
+    reference_pick = models.BooleanField(
+        default=False,
+        help_text="A tier 3 grader chose this verified scan as a reference example of its class (shown first).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     stage_changed_at = models.DateTimeField(auto_now_add=True)
 

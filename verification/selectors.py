@@ -15,8 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
-from django.db.models import BooleanField, Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from cases import selectors as cases_selectors
 from cases.diagnoses import Diagnosis, Urgency
@@ -306,3 +307,47 @@ def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
         "urgency": grouped(seen, "reading_urgency", dict(Urgency.choices)),
         "stage": grouped(qs.order_by(), "review__stage", dict(Review.Stage.choices)),
     }
+
+
+# --- reference gallery: verified examples of each class ---------------------------------
+
+REFERENCE_PER_CLASS = 4
+
+
+def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclude_scan_id: int | None = None) -> dict[str, list[Review]]:
+    """Verified examples of each class for the learn pages and the viewer's comparison:
+    reviews a tier 3 grader verified; those a tier 3 grader chose (``reference_pick``)
+    first, then the highest tier 2 agreement with the final label (then the newest
+    verification), at most ``per_class`` per class, in one query.
+
+    Patient images: nobody without a role (anonymous visitors included) gets any, and
+    a blinded tier 2 grader only scans whose label they may see (``blinding``)."""
+    out: dict[str, list[Review]] = {code: [] for code in Diagnosis.values}
+    if not cases_selectors.may_see_images(user=user):
+        return out
+    agree = Count(
+        "scan__grades",
+        filter=Q(scan__grades__tier=Tier.GRADING, scan__grades__label=F("final_label"), scan__grades__superseded_by__isnull=True),
+        distinct=True,
+    )
+    visible = blinding.reading_visible_q(user=user)
+    scans = Scan.objects.filter(visible) if visible else Scan.objects.all()
+    qs = (
+        Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False, scan__in=scans)
+        .exclude(final_label="")
+        .annotate(agreement=agree, grades_t2=Count(
+            "scan__grades",
+            filter=Q(scan__grades__tier=Tier.GRADING, scan__grades__superseded_by__isnull=True),
+            distinct=True,
+        ))
+    )
+    if exclude_scan_id is not None:
+        qs = qs.exclude(scan_id=exclude_scan_id)
+    ranked = qs.annotate(
+        rank=Window(RowNumber(), partition_by=[F("final_label")], order_by=[
+            F("reference_pick").desc(), F("agreement").desc(), F("verified_at").desc(), F("pk").desc(),
+        ])
+    ).filter(rank__lte=per_class).select_related("scan", "verified_by").order_by("final_label", "rank")
+    for review in ranked:
+        out[review.final_label].append(review)
+    return out

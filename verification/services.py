@@ -228,6 +228,21 @@ def verify_submit(
     return grade
 
 
+def reference_pick_set(*, scan: Scan, user: Any, picked: bool) -> Review:
+    """Choose (or stop choosing) a verified scan as a reference example of its final class:
+    tier 3 graders and admins, verified reviews only. Audited like every Review change."""
+    if not may_act_in_tier(user, Tier.VERIFICATION):
+        raise Forbidden("Only tier 3 graders choose reference examples.")
+    with transaction.atomic():
+        review = _lock_review(scan)
+        if review.stage != Review.Stage.VERIFIED:
+            raise Conflict("Only a verified scan can be a reference example.")
+        if review.reference_pick != picked:
+            review.reference_pick = picked
+            review.save(update_fields=["reference_pick"])
+    return review
+
+
 def grade_correct(
     *,
     grade: Grade,

@@ -106,6 +106,18 @@ def grade(request: HttpRequest, pk: int, tier: int) -> HttpResponse:
 
 
 @login_required
+@require_http_methods(["POST"])
+def reference_pick(request: HttpRequest, pk: int) -> HttpResponse:
+    """Tier 3: choose a verified scan as a reference example of its class, or stop."""
+    _require_tier(request, Tier.VERIFICATION)
+    scan = get_object_or_404(Scan, pk=pk)
+    picked = request.POST.get("picked") == "1"
+    services.reference_pick_set(scan=scan, user=request.user, picked=picked)
+    messages.success(request, f"Scan {scan.pk} {'is now' if picked else 'is no longer'} a reference example.")
+    return redirect("verification:grade", pk=scan.pk, tier=Tier.VERIFICATION)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def grade_correct(request: HttpRequest, grade_id: int) -> HttpResponse:
     """Correct one's own grade with a superseding one."""

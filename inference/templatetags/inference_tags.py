@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.urls import reverse
 
 from cases.diagnoses import Urgency
 from cases.models import Case, Scan, Volume
@@ -47,6 +48,40 @@ def scan_analysis(context: template.Context, scan: Scan) -> selectors.ScanAnalys
     prediction = _predictions_for_case(context, scan.case_id).get(scan.pk)
     visible = blinding.may_see_reading(user=user, scan=scan)
     return selectors.scan_analysis(user=user, scan=scan, visible=visible, prediction=prediction)
+
+
+@register.simple_tag(takes_context=True)
+def viewer_state(context: template.Context, scan: Scan) -> dict[str, Any]:
+    """``{% viewer_state scan as vs %}``: what the image viewer (``cases/_viewer.html``) may
+    show: the scan's display name, whether a heatmap control belongs there at all
+    (``heatmap_allowed``, the blinding rule's ``may_see_reading``) and the heatmap's URL
+    when the current reading has one. A blinded tier 2 grader gets neither."""
+    user = _user(context)
+    allowed = blinding.may_see_reading(user=user, scan=scan)
+    url = ""
+    if allowed:
+        prediction = _predictions_for_case(context, scan.case_id).get(scan.pk)
+        if prediction is not None and prediction.gate_passed and prediction.heatmap:
+            url = reverse("inference:heatmap", args=[scan.pk])
+    return {
+        "name": blinding.scan_display_name(user=user, scan=scan),
+        "heatmap_allowed": allowed,
+        "heatmap_url": url,
+    }
+
+
+@register.simple_tag(takes_context=True)
+def volume_viewer_state(context: template.Context, v: selectors.VolumeAnalysis) -> dict[str, Any]:
+    """``{% volume_viewer_state v as vs %}``: the viewer's state for a volume's first slice
+    (``v`` from ``volume_analysis``, already blinded: a slice's heatmap is only listed when
+    its reading is visible)."""
+    first = v.slices[0] if v.slices else None
+    return {
+        "name": f"{v.volume.laterality} volume {v.volume.pk}, current slice",
+        "heatmap_allowed": any(s["p_urgent"] is not None for s in v.slices),
+        "heatmap_url": reverse("inference:heatmap", args=[first["scan_id"]]) if first and first["heatmap"] else "",
+        "first_src": reverse("cases:scan_image", args=[first["scan_id"]]) if first else "",
+    }
 
 
 @register.simple_tag(takes_context=True)

@@ -3,7 +3,7 @@
 (function () {
   document.querySelectorAll("[data-volume-viewer]").forEach(function (root) {
     var slider = root.querySelector("[data-slice-slider]");
-    var image = root.querySelector("[data-slice-image]");
+    var viewer = root.querySelector("[data-viewer]");
     var label = root.querySelector("[data-slice-label]");
     var link = root.querySelector("[data-slice-link]");
     var cells = Array.prototype.slice.call(root.querySelectorAll(".slice-strip li"));
@@ -11,7 +11,10 @@
     function show(i) {
       i = Math.max(0, Math.min(cells.length - 1, i));
       slider.value = String(i);
-      image.src = cells[i].dataset.src;
+      // The slice is shown in the shared B-scan viewer (static/js/viewer.js), heatmap included.
+      if (window.OCTViewer && viewer && viewer._octViewer) {
+        window.OCTViewer.setImage(viewer, cells[i].dataset.src, cells[i].dataset.heatmap || "");
+      }
       link.href = cells[i].dataset.href;
       label.textContent = "B-scan " + (i + 1) + " of " + cells.length;
       cells.forEach(function (c, j) { c.classList.toggle("current", j === i); });
@@ -19,6 +22,7 @@
     slider.addEventListener("input", function () { show(parseInt(slider.value, 10)); });
     root.addEventListener("keydown", function (e) {
       if (e.target.tagName === "INPUT" && e.target !== slider) return;
+      if (e.target.closest && e.target.closest("[data-viewer-stage]")) return;  // the viewer pans
       if (e.key === "ArrowRight" || e.key === "ArrowDown") { show(parseInt(slider.value, 10) + 1); e.preventDefault(); }
       if (e.key === "ArrowLeft" || e.key === "ArrowUp") { show(parseInt(slider.value, 10) - 1); e.preventDefault(); }
     });
@@ -27,6 +31,7 @@
     root.querySelectorAll("[data-goto]").forEach(function (a) {
       a.addEventListener("click", function (e) { e.preventDefault(); show(parseInt(a.dataset.goto, 10)); });
     });
-    show(0);
+    function start() { show(0); }
+    if (window.OCTViewer) { window.OCTViewer.init(); start(); } else { window.addEventListener("load", start); }
   });
 })();

@@ -5,6 +5,8 @@ from typing import Any
 
 from django import template
 
+from cases.diagnoses import Diagnosis
+
 from .. import blinding, selectors
 from ..models import ExclusionReason, Review
 
@@ -87,3 +89,31 @@ def exclusion_label(value: str) -> str:
 @register.filter
 def stage_label(value: str) -> str:
     return dict(Review.Stage.choices).get(value, value)
+
+
+_REFERENCES_ATTR = "_verification_reference_examples"
+
+
+@register.simple_tag(takes_context=True)
+def reference_examples_for(context: dict[str, Any], scan: Any = None) -> dict[str, Any]:
+    """``{% reference_examples_for scan as refs %}``: verified examples of each class for the
+    viewer's side-by-side comparison (``selectors.reference_examples``), ``scan`` itself left
+    out; one query per page however many viewers it has."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    cached = getattr(request, _REFERENCES_ATTR, None)
+    if cached is None:
+        per_class = selectors.REFERENCE_PER_CLASS
+        cached = selectors.reference_examples(user=user, per_class=per_class + 1) if user is not None else {}
+        if request is not None:
+            setattr(request, _REFERENCES_ATTR, cached)
+    skip = getattr(scan, "pk", None)
+    groups = [
+        {
+            "code": code,
+            "label": Diagnosis(code).label,
+            "reviews": [r for r in reviews if r.scan_id != skip][: selectors.REFERENCE_PER_CLASS],
+        }
+        for code, reviews in cached.items()
+    ]
+    return {"groups": groups, "any": any(g["reviews"] for g in groups)}
