@@ -189,6 +189,8 @@ class Stack:
             "DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'db.sqlite3'}",
             "MEDIA_ROOT": str(self.tmp / "media"),
             "CELERY_BROKER_URL": args.broker or "",
+            # Throttle counters shared by the gunicorn workers, as in docker/compose.yaml.
+            **({"CACHE_URL": args.cache_url} if args.cache_url else {}),
             "DJANGO_LOG_LEVEL": "WARNING",
             "OCT_DATA_DIR": os.environ.get("OCT_DATA_DIR", str(REPO.parent / "shared" / "oct")),
             "OCT_ORT_INTRA_OP_THREADS": "1",
@@ -245,8 +247,9 @@ class Stack:
     def start(self) -> tuple[str, int, list[int], int, list[int]]:
         if self.env["DATABASE_URL"].startswith("postgres"):
             ensure_postgres_database(self.env["DATABASE_URL"])
-        if self.args.broker:
-            redis_flush(self.args.broker)
+        for url in (self.args.broker, self.args.cache_url):
+            if url:
+                redis_flush(url)
         if self.args.s3:
             self.start_s3()
         self.manage("migrate", "--noinput")
@@ -289,8 +292,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
         self.exits.close()
-        if self.args.broker:
-            redis_flush(self.args.broker)
+        for url in (self.args.broker, self.args.cache_url):
+            if url:
+                redis_flush(url)
         if self.created_database:
             drop_postgres_database(self.created_database)
         if os.environ.get("OCT_BENCH_KEEP") == "1":
@@ -349,7 +353,11 @@ class Clinician(HttpUser):
         Seed.next_user += 1
         self.uploads = 0
         self._sign_in()
-        Seed.signed_in += 1
+        self.arrive()
+        Seed.signed_in += 1  # the measured window starts when every clinician got here
+
+    def arrive(self) -> None:
+        """What a clinician does on arrival, before the measured window."""
 
     def _sign_in(self) -> None:
         username = f"load{self.index}"
@@ -402,8 +410,7 @@ class UploadingClinician(Clinician):
     volume through the case page's form. One B-scan on arrival (before the measured
     window), so that every run has uploads to check."""
 
-    def on_start(self) -> None:
-        super().on_start()
+    def arrive(self) -> None:
         self.upload_image()
 
     def _next_image(self) -> tuple[bytes, str]:
@@ -472,6 +479,7 @@ def main() -> None:
                         help="the deployment: PostgreSQL, Redis, S3, Celery workers, and uploads in the mix")
     parser.add_argument("--uploads", action="store_true", help="clinicians also sign in again and upload")
     parser.add_argument("--broker", help="Redis URL for Celery (flushed before and after); starts --celery-workers")
+    parser.add_argument("--cache-url", help="Redis URL of the shared cache (throttle counters; flushed before and after)")
     parser.add_argument("--celery-workers", type=int, default=2, help="Celery worker processes (with --broker)")
     parser.add_argument("--s3", action="store_true", help="store every image in a SeaweedFS S3 server on loopback")
     parser.add_argument("--volume-slices", type=int, default=3, help="B-scans in each uploaded ZIP volume")
@@ -481,10 +489,12 @@ def main() -> None:
     if args.full:
         args.uploads, args.s3 = True, True
         args.broker = args.broker or "redis://127.0.0.1:6379/11"
+        args.cache_url = args.cache_url or "redis://127.0.0.1:6379/10"
     if not 1 <= args.users <= 500 or args.duration > 600:
         raise SystemExit("--users must be 1..500 and --duration at most 600 s")
-    if args.broker and urllib.parse.urlparse(args.broker).hostname not in {"127.0.0.1", "localhost", "::1"}:
-        raise SystemExit("--broker must be on loopback")
+    for url in (args.broker, args.cache_url):
+        if url and urllib.parse.urlparse(url).hostname not in {"127.0.0.1", "localhost", "::1"}:
+            raise SystemExit("--broker and --cache-url must be on loopback")
     Seed.volume_slices = args.volume_slices
 
     stack = Stack(args)
