@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -264,6 +265,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600)}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# The sweep has a queue of its own: a worker consumes its queues in turn (Redis BRPOP
+# on both, the one that just delivered moved last), so under a backlog of readings the
+# next sweep waits for one task, not for the whole backlog. Every worker consumes both
+# unless started with -Q; `-Q sweep` alone gives a small worker that only sweeps.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery", routing_key="celery"), Queue("sweep", routing_key="sweep"))
+CELERY_TASK_ROUTES = {"inference.tasks.sweep_stale_scans": {"queue": "sweep"}}
+
 # The statistics page shows a report at most this old; beat recomputes it before then,
 # so that no page view waits for the aggregation over every grade (seconds at 1M scans).
 VERIFICATION_STATISTICS_MAX_AGE_S = env.int("VERIFICATION_STATISTICS_MAX_AGE_S", default=300)

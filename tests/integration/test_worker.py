@@ -417,6 +417,30 @@ def test_upload_while_redis_is_down_keeps_the_scan_and_completes_later(
     assert Prediction.objects.filter(scan=scan).count() == 1
 
 
+def test_the_sweep_does_not_wait_behind_a_backlog_of_readings(
+    postgres, model_available, broker_url, publish_to, worker_factory
+):
+    """The sweep's own queue: with readings queued before it, a plain worker (no -Q) takes
+    the sweep within one task of starting, not after the backlog."""
+    import re
+
+    from inference.tasks import predict_batch, sweep_stale_scans
+
+    publish_to(broker_url)
+    backlog = 12
+    for i in range(backlog):
+        predict_batch.delay([10**9 + i])  # no such scan: each finds nothing to claim
+    sweep_stale_scans.delay()
+    worker = worker_factory(broker_url)
+    worker.start()
+    wait_for(lambda: worker.text().count(" received") >= backlog + 1, timeout=60,
+             what=f"every message received (log {worker.log})")
+    received = re.findall(r"Task inference\.tasks\.(\w+)\[[^\]]+\] received", worker.text())
+    assert sorted(set(received)) == ["predict_batch", "sweep_stale_scans"], received
+    position = received.index("sweep_stale_scans")
+    assert position <= 2, f"the sweep was taken after {position} of the {backlog} readings queued before it"
+
+
 def test_readyz_needs_a_worker_answering_the_ping(
     postgres, model_available, broker_url, publish_to, worker_factory, client, settings
 ):
