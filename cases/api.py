@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.urls import reverse
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -12,7 +13,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from intake import volumes as intake_volumes
-from octportal.api import validated
+from octportal.api import QuerysetCursorPagination, api_reverse, filtered, validated
 from octportal.errors import DomainError
 from verification import blinding
 
@@ -25,8 +26,12 @@ class ClinicApi(APIView):
     permission_classes = [HasRole]
     allowed_roles: tuple[str, ...] = (Role.CLINICIAN,)
 
-    def paginate(self, request: Request, qs: Any, serializer_class: type[serializers.Serializer]) -> Response:
-        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    def paginate(
+        self, request: Request, qs: Any, serializer_class: type[serializers.Serializer], *, cursor: bool = False
+    ) -> Response:
+        # /api/v1/ pages long lists by cursor; the unversioned aliases keep numbered pages.
+        use_cursor = cursor and request.version is not None
+        paginator = QuerysetCursorPagination() if use_cursor else api_settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = serializer_class(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -43,7 +48,7 @@ class PatientOutput(serializers.ModelSerializer):
         fields = ["id", "identifier", "sex", "birth_year", "notes", "created_at", "url"]
 
     def get_url(self, obj: Patient) -> str:
-        return reverse("cases-api:patient_detail", args=[obj.pk])
+        return api_reverse("cases-api:patient_detail", request=self.context.get("request"), args=[obj.pk])
 
 
 class CaseOutput(serializers.ModelSerializer):
@@ -58,7 +63,7 @@ class CaseOutput(serializers.ModelSerializer):
         ]
 
     def get_url(self, obj: Case) -> str:
-        return reverse("cases-api:case_detail", args=[obj.pk])
+        return api_reverse("cases-api:case_detail", request=self.context.get("request"), args=[obj.pk])
 
 
 class ScanOutput(serializers.ModelSerializer):
@@ -70,6 +75,7 @@ class ScanOutput(serializers.ModelSerializer):
     original_url = serializers.SerializerMethodField()
     original_name = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    reading_url = serializers.SerializerMethodField()
     source_label = serializers.SerializerMethodField()
     status_detail = serializers.SerializerMethodField()
 
@@ -77,7 +83,7 @@ class ScanOutput(serializers.ModelSerializer):
         model = Scan
         fields = [
             "id", "code", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
-            "status", "status_detail", "source_label", "uploaded_at", "url", "image_url", "original_url",
+            "status", "status_detail", "source_label", "uploaded_at", "url", "reading_url", "image_url", "original_url",
             "volume", "slice_index", "slice_position_mm",
         ]
 
@@ -94,7 +100,10 @@ class ScanOutput(serializers.ModelSerializer):
         return obj.pk in visible
 
     def get_url(self, obj: Scan) -> str:
-        return reverse("cases-api:scan_detail", args=[obj.pk])
+        return api_reverse("cases-api:scan_detail", request=self.context.get("request"), args=[obj.pk])
+
+    def get_reading_url(self, obj: Scan) -> str:
+        return api_reverse("inference-api:scan_reading", request=self.context.get("request"), args=[obj.pk])
 
     def get_image_url(self, obj: Scan) -> str:
         return reverse("cases:scan_image", args=[obj.pk])
@@ -115,13 +124,67 @@ class ScanOutput(serializers.ModelSerializer):
 
 
 class VolumeOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    reading_url = serializers.SerializerMethodField()
+    original_name = serializers.SerializerMethodField()
+
     class Meta:
         model = Volume
         fields = [
             "id", "case", "source_format", "modality", "scan_pattern", "laterality", "acquisition_date", "device",
             "slice_count", "pixel_spacing_axial_mm", "pixel_spacing_lateral_mm", "slice_spacing_mm", "removed_tags",
-            "original_name", "uploaded_at",
+            "original_name", "uploaded_at", "url", "reading_url",
         ]
+
+    def get_url(self, obj: Volume) -> str:
+        return api_reverse("cases-api:volume_detail", request=self.context.get("request"), args=[obj.pk])
+
+    def get_reading_url(self, obj: Volume) -> str:
+        return api_reverse("inference-api:volume_reading", request=self.context.get("request"), args=[obj.pk])
+
+    def get_original_name(self, obj: Volume) -> str:
+        # Uploaded file names may carry patient names: clinic staff only (blinding).
+        request = self.context.get("request")
+        if request is None or blinding.may_see_file_names(request.user):
+            return obj.original_name
+        return ""
+
+
+# --- filters (django-filter; ?ordering= with the fields listed) -------------------------
+
+
+class PatientFilter(django_filters.FilterSet):
+    sex = django_filters.ChoiceFilter(choices=Patient.Sex.choices)
+    born_after = django_filters.NumberFilter(field_name="birth_year", lookup_expr="gte")
+    born_before = django_filters.NumberFilter(field_name="birth_year", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("identifier", "created_at", "birth_year"))
+
+    class Meta:
+        model = Patient
+        fields: list[str] = []
+
+
+class CaseFilter(django_filters.FilterSet):
+    eye = django_filters.ChoiceFilter(choices=Case.Eye.choices)
+    status = django_filters.ChoiceFilter(choices=Case.Status.choices)
+    exam_after = django_filters.DateFilter(field_name="exam_date", lookup_expr="gte")
+    exam_before = django_filters.DateFilter(field_name="exam_date", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("exam_date", "created_at", "id"))
+
+    class Meta:
+        model = Case
+        fields: list[str] = []
+
+
+class ScanFilter(django_filters.FilterSet):
+    volume = django_filters.NumberFilter(field_name="volume_id", min_value=1)
+    uploaded_after = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="gte")
+    uploaded_before = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("uploaded_at", "id", "file_size"))
+
+    class Meta:
+        model = Scan
+        fields: list[str] = []
 
 
 # --- input serializers ----------------------------------------------------------------
@@ -162,33 +225,35 @@ def _int_param(request: Request, name: str) -> int | None:
 class PatientListCreateApi(ClinicApi):
     def get(self, request: Request) -> Response:
         qs = selectors.patient_list(user=request.user, query=request.query_params.get("q", ""))
-        return self.paginate(request, qs, PatientOutput)
+        return self.paginate(request, filtered(PatientFilter, request, qs), PatientOutput)
 
     def post(self, request: Request) -> Response:
         patient = services.patient_create(created_by=request.user, **validated(PatientInput, request.data))
-        return Response(PatientOutput(patient).data, status=status.HTTP_201_CREATED)
+        return Response(PatientOutput(patient, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class PatientDetailApi(ClinicApi):
     def get(self, request: Request, pk: int) -> Response:
-        return Response(PatientOutput(selectors.patient_get(user=request.user, patient_id=pk)).data)
+        patient = selectors.patient_get(user=request.user, patient_id=pk)
+        return Response(PatientOutput(patient, context={"request": request}).data)
 
 
 class CaseListCreateApi(ClinicApi):
     def get(self, request: Request) -> Response:
         qs = selectors.case_list(user=request.user, patient_id=_int_param(request, "patient"))
-        return self.paginate(request, qs, CaseOutput)
+        return self.paginate(request, filtered(CaseFilter, request, qs), CaseOutput)
 
     def post(self, request: Request) -> Response:
         fields = validated(CaseInput, request.data)
         patient = selectors.patient_get(user=request.user, patient_id=fields.pop("patient"))
         case = services.case_create(patient=patient, created_by=request.user, **fields)
-        return Response(CaseOutput(case).data, status=status.HTTP_201_CREATED)
+        return Response(CaseOutput(case, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class CaseDetailApi(ClinicApi):
     def get(self, request: Request, pk: int) -> Response:
-        return Response(CaseOutput(selectors.case_get(user=request.user, case_id=pk)).data)
+        case = selectors.case_get(user=request.user, case_id=pk)
+        return Response(CaseOutput(case, context={"request": request}).data)
 
 
 class ScanListApi(ClinicApi):
@@ -196,7 +261,7 @@ class ScanListApi(ClinicApi):
         qs = selectors.scan_list(
             user=request.user, case_id=_int_param(request, "case"), status=request.query_params.get("status", "")
         )
-        return self.paginate(request, qs, ScanOutput)
+        return self.paginate(request, filtered(ScanFilter, request, qs), ScanOutput, cursor=True)
 
 
 class ScanDetailApi(ClinicApi):
@@ -207,10 +272,22 @@ class ScanDetailApi(ClinicApi):
         return Response(ScanOutput(scan, context={"request": request}).data)
 
 
+class VolumeDetailApi(ClinicApi):
+    """GET one volume (an acquisition): its geometry and removed tags; B-scans via ``/scans/?volume=``."""
+
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    def get(self, request: Request, pk: int) -> Response:
+        volume = selectors.volume_image_get(user=request.user, volume_id=pk)
+        return Response(VolumeOutput(volume, context={"request": request}).data)
+
+
 class CaseScanUploadApi(ClinicApi):
     """POST multipart ``files`` (images and volume files) into a case; answer what was accepted and rejected.
 
-    ``eye`` (OD/OS) is required only for a volume whose file does not record the eye.
+    ``eye`` (OD/OS) is required only for a volume whose file does not record the eye. Under
+    /api/v1/ an accepted upload answers 202 (the readings follow): each scan's ``url`` is
+    its status URL. A rejected file is named with its reason and nothing of it is stored.
     """
 
     parser_classes = [MultiPartParser, FormParser]
@@ -226,12 +303,16 @@ class CaseScanUploadApi(ClinicApi):
         report = intake_volumes.uploads_submit(
             case=case, files=files, uploaded_by=request.user, eye=str(request.data.get("eye", "") or "")
         )
+        context = {"request": request}
         body = {
-            "accepted": ScanOutput(report.accepted, many=True, context={"request": request}).data,
-            "volumes": VolumeOutput(report.volumes, many=True).data,
+            "accepted": ScanOutput(report.accepted, many=True, context=context).data,
+            "volumes": VolumeOutput(report.volumes, many=True, context=context).data,
             "rejected": [{"name": name, "reason": reason} for name, reason in report.rejected],
         }
         if not report.accepted:
-            body = {"detail": "No file was accepted.", **body}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        return Response(body, status=status.HTTP_201_CREATED)
+            if request.version:
+                raise DomainError("No file was accepted.", errors={"files": [f"{n}: {r}" for n, r in report.rejected]})
+            return Response({"detail": "No file was accepted.", **body}, status=status.HTTP_400_BAD_REQUEST)
+        accepted = status.HTTP_202_ACCEPTED if request.version else status.HTTP_201_CREATED
+        return Response(body, status=accepted)
+

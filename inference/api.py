@@ -1,6 +1,7 @@
 """REST endpoints of automated reading (thin: selectors and services do the work)."""
 from __future__ import annotations
 
+import django_filters
 from django.urls import reverse
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -10,6 +11,7 @@ from rest_framework.views import APIView
 from cases import selectors as cases_selectors
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
+from octportal.api import filtered
 from octportal.errors import Forbidden
 from verification import blinding
 
@@ -93,14 +95,24 @@ class ScanRerunApi(APIView):
         return Response(_status(scan), status=status.HTTP_202_ACCEPTED)
 
 
+class ModelVersionFilter(django_filters.FilterSet):
+    is_active = django_filters.BooleanFilter()
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = ModelVersion
+        fields: list[str] = []
+
+
 class ModelVersionListApi(APIView):
-    """GET every registered model version, the active one first."""
+    """GET every registered model version, the active one first (a short list, not paged)."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
     def get(self, request: Request) -> Response:
-        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
+        qs = filtered(ModelVersionFilter, request, selectors.model_version_list())
+        return Response(ModelVersionOutput(qs, many=True).data)
 
 
 class VolumeReadingApi(APIView):

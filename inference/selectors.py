@@ -172,8 +172,8 @@ def predictions_current_values(*fields: str) -> Iterator[tuple[Any, ...]]:
             yield row
 
 
-def model_version_list() -> list[ModelVersion]:
-    return list(ModelVersion.objects.order_by("-is_active", "-created_at", "-id"))
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.order_by("-is_active", "-created_at", "-id")
 
 
 @dataclass

@@ -7,14 +7,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.urls import reverse
+from django_filters import FilterSet
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
+from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .errors import DomainError, validation_summary
+from .versioning import API_VERSION
+
+def api_reverse(name: str, *, request: Any = None, args: tuple[Any, ...] | list[Any] = ()) -> str:
+    """The path of an API route in the caller's version (``v1:cases-api:...`` under /api/v1/)."""
+    if request is not None and getattr(request, "version", None):
+        name = f"{request.version}:{name}"
+    return reverse(name, args=list(args))
+
+
+def filtered(filterset_class: type[FilterSet], request: Request, qs: QuerySet) -> QuerySet:
+    """Apply a django-filter ``FilterSet`` to a selector's queryset; refuse invalid filters."""
+    filterset = filterset_class(request.query_params, queryset=qs, request=request)
+    if not filterset.is_valid():
+        errors = {name: [str(m) for m in msgs] for name, msgs in filterset.errors.items()}
+        raise DomainError(validation_summary(errors), errors=errors)
+    return filterset.qs
+
+
+class QuerysetCursorPagination(CursorPagination):
+    """Cursor pagination in the order the selector (or ``?ordering=``) gave the queryset,
+    so that a worklist keeps its rule's order and long lists page without counting."""
+
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "page_size"
+
+    def get_ordering(self, request, queryset, view) -> tuple[str, ...]:
+        order = tuple(str(f) for f in queryset.query.order_by if isinstance(f, str))
+        if not order:
+            return ("id",)
+        return order if any(f.lstrip("-") in ("id", "pk") for f in order) else (*order, "id")
 
 
 def validated(input_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -28,43 +62,55 @@ def validated(input_class: type[serializers.Serializer], data: Any) -> dict[str,
     return dict(serializer.validated_data)
 
 
-# The API's endpoints, listed by the root (``GET /api/``): (name, URL name, example
+# The API's endpoints, listed by the root (``GET /api/v1/``): (name, URL name, example
 # arguments, what it does). ``{id}`` stands for a record's id.
 API_ENDPOINTS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
-    ("patients", "cases-api:patient_list", (), "list (search ?q=) and register patients"),
-    ("patient", "cases-api:patient_detail", ("{id}",), "one patient: read, update"),
-    ("cases", "cases-api:case_list", (), "list and create examinations"),
-    ("case", "cases-api:case_detail", ("{id}",), "one examination: read, update"),
-    ("case_scan_upload", "cases-api:case_scan_upload", ("{id}",), "upload B-scans to an examination (multipart)"),
-    ("scans", "cases-api:scan_list", (), "list scans"),
+    ("patients", "cases-api:patient_list", (), "list (search ?q=, filter, ?ordering=) and register patients"),
+    ("patient", "cases-api:patient_detail", ("{id}",), "one patient"),
+    ("cases", "cases-api:case_list", (), "list (filter ?patient= ?eye= ?status=) and create examinations"),
+    ("case", "cases-api:case_detail", ("{id}",), "one examination"),
+    ("case_scan_upload", "cases-api:case_scan_upload", ("{id}",), "upload B-scans or volumes to an examination (multipart 'files'; 202)"),
+    ("scans", "cases-api:scan_list", (), "list scans (cursor pages; filter ?case= ?status= ?volume=)"),
     ("scan", "cases-api:scan_detail", ("{id}",), "one scan with its status"),
-    ("scan_prediction", "inference-api:scan_prediction", ("{id}",), "the scan's current automated reading"),
+    ("volume", "cases-api:volume_detail", ("{id}",), "one volume (an acquisition of B-scans)"),
+    ("volume_reading", "inference-api:volume_reading", ("{id}",), "the volume's per-eye reading"),
+    ("scan_reading", "inference-api:scan_reading", ("{id}",), "the scan's current automated reading: probabilities, class, referral, gate, model version, heatmap URL"),
+    ("scan_prediction", "inference-api:scan_prediction", ("{id}",), "the same reading under its first name"),
     ("scan_rerun", "inference-api:scan_rerun", ("{id}",), "queue the scan again for the active model (POST)"),
     ("model_versions", "inference-api:model_version_list", (), "model versions, the active one first"),
-    ("worklist", "verification-api:worklist", ("{tier}",), "the signed-in grader's worklist of a tier (1, 2, 3)"),
-    ("review", "verification-api:review", ("{id}",), "a scan's verification state, blinded for the user"),
+    ("worklist", "verification-api:worklist", ("{tier}",), "the caller's worklist of a tier (1, 2, 3; cursor pages)"),
+    ("review", "verification-api:review", ("{id}",), "a scan's verification state: grades per tier and final label, blinded for the caller"),
     ("grade_submit", "verification-api:grade_submit", ("{id}",), "submit a grade for a scan (POST)"),
 )
 
 
-def _path(name: str, args: tuple[Any, ...]) -> str:
+def _path(name: str, args: tuple[Any, ...], request: Request) -> str:
     # Reverse with a placeholder number, then put the readable placeholder back.
     numbers = [str(900000001 + i) for i in range(len(args))]
-    url = reverse(name, args=numbers)
+    url = api_reverse(name, request=request, args=numbers)
     for number, placeholder in zip(numbers, args):
         url = url.replace(number, placeholder)
     return url
 
 
+class ApiRootOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    version = serializers.CharField(allow_null=True)
+    schema = serializers.CharField()
+    endpoints = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+
+
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def api_root(request: Request) -> Response:
-    """``GET /api/``: every endpoint of the API with what it does (signed-in users)."""
+    """``GET /api/v1/`` (and ``/api/``): every endpoint of the API with what it does (signed-in users)."""
     return Response(
         {
-            "detail": "OCT Portal REST API. Session or token authentication; errors are {\"detail\": ...}.",
+            "detail": "OCT Portal REST API. Session or token authentication; errors are {\"detail\": ..., \"errors\": {...}}.",
+            "version": request.version,
+            "schema": reverse("v1:schema"),
             "endpoints": [
-                {"name": name, "url": _path(url_name, args), "description": description}
+                {"name": name, "url": _path(url_name, args, request), "description": description}
                 for name, url_name, args, description in API_ENDPOINTS
             ],
         }
