@@ -5,6 +5,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("account/tokens/", include("integrations.urls")),
     path("account/", include("octportal.account")),
     path("", include("cases.urls")),
     path("analysis/", include("inference.urls")),

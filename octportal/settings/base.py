@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "inference",
     "verification",
     "intake",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -282,6 +283,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        # Named, scoped, expiring tokens (integrations): "Authorization: Bearer oct_...".
+        "integrations.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -308,6 +311,9 @@ REST_FRAMEWORK = {
         "upload": env("OCT_API_RATE_UPLOAD", default="60/min"),
     },
 }
+
+# The longest an API token may last (integrations.services.token_create).
+OCT_API_TOKEN_MAX_DAYS = env.int("OCT_API_TOKEN_MAX_DAYS", default=365)
 
 # The OpenAPI schema of /api/v1/ (octportal.api_docs; committed as docs/openapi.yaml).
 SPECTACULAR_SETTINGS = {
