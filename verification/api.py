@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import reverse
+import django_filters
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
+from octportal.api import QuerysetCursorPagination, api_reverse, filtered
 from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, selectors, services
@@ -54,7 +55,7 @@ class WorklistItemOutput(serializers.ModelSerializer):
         fields = ["id", "uploaded_at", "stage", "model_urgent", "tier2_grades", "url"]
 
     def get_url(self, obj: Scan) -> str:
-        return reverse("verification-api:review", args=[obj.pk])
+        return api_reverse("verification-api:review", request=self.context.get("request"), args=[obj.pk])
 
 
 def _require_tier(user: Any, tier: int) -> None:
@@ -69,19 +70,38 @@ def _scan(pk: int) -> Scan:
     return scan
 
 
+class WorklistFilter(django_filters.FilterSet):
+    """Filters that narrow a worklist without reordering it (its order is the rule's, and
+    in reading-centre mode tier 2's order must not tell the model's reading)."""
+
+    uploaded_after = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="gte")
+    uploaded_before = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="lte")
+
+    class Meta:
+        model = Scan
+        fields: list[str] = []
+
+
 class WorklistApi(ListAPIView):
     """GET: the scans the caller may take next in a tier (tier 1: ``?rejected=1`` includes
-    the scans the input gate rejected, as the page's toggle does)."""
+    the scans the input gate rejected, as the page's toggle does). Cursor pages under /api/v1/."""
 
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
     serializer_class = WorklistItemOutput
 
+    @property
+    def paginator(self):
+        if not hasattr(self, "_paginator"):
+            self._paginator = QuerysetCursorPagination() if self.request.version else super().paginator
+        return self._paginator
+
     def get_queryset(self):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
         rejected = self.request.query_params.get("rejected") == "1"
-        return selectors.worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
+        qs = selectors.worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
+        return filtered(WorklistFilter, self.request, qs)
 
 
 def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
