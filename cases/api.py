@@ -13,7 +13,20 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from intake import volumes as intake_volumes
-from octportal.api import QuerysetCursorPagination, api_reverse, filtered, validated
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+
+from octportal.api import (
+    CURSOR_PARAMETERS,
+    PAGE_PARAMETERS,
+    QuerysetCursorPagination,
+    api_reverse,
+    error_responses,
+    filter_parameters,
+    filtered,
+    page_of,
+    validated,
+)
 from octportal.errors import DomainError
 from verification import blinding
 
@@ -221,28 +234,75 @@ def _int_param(request: Request, name: str) -> int | None:
 
 # --- endpoints ------------------------------------------------------------------------
 
+PATIENT_EXAMPLE = OpenApiExample(
+    "A patient", value={"identifier": "MRN-0042", "sex": "F", "birth_year": 1951, "notes": ""}, request_only=True
+)
+CASE_EXAMPLE = OpenApiExample(
+    "An examination", value={"patient": 1, "eye": "OD", "exam_date": "2026-03-02", "device": "Spectralis"},
+    request_only=True,
+)
+Q_PARAMETER = OpenApiParameter("q", OpenApiTypes.STR, description="Search in the identifier.")
+ID_PARAMETER = lambda name, what: OpenApiParameter(name, OpenApiTypes.INT, description=what)  # noqa: E731
+
+UploadOutput = inline_serializer(
+    "UploadOutput",
+    {
+        "accepted": ScanOutput(many=True),
+        "volumes": VolumeOutput(many=True),
+        "rejected": inline_serializer(
+            "RejectedFileOutput", {"name": serializers.CharField(), "reason": serializers.CharField()}, many=True
+        ),
+    },
+)
+UploadInput = inline_serializer(
+    "UploadInput",
+    {
+        "files": serializers.ListField(child=serializers.FileField(), help_text="B-scan images or volume files."),
+        "eye": serializers.ChoiceField(choices=Case.Eye.choices, required=False,
+                                       help_text="Only for a volume whose file does not record the eye."),
+    },
+)
+
 
 class PatientListCreateApi(ClinicApi):
+    @extend_schema(
+        summary="List patients", operation_id="patients_list", parameters=[Q_PARAMETER, *filter_parameters(PatientFilter), *PAGE_PARAMETERS],
+        responses={200: page_of(PatientOutput), **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.patient_list(user=request.user, query=request.query_params.get("q", ""))
         return self.paginate(request, filtered(PatientFilter, request, qs), PatientOutput)
 
+    @extend_schema(
+        summary="Register a patient", request=PatientInput, examples=[PATIENT_EXAMPLE],
+        responses={201: PatientOutput, **error_responses(409)},
+    )
     def post(self, request: Request) -> Response:
         patient = services.patient_create(created_by=request.user, **validated(PatientInput, request.data))
         return Response(PatientOutput(patient, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class PatientDetailApi(ClinicApi):
+    @extend_schema(summary="One patient", responses={200: PatientOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         patient = selectors.patient_get(user=request.user, patient_id=pk)
         return Response(PatientOutput(patient, context={"request": request}).data)
 
 
 class CaseListCreateApi(ClinicApi):
+    @extend_schema(
+        summary="List examinations", operation_id="cases_list",
+        parameters=[ID_PARAMETER("patient", "Only this patient's."), *filter_parameters(CaseFilter), *PAGE_PARAMETERS],
+        responses={200: page_of(CaseOutput), **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.case_list(user=request.user, patient_id=_int_param(request, "patient"))
         return self.paginate(request, filtered(CaseFilter, request, qs), CaseOutput)
 
+    @extend_schema(
+        summary="Create an examination", request=CaseInput, examples=[CASE_EXAMPLE],
+        responses={201: CaseOutput, **error_responses(404)},
+    )
     def post(self, request: Request) -> Response:
         fields = validated(CaseInput, request.data)
         patient = selectors.patient_get(user=request.user, patient_id=fields.pop("patient"))
@@ -251,12 +311,22 @@ class CaseListCreateApi(ClinicApi):
 
 
 class CaseDetailApi(ClinicApi):
+    @extend_schema(summary="One examination", responses={200: CaseOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)
         return Response(CaseOutput(case, context={"request": request}).data)
 
 
 class ScanListApi(ClinicApi):
+    @extend_schema(
+        summary="List scans (cursor pages, upload order)", operation_id="scans_list",
+        parameters=[
+            ID_PARAMETER("case", "Only this examination's."),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Scan.Status.values),
+            *filter_parameters(ScanFilter), *CURSOR_PARAMETERS,
+        ],
+        responses={200: page_of(ScanOutput, cursor=True), **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.scan_list(
             user=request.user, case_id=_int_param(request, "case"), status=request.query_params.get("status", "")
@@ -267,6 +337,7 @@ class ScanListApi(ClinicApi):
 class ScanDetailApi(ClinicApi):
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(summary="One scan with its status", responses={200: ScanOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         scan = selectors.scan_image_get(user=request.user, scan_id=pk)
         return Response(ScanOutput(scan, context={"request": request}).data)
@@ -277,6 +348,7 @@ class VolumeDetailApi(ClinicApi):
 
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(summary="One volume", responses={200: VolumeOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         volume = selectors.volume_image_get(user=request.user, volume_id=pk)
         return Response(VolumeOutput(volume, context={"request": request}).data)
@@ -293,6 +365,11 @@ class CaseScanUploadApi(ClinicApi):
     parser_classes = [MultiPartParser, FormParser]
     throttle_scope = "upload"
 
+    @extend_schema(
+        summary="Upload B-scans or volumes to an examination",
+        request={"multipart/form-data": UploadInput},
+        responses={202: UploadOutput, **error_responses(404, 413)},
+    )
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)
         files = request.FILES.getlist("files")

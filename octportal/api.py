@@ -10,6 +10,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.urls import reverse
 from django_filters import FilterSet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.pagination import CursorPagination
@@ -25,6 +27,64 @@ def api_reverse(name: str, *, request: Any = None, args: tuple[Any, ...] | list[
     if request is not None and getattr(request, "version", None):
         name = f"{request.version}:{name}"
     return reverse(name, args=list(args))
+
+
+class ErrorOutput(serializers.Serializer):
+    """The one refusal dialect: a sentence for people and, for invalid input, the fields."""
+
+    detail = serializers.CharField()
+    errors = serializers.DictField(required=False, help_text="Field name -> messages, for invalid input.")
+
+
+ERROR_MEANING = {
+    400: "Invalid input, query parameter or filter.",
+    401: "Bearer token missing its secret, unknown, expired or revoked (the detail says which).",
+    403: "Not signed in (no credentials), a role that may not do this, or a read-only token writing.",
+    404: "No such record, or not one the caller may see.",
+    409: "The state of the record does not allow it (e.g. already graded).",
+    413: "The request body or a file is too large.",
+    429: "Too many requests: throttled per user, token or address (see Retry-After).",
+}
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """Documented refusals of an endpoint; 400, 401, 403 and 429 can answer any request."""
+    return {c: OpenApiResponse(ErrorOutput, description=ERROR_MEANING[c]) for c in sorted({400, 401, 403, 429, *codes})}
+
+
+def page_of(item: type[serializers.Serializer], *, cursor: bool = False) -> type[serializers.Serializer]:
+    """The schema of a page of ``item``: numbered (count) or by cursor (no count)."""
+    fields: dict[str, Any] = {
+        "next": serializers.CharField(allow_null=True),
+        "previous": serializers.CharField(allow_null=True),
+        "results": item(many=True),
+    }
+    if not cursor:
+        fields = {"count": serializers.IntegerField(), **fields}
+    name = f"{item.__name__.removesuffix('Output')}{'Cursor' if cursor else ''}PageOutput"
+    return type(name, (serializers.Serializer,), fields)
+
+
+PAGE_PARAMETERS = [OpenApiParameter("page", OpenApiTypes.INT, description="Page number (numbered pages).")]
+CURSOR_PARAMETERS = [
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="Opaque cursor from `next` / `previous`."),
+    OpenApiParameter("page_size", OpenApiTypes.INT, description="Items per page (at most 200)."),
+]
+
+
+def filter_parameters(filterset_class: type[FilterSet]) -> list[OpenApiParameter]:
+    """The query parameters of a FilterSet, for the schema (the view applies it with ``filtered``)."""
+    params = []
+    for name, f in filterset_class.base_filters.items():
+        choices = None
+        if name == "ordering":
+            choices = [p for field in f.param_map for p in (field, f"-{field}")]
+        elif getattr(f, "extra", {}).get("choices"):
+            choices = [c[0] for c in f.extra["choices"]]
+        kind = {"NumberFilter": OpenApiTypes.INT, "BooleanFilter": OpenApiTypes.BOOL, "DateFilter": OpenApiTypes.DATE,
+                "IsoDateTimeFilter": OpenApiTypes.DATETIME}.get(type(f).__name__, OpenApiTypes.STR)
+        params.append(OpenApiParameter(name, kind, enum=choices, description=str(f.label or name)))
+    return params
 
 
 def filtered(filterset_class: type[FilterSet], request: Request, qs: QuerySet) -> QuerySet:
@@ -100,6 +160,7 @@ class ApiRootOutput(serializers.Serializer):
     endpoints = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
 
 
+@extend_schema(responses={200: ApiRootOutput, **error_responses()}, summary="The endpoints of the API")
 @api_view(["GET"])
 @permission_classes([IsAuthenticated])
 def api_root(request: Request) -> Response:

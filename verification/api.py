@@ -13,7 +13,18 @@ from rest_framework.views import APIView
 
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
-from octportal.api import QuerysetCursorPagination, api_reverse, filtered
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+
+from octportal.api import (
+    CURSOR_PARAMETERS,
+    QuerysetCursorPagination,
+    api_reverse,
+    error_responses,
+    filter_parameters,
+    filtered,
+    page_of,
+)
 from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, selectors, services
@@ -82,6 +93,14 @@ class WorklistFilter(django_filters.FilterSet):
         fields: list[str] = []
 
 
+@extend_schema(
+    summary="The caller's worklist of a tier (cursor pages, in the worklist's order)",
+    parameters=[
+        OpenApiParameter("rejected", OpenApiTypes.STR, enum=["1"], description="Tier 1: include gate-rejected scans."),
+        *filter_parameters(WorklistFilter), *CURSOR_PARAMETERS,
+    ],
+    responses={200: page_of(WorklistItemOutput, cursor=True), **error_responses()},
+)
 class WorklistApi(ListAPIView):
     """GET: the scans the caller may take next in a tier (tier 1: ``?rejected=1`` includes
     the scans the input gate rejected, as the page's toggle does). Cursor pages under /api/v1/."""
@@ -138,12 +157,40 @@ def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
     }
 
 
+ReviewOutput = inline_serializer(
+    "ReviewOutput",
+    {
+        "scan": serializers.IntegerField(), "stage": serializers.CharField(),
+        "required_grades": serializers.IntegerField(), "final_label": serializers.CharField(allow_blank=True),
+        "verified_by": serializers.CharField(allow_null=True), "verified_at": serializers.DateTimeField(allow_null=True),
+        "exclusion_reason": serializers.CharField(allow_blank=True), "may_see_reference": serializers.BooleanField(),
+        "reference": serializers.DictField(allow_null=True, help_text="label, origin and the model's reading; null "
+                                           "while the caller is blinded"),
+        "grades": GradeOutput(many=True),
+    },
+)
+GRADE_EXAMPLE = OpenApiExample(
+    "A tier 2 grade", value={"tier": 2, "label": "CNV", "cnv": True, "confidence": 4}, request_only=True
+)
+GradeInput = inline_serializer(
+    "GradeInput",
+    {"tier": serializers.ChoiceField(choices=[1, 2, 3]),
+     "label": serializers.CharField(required=False, help_text="Tiers 2 and 3: CNV, DME, DRUSEN or NORMAL."),
+     "accepted": serializers.BooleanField(required=False, help_text="Tier 1: the image is gradable."),
+     "confidence": serializers.IntegerField(required=False), "comment": serializers.CharField(required=False)},
+)
+
+
 class ReviewApi(APIView):
     """GET: a scan's verification state, blinded for the caller."""
 
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(
+        summary="A scan's verification state: grades per tier and the final label, blinded for the caller",
+        responses={200: ReviewOutput, **error_responses(404)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(review_payload(user=request.user, scan=_scan(pk)))
 
@@ -154,6 +201,10 @@ class GradeSubmitApi(APIView):
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
 
+    @extend_schema(
+        summary="Submit the caller's grade", request=GradeInput, examples=[GRADE_EXAMPLE],
+        responses={201: GradeOutput, **error_responses(404, 409)},
+    )
     def post(self, request: Request, pk: int) -> Response:
         scan = _scan(pk)
         if not isinstance(request.data, dict) and not hasattr(request.data, "getlist"):

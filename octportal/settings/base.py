@@ -320,11 +320,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "OCT Portal API",
     "DESCRIPTION": (
         "Retinal OCT records, automated readings and tiered verification. Authenticate with a "
-        "session or an API token (`Authorization: Token <secret>`). Every refusal is "
+        "session or an API token (`Authorization: Bearer oct_...`, from your account page). Every refusal is "
         '`{"detail": ..., "errors": {...}}`.'
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "PREPROCESSING_HOOKS": ["octportal.api_docs.only_v1"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
