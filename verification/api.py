@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cases.diagnoses import Diagnosis
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
 from drf_spectacular.types import OpenApiTypes
@@ -174,10 +175,19 @@ GRADE_EXAMPLE = OpenApiExample(
 )
 GradeInput = inline_serializer(
     "GradeInput",
-    {"tier": serializers.ChoiceField(choices=[1, 2, 3]),
-     "label": serializers.CharField(required=False, help_text="Tiers 2 and 3: CNV, DME, DRUSEN or NORMAL."),
-     "accepted": serializers.BooleanField(required=False, help_text="Tier 1: the image is gradable."),
-     "confidence": serializers.IntegerField(required=False), "comment": serializers.CharField(required=False)},
+    {
+        "tier": serializers.ChoiceField(choices=[1, 2, 3]),
+        "decision": serializers.ChoiceField(choices=["accept", "exclude"], required=False, help_text="Tier 1."),
+        "reason": serializers.CharField(required=False, help_text="Tier 1: why the scan is excluded."),
+        "label": serializers.ChoiceField(choices=Diagnosis.choices, required=False, help_text="Tiers 2 and 3."),
+        "cnv": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
+        "macular_edema": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
+        "drusen": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
+        "other": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
+        "confidence": serializers.IntegerField(required=False, help_text="Tier 2: 1 (unsure) to 5 (certain)."),
+        "comment": serializers.CharField(required=False, max_length=2000),
+        "time_taken_ms": serializers.IntegerField(required=False, min_value=0),
+    },
 )
 
 
