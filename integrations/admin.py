@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import services
-from .models import ApiToken
+from .models import ApiToken, Delivery, Webhook
 
 
 @admin.register(ApiToken)
@@ -24,3 +24,34 @@ class ApiTokenAdmin(admin.ModelAdmin):
             services.token_revoke(token_id=pk, by=request.user)
         count = len(live)
         self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
+
+
+class DeliveryInline(admin.TabularInline):
+    model = Delivery
+    extra = 0
+    can_delete = False
+    fields = ["event", "status", "attempts", "response_status", "error", "created_at", "delivered_at"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["name", "url", "is_active", "events", "created_at"]
+    inlines = [DeliveryInline]
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["event", "webhook", "status", "attempts", "response_status", "created_at", "delivered_at"]
+    list_filter = ["status", "event", "webhook"]
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
