@@ -267,7 +267,7 @@ UploadInput = inline_serializer(
 class PatientListCreateApi(ClinicApi):
     @extend_schema(
         summary="List patients", operation_id="patients_list", parameters=[Q_PARAMETER, *filter_parameters(PatientFilter), *PAGE_PARAMETERS],
-        responses={200: page_of(PatientOutput), **error_responses()},
+        responses={200: page_of(PatientOutput), **error_responses(404)},
     )
     def get(self, request: Request) -> Response:
         qs = selectors.patient_list(user=request.user, query=request.query_params.get("q", ""))
@@ -293,7 +293,7 @@ class CaseListCreateApi(ClinicApi):
     @extend_schema(
         summary="List examinations", operation_id="cases_list",
         parameters=[ID_PARAMETER("patient", "Only this patient's."), *filter_parameters(CaseFilter), *PAGE_PARAMETERS],
-        responses={200: page_of(CaseOutput), **error_responses()},
+        responses={200: page_of(CaseOutput), **error_responses(404)},
     )
     def get(self, request: Request) -> Response:
         qs = selectors.case_list(user=request.user, patient_id=_int_param(request, "patient"))
@@ -325,7 +325,7 @@ class ScanListApi(ClinicApi):
             OpenApiParameter("status", OpenApiTypes.STR, enum=Scan.Status.values),
             *filter_parameters(ScanFilter), *CURSOR_PARAMETERS,
         ],
-        responses={200: page_of(ScanOutput, cursor=True), **error_responses()},
+        responses={200: page_of(ScanOutput, cursor=True), **error_responses(404)},
     )
     def get(self, request: Request) -> Response:
         qs = selectors.scan_list(

@@ -40,7 +40,7 @@ ERROR_MEANING = {
     400: "Invalid input, query parameter or filter.",
     401: "Bearer token missing its secret, unknown, expired or revoked (the detail says which).",
     403: "Not signed in (no credentials), a role that may not do this, or a read-only token writing.",
-    404: "No such record, or not one the caller may see.",
+    404: "No such record, not one the caller may see, or a page or cursor that does not exist.",
     409: "The state of the record does not allow it (e.g. already graded).",
     413: "The request body or a file is too large.",
     429: "Too many requests: throttled per user, token or address (see Retry-After).",

@@ -9,6 +9,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from cases.diagnoses import Diagnosis
@@ -17,15 +18,7 @@ from cases.roles import GRADER_ROLES, HasRole, Role
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 
-from octportal.api import (
-    CURSOR_PARAMETERS,
-    QuerysetCursorPagination,
-    api_reverse,
-    error_responses,
-    filter_parameters,
-    filtered,
-    page_of,
-)
+from octportal.api import QuerysetCursorPagination, api_reverse, error_responses, filter_parameters, filtered
 from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, selectors, services
@@ -59,7 +52,7 @@ class GradeOutput(serializers.ModelSerializer):
 class WorklistItemOutput(serializers.ModelSerializer):
     stage = serializers.CharField(source="review.stage")
     model_urgent = serializers.BooleanField(allow_null=True, help_text="null where the tier is blinded to the model")
-    tier2_grades = serializers.IntegerField(source="tier2_count", default=None)
+    tier2_grades = serializers.IntegerField(source="tier2_count", default=None, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -98,9 +91,9 @@ class WorklistFilter(django_filters.FilterSet):
     summary="The caller's worklist of a tier (cursor pages, in the worklist's order)",
     parameters=[
         OpenApiParameter("rejected", OpenApiTypes.STR, enum=["1"], description="Tier 1: include gate-rejected scans."),
-        *filter_parameters(WorklistFilter), *CURSOR_PARAMETERS,
+        *filter_parameters(WorklistFilter),
     ],
-    responses={200: page_of(WorklistItemOutput, cursor=True), **error_responses()},
+    responses={200: WorklistItemOutput(many=True), **error_responses(404)},
 )
 class WorklistApi(ListAPIView):
     """GET: the scans the caller may take next in a tier (tier 1: ``?rejected=1`` includes
@@ -109,11 +102,13 @@ class WorklistApi(ListAPIView):
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
     serializer_class = WorklistItemOutput
+    pagination_class = QuerysetCursorPagination  # v1 (and the schema); the /api/ alias keeps numbered pages
 
     @property
     def paginator(self):
         if not hasattr(self, "_paginator"):
-            self._paginator = QuerysetCursorPagination() if self.request.version else super().paginator
+            legacy = self.request.version is None
+            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS() if legacy else QuerysetCursorPagination()
         return self._paginator
 
     def get_queryset(self):
