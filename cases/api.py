@@ -4,7 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -13,11 +16,10 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from intake import volumes as intake_volumes
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 
 from octportal.api import (
     CURSOR_PARAMETERS,
+    FileContentNegotiation,
     PAGE_PARAMETERS,
     QuerysetCursorPagination,
     api_reverse,
@@ -27,8 +29,9 @@ from octportal.api import (
     page_of,
     validated,
 )
-from octportal.errors import DomainError
+from octportal.errors import DomainError, NotFound
 from verification import blinding
+from verification import reports as verification_reports
 
 from . import selectors, services
 from .models import Case, Patient, Scan, Volume
@@ -393,3 +396,45 @@ class CaseScanUploadApi(ClinicApi):
         accepted = status.HTTP_202_ACCEPTED if request.version else status.HTTP_201_CREATED
         return Response(body, status=accepted)
 
+
+
+class CaseReportApi(ClinicApi):
+    """GET the examination report PDF: the signed version while it is current (``?version=N``
+    for an earlier one), else a draft of what it would say now. Named by the case id only."""
+
+    content_negotiation_class = FileContentNegotiation
+
+    @extend_schema(
+        summary="The examination report (PDF)",
+        parameters=[OpenApiParameter("version", OpenApiTypes.INT, description="A signed version's number.")],
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, **error_responses(404)},
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        case = selectors.case_get(user=request.user, case_id=pk)
+        name = f"oct-report-case{case.pk}-{case.exam_date:%Y%m%d}"
+        number = request.query_params.get("version", "")
+        if number:
+            if not number.isdigit() or len(number) > 9:
+                raise DomainError("version: Must be a version number.", errors={"version": ["Must be a version number."]})
+            signed = case.report_versions.filter(number=int(number)).first()
+            if signed is None:
+                raise NotFound("There is no such version of this report.")
+            return _pdf(signed, f"{name}-v{signed.number}.pdf")
+        state = verification_reports.report_state(case=case, user=request.user)
+        if state.current:
+            return _pdf(state.latest, f"{name}-v{state.latest.number}.pdf")
+        data = verification_reports.report_data(case=case, user=request.user)
+        return _pdf_bytes(verification_reports.report_pdf(data=data, outdated=state.latest), f"{name}-draft.pdf")
+
+
+def _pdf(version: Any, name: str) -> HttpResponse:
+    with version.pdf.open("rb") as handle:
+        return _pdf_bytes(handle.read(), name)
+
+
+def _pdf_bytes(data: bytes, name: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

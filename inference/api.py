@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import django_filters
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,8 +12,6 @@ from rest_framework.views import APIView
 from cases import selectors as cases_selectors
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
-from drf_spectacular.utils import extend_schema, inline_serializer
-
 from octportal.api import error_responses, filter_parameters, filtered
 from octportal.errors import Forbidden
 from verification import blinding

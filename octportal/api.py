@@ -14,6 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -96,6 +97,17 @@ def filtered(filterset_class: type[FilterSet], request: Request, qs: QuerySet) -
     return filterset.qs
 
 
+class FileContentNegotiation(BaseContentNegotiation):
+    """For endpoints that answer a file (PDF, CSV) themselves: refusals are JSON whatever
+    the client accepts (DRF's documented 'ignore the Accept header' negotiation)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return (renderers[0], renderers[0].media_type)
+
+
 class QuerysetCursorPagination(CursorPagination):
     """Cursor pagination in the order the selector (or ``?ordering=``) gave the queryset,
     so that a worklist keeps its rule's order and long lists page without counting."""
@@ -137,10 +149,12 @@ API_ENDPOINTS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("scan_reading", "inference-api:scan_reading", ("{id}",), "the scan's current automated reading: probabilities, class, referral, gate, model version, heatmap URL"),
     ("scan_prediction", "inference-api:scan_prediction", ("{id}",), "the same reading under its first name"),
     ("scan_rerun", "inference-api:scan_rerun", ("{id}",), "queue the scan again for the active model (POST)"),
+    ("case_report", "cases-api:case_report", ("{id}",), "the examination report PDF: the signed version while current, else a draft"),
     ("model_versions", "inference-api:model_version_list", (), "model versions, the active one first"),
     ("worklist", "verification-api:worklist", ("{tier}",), "the caller's worklist of a tier (1, 2, 3; cursor pages)"),
     ("review", "verification-api:review", ("{id}",), "a scan's verification state: grades per tier and final label, blinded for the caller"),
     ("grade_submit", "verification-api:grade_submit", ("{id}",), "submit a grade for a scan (POST)"),
+    ("export_verified", "verification-api:export_csv", (), "verified scans with final labels and grades, CSV (tier 3)"),
 )
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
@@ -15,13 +19,17 @@ from rest_framework.views import APIView
 from cases.diagnoses import Diagnosis
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
-
-from octportal.api import QuerysetCursorPagination, api_reverse, error_responses, filter_parameters, filtered
+from octportal.api import (
+    FileContentNegotiation,
+    QuerysetCursorPagination,
+    api_reverse,
+    error_responses,
+    filter_parameters,
+    filtered,
+)
 from octportal.errors import DomainError, Forbidden, NotFound
 
-from . import blinding, selectors, services
+from . import blinding, exports, selectors, services
 from .forms import FORM_FOR_TIER
 from .models import Grade, Tier
 
@@ -229,3 +237,21 @@ class GradeSubmitApi(APIView):
             kwargs["reference_label"] = ref.label if ref else ""
         grade = SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
         return Response(GradeOutput(grade).data, status=status.HTTP_201_CREATED)
+
+
+class VerifiedExportApi(APIView):
+    """GET the verified scans as CSV (final label, grades per tier; pseudonyms only), streamed: tier 3."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = (Role.GRADER_T3,)
+    content_negotiation_class = FileContentNegotiation
+
+    @extend_schema(
+        summary="Export the verified scans (CSV)",
+        responses={(200, "text/csv"): OpenApiTypes.STR, **error_responses()},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(exports.verified_csv_rows(user=request.user), content_type="text/csv")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M")
+        response["Content-Disposition"] = f'attachment; filename="verified-scans-{stamp}.csv"'
+        return response

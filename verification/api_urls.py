@@ -7,5 +7,6 @@ urlpatterns = [
     path("worklist/<int:tier>/", api.WorklistApi.as_view(), name="worklist"),
     path("scans/<int:pk>/", api.ReviewApi.as_view(), name="review"),
     path("scans/<int:pk>/grades/", api.GradeSubmitApi.as_view(), name="grade_submit"),
+    path("exports/verified.csv", api.VerifiedExportApi.as_view(), name="export_csv"),
 ]
 

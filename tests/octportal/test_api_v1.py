@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from cases.models import Scan
 from tests.factories import CaseFactory, PatientFactory, ScanFactory, bscan_bytes
+from verification import reports
 
 pytestmark = pytest.mark.django_db
 
@@ -118,3 +119,27 @@ def test_worklist_pages_by_cursor_in_the_rules_order(api_client, grader_t1):
 def test_model_versions_filter(api):
     assert api.get("/api/v1/model-versions/?is_active=true").status_code == 200
     assert api.get("/api/v1/model-versions/?name=none").json() == []
+
+
+def test_the_report_pdf_is_a_draft_until_signed_and_named_by_the_case(api, clinician):
+    scan = ScanFactory()
+    url = f"/api/v1/cases/{scan.case_id}/report.pdf"
+    draft = api.get(url)
+    assert draft.status_code == 200 and draft["Content-Type"] == "application/pdf"
+    assert draft.content.startswith(b"%PDF") and "draft" in draft["Content-Disposition"]
+    assert scan.case.patient.identifier not in draft["Content-Disposition"]
+    reports.report_sign(case=scan.case, user=clinician)
+    assert "-v1.pdf" in api.get(url)["Content-Disposition"]
+    assert api.get(url + "?version=7").status_code == 404
+    assert api.get(url + "?version=x").json()["errors"]["version"]
+    # Refusals stay JSON whatever the client accepts.
+    assert api.get("/api/v1/cases/999999/report.pdf", HTTP_ACCEPT="application/pdf").json()["detail"]
+
+
+def test_the_verified_export_is_csv_for_tier_3_only(api_client, grader_t3, grader_t1):
+    api_client.force_authenticate(grader_t1)
+    assert api_client.get("/api/v1/verification/exports/verified.csv").status_code == 403
+    api_client.force_authenticate(grader_t3)
+    response = api_client.get("/api/v1/verification/exports/verified.csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert b"".join(response.streaming_content).splitlines()[0]
