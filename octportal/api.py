@@ -154,6 +154,7 @@ API_ENDPOINTS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("worklist", "verification-api:worklist", ("{tier}",), "the caller's worklist of a tier (1, 2, 3; cursor pages)"),
     ("review", "verification-api:review", ("{id}",), "a scan's verification state: grades per tier and final label, blinded for the caller"),
     ("grade_submit", "verification-api:grade_submit", ("{id}",), "submit a grade for a scan (POST)"),
+    ("statistics", "verification-api:statistics", (), "agreement between graders, the model against final labels (tier 3)"),
     ("export_verified", "verification-api:export_csv", (), "verified scans with final labels and grades, CSV (tier 3)"),
 )
 

@@ -1,6 +1,7 @@
 """REST endpoints of tiered verification (DRF). Blinding comes from ``verification.blinding``."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import django_filters
@@ -30,6 +31,7 @@ from octportal.api import (
 from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, exports, selectors, services
+from . import statistics as stats
 from .forms import FORM_FOR_TIER
 from .models import Grade, Tier
 
@@ -255,3 +257,35 @@ class VerifiedExportApi(APIView):
         stamp = timezone.now().strftime("%Y%m%d-%H%M")
         response["Content-Disposition"] = f'attachment; filename="verified-scans-{stamp}.csv"'
         return response
+
+
+StatisticsOutput = inline_serializer(
+    "StatisticsOutput",
+    {
+        "labels": serializers.ListField(child=serializers.CharField()),
+        "pairwise": serializers.ListField(child=serializers.DictField(), help_text="Cohen's kappa per pair of tier 2 graders."),
+        "fleiss": serializers.FloatField(allow_null=True),
+        "fleiss_subjects": serializers.IntegerField(),
+        "fleiss_raters": serializers.IntegerField(),
+        "grader_agreement": serializers.ListField(child=serializers.DictField()),
+        "model_vs_final": serializers.DictField(allow_null=True, help_text="labels, matrix, n, accuracy, sensitivity"),
+        "model_vs_source": serializers.DictField(allow_null=True),
+        "qc_total": serializers.IntegerField(),
+        "qc_excluded": serializers.IntegerField(),
+        "exclusion_reasons": serializers.ListField(child=serializers.ListField(), help_text="[reason, count] pairs"),
+        "time_per_tier": serializers.ListField(child=serializers.DictField()),
+        "stages": serializers.ListField(child=serializers.ListField(), help_text="[stage, count] pairs"),
+    },
+)
+
+
+class StatisticsApi(APIView):
+    """GET the verification statistics of the statistics page (agreement, model vs final label): tier 3."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = (Role.GRADER_T3,)
+
+    @extend_schema(summary="Verification statistics", responses={200: StatisticsOutput, **error_responses()})
+    def get(self, request: Request) -> Response:
+        report = stats.build_report(**selectors.statistics_rows(), labels=list(Diagnosis.values))
+        return Response(asdict(report))

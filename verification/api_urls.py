@@ -8,5 +8,6 @@ urlpatterns = [
     path("scans/<int:pk>/", api.ReviewApi.as_view(), name="review"),
     path("scans/<int:pk>/grades/", api.GradeSubmitApi.as_view(), name="grade_submit"),
     path("exports/verified.csv", api.VerifiedExportApi.as_view(), name="export_csv"),
+    path("statistics/", api.StatisticsApi.as_view(), name="statistics"),
 ]
 

@@ -63,6 +63,7 @@ def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
         ("get", "/api/v1/model-versions/", READERS, None),
         ("get", f"/api/v1/cases/{case.pk}/report.pdf", CLINIC, None),
         ("get", "/api/v1/verification/exports/verified.csv", {"t3", "admin"}, None),
+        ("get", "/api/v1/verification/statistics/", {"t3", "admin"}, None),
         ("get", "/api/v1/verification/worklist/1/", {"t1"}, None),
         ("get", "/api/v1/verification/worklist/2/", {"t2"}, None),
         ("get", "/api/v1/verification/worklist/3/", {"t3", "admin"}, None),

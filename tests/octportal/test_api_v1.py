@@ -10,6 +10,7 @@ from django.urls import reverse
 from cases.models import Scan
 from tests.factories import CaseFactory, PatientFactory, ScanFactory, bscan_bytes
 from verification import reports
+from verification import services as grading
 
 pytestmark = pytest.mark.django_db
 
@@ -143,3 +144,15 @@ def test_the_verified_export_is_csv_for_tier_3_only(api_client, grader_t3, grade
     response = api_client.get("/api/v1/verification/exports/verified.csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert b"".join(response.streaming_content).splitlines()[0]
+
+
+def test_statistics_as_json_for_tier_3(api_client, grader_t3, grader_t1, grader_t2, grader_t2b):
+    findings = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
+    scan = ScanFactory()
+    grading.quality_submit(scan=scan, grader=grader_t1, accept=True)
+    grading.grade_submit(scan=scan, grader=grader_t2, label="DME", findings=findings, confidence=3)
+    grading.grade_submit(scan=scan, grader=grader_t2b, label="DME", findings=findings, confidence=3)
+    api_client.force_authenticate(grader_t3)
+    body = api_client.get("/api/v1/verification/statistics/").json()
+    assert body["labels"] == ["CNV", "DME", "DRUSEN", "NORMAL"] and body["qc_total"] == 1
+    assert body["pairwise"] and "stages" in body
