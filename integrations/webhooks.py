@@ -56,12 +56,14 @@ def _scan_data(scan: Scan) -> dict[str, Any]:
     }
 
 
-def event_emit(*, event: str, key: str, data: dict[str, Any]) -> list[Delivery]:
+def _subscribers(event: str) -> list[Webhook]:
+    return [w for w in Webhook.objects.filter(is_active=True) if event in (w.events or [])]
+
+
+def event_emit(*, event: str, key: str, data: dict[str, Any], webhooks: list[Webhook] | None = None) -> list[Delivery]:
     """Record a delivery of ``event`` for every active webhook that wants it; send after commit."""
     made = []
-    for webhook in Webhook.objects.filter(is_active=True):
-        if event not in (webhook.events or []):
-            continue
+    for webhook in _subscribers(event) if webhooks is None else webhooks:
         body = {"id": str(uuid.uuid4()), "event": event, "occurred_at": timezone.now().isoformat(), "data": data}
         try:
             with transaction.atomic():
@@ -116,7 +118,7 @@ def delivery_attempt(*, delivery_id: int) -> str:
 
 
 def on_prediction_saved(sender, instance: Prediction, created: bool, **kwargs: Any) -> None:
-    if not created:
+    if not created or not (subscribers := _subscribers(Event.READING_READY)):
         return
     scan = Scan.objects.select_related("case__patient").get(pk=instance.scan_id)
     data = {
@@ -127,20 +129,23 @@ def on_prediction_saved(sender, instance: Prediction, created: bool, **kwargs: A
         "gate_passed": instance.gate_passed,
         "model_version": instance.model_version.label,
     }
-    event_emit(event=Event.READING_READY, key=f"{Event.READING_READY}:prediction:{instance.pk}", data=data)
+    key = f"{Event.READING_READY}:prediction:{instance.pk}"
+    event_emit(event=Event.READING_READY, key=key, data=data, webhooks=subscribers)
 
 
 def on_review_saved(sender, instance: Review, **kwargs: Any) -> None:
     if instance.stage != Review.Stage.VERIFIED or instance.verified_at is None:
         return
+    if not (subscribers := _subscribers(Event.SCAN_VERIFIED)):
+        return
     scan = Scan.objects.select_related("case__patient").get(pk=instance.scan_id)
     data = {**_scan_data(scan), "final_label": instance.final_label, "verified_at": instance.verified_at.isoformat()}
     key = f"{Event.SCAN_VERIFIED}:scan:{scan.pk}:{instance.verified_at.isoformat()}"
-    event_emit(event=Event.SCAN_VERIFIED, key=key, data=data)
+    event_emit(event=Event.SCAN_VERIFIED, key=key, data=data, webhooks=subscribers)
 
 
 def on_report_saved(sender, instance: ReportVersion, created: bool, **kwargs: Any) -> None:
-    if not created:
+    if not created or not (subscribers := _subscribers(Event.REPORT_SIGNED)):
         return
     case = instance.case
     data = {
@@ -150,4 +155,5 @@ def on_report_saved(sender, instance: ReportVersion, created: bool, **kwargs: An
         "report_version": instance.number,
         "signed_at": instance.signed_at.isoformat(),
     }
-    event_emit(event=Event.REPORT_SIGNED, key=f"{Event.REPORT_SIGNED}:report:{instance.pk}", data=data)
+    key = f"{Event.REPORT_SIGNED}:report:{instance.pk}"
+    event_emit(event=Event.REPORT_SIGNED, key=key, data=data, webhooks=subscribers)
