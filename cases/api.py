@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
+from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -12,9 +16,22 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from intake import volumes as intake_volumes
-from octportal.api import validated
-from octportal.errors import DomainError
+
+from octportal.api import (
+    CURSOR_PARAMETERS,
+    FileContentNegotiation,
+    PAGE_PARAMETERS,
+    QuerysetCursorPagination,
+    api_reverse,
+    error_responses,
+    filter_parameters,
+    filtered,
+    page_of,
+    validated,
+)
+from octportal.errors import DomainError, NotFound
 from verification import blinding
+from verification import reports as verification_reports
 
 from . import selectors, services
 from .models import Case, Patient, Scan, Volume
@@ -25,8 +42,12 @@ class ClinicApi(APIView):
     permission_classes = [HasRole]
     allowed_roles: tuple[str, ...] = (Role.CLINICIAN,)
 
-    def paginate(self, request: Request, qs: Any, serializer_class: type[serializers.Serializer]) -> Response:
-        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+    def paginate(
+        self, request: Request, qs: Any, serializer_class: type[serializers.Serializer], *, cursor: bool = False
+    ) -> Response:
+        # /api/v1/ pages long lists by cursor; the unversioned aliases keep numbered pages.
+        use_cursor = cursor and request.version is not None
+        paginator = QuerysetCursorPagination() if use_cursor else api_settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = serializer_class(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -43,7 +64,7 @@ class PatientOutput(serializers.ModelSerializer):
         fields = ["id", "identifier", "sex", "birth_year", "notes", "created_at", "url"]
 
     def get_url(self, obj: Patient) -> str:
-        return reverse("cases-api:patient_detail", args=[obj.pk])
+        return api_reverse("cases-api:patient_detail", request=self.context.get("request"), args=[obj.pk])
 
 
 class CaseOutput(serializers.ModelSerializer):
@@ -58,7 +79,7 @@ class CaseOutput(serializers.ModelSerializer):
         ]
 
     def get_url(self, obj: Case) -> str:
-        return reverse("cases-api:case_detail", args=[obj.pk])
+        return api_reverse("cases-api:case_detail", request=self.context.get("request"), args=[obj.pk])
 
 
 class ScanOutput(serializers.ModelSerializer):
@@ -70,6 +91,7 @@ class ScanOutput(serializers.ModelSerializer):
     original_url = serializers.SerializerMethodField()
     original_name = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    reading_url = serializers.SerializerMethodField()
     source_label = serializers.SerializerMethodField()
     status_detail = serializers.SerializerMethodField()
 
@@ -77,7 +99,7 @@ class ScanOutput(serializers.ModelSerializer):
         model = Scan
         fields = [
             "id", "code", "case", "original_name", "format", "original_mode", "file_size", "width", "height", "sha256",
-            "status", "status_detail", "source_label", "uploaded_at", "url", "image_url", "original_url",
+            "status", "status_detail", "source_label", "uploaded_at", "url", "reading_url", "image_url", "original_url",
             "volume", "slice_index", "slice_position_mm",
         ]
 
@@ -94,7 +116,10 @@ class ScanOutput(serializers.ModelSerializer):
         return obj.pk in visible
 
     def get_url(self, obj: Scan) -> str:
-        return reverse("cases-api:scan_detail", args=[obj.pk])
+        return api_reverse("cases-api:scan_detail", request=self.context.get("request"), args=[obj.pk])
+
+    def get_reading_url(self, obj: Scan) -> str:
+        return api_reverse("inference-api:scan_reading", request=self.context.get("request"), args=[obj.pk])
 
     def get_image_url(self, obj: Scan) -> str:
         return reverse("cases:scan_image", args=[obj.pk])
@@ -115,13 +140,67 @@ class ScanOutput(serializers.ModelSerializer):
 
 
 class VolumeOutput(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    reading_url = serializers.SerializerMethodField()
+    original_name = serializers.SerializerMethodField()
+
     class Meta:
         model = Volume
         fields = [
             "id", "case", "source_format", "modality", "scan_pattern", "laterality", "acquisition_date", "device",
             "slice_count", "pixel_spacing_axial_mm", "pixel_spacing_lateral_mm", "slice_spacing_mm", "removed_tags",
-            "original_name", "uploaded_at",
+            "original_name", "uploaded_at", "url", "reading_url",
         ]
+
+    def get_url(self, obj: Volume) -> str:
+        return api_reverse("cases-api:volume_detail", request=self.context.get("request"), args=[obj.pk])
+
+    def get_reading_url(self, obj: Volume) -> str:
+        return api_reverse("inference-api:volume_reading", request=self.context.get("request"), args=[obj.pk])
+
+    def get_original_name(self, obj: Volume) -> str:
+        # Uploaded file names may carry patient names: clinic staff only (blinding).
+        request = self.context.get("request")
+        if request is None or blinding.may_see_file_names(request.user):
+            return obj.original_name
+        return ""
+
+
+# --- filters (django-filter; ?ordering= with the fields listed) -------------------------
+
+
+class PatientFilter(django_filters.FilterSet):
+    sex = django_filters.ChoiceFilter(choices=Patient.Sex.choices)
+    born_after = django_filters.NumberFilter(field_name="birth_year", lookup_expr="gte")
+    born_before = django_filters.NumberFilter(field_name="birth_year", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("identifier", "created_at", "birth_year"))
+
+    class Meta:
+        model = Patient
+        fields: list[str] = []
+
+
+class CaseFilter(django_filters.FilterSet):
+    eye = django_filters.ChoiceFilter(choices=Case.Eye.choices)
+    status = django_filters.ChoiceFilter(choices=Case.Status.choices)
+    exam_after = django_filters.DateFilter(field_name="exam_date", lookup_expr="gte")
+    exam_before = django_filters.DateFilter(field_name="exam_date", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("exam_date", "created_at", "id"))
+
+    class Meta:
+        model = Case
+        fields: list[str] = []
+
+
+class ScanFilter(django_filters.FilterSet):
+    volume = django_filters.NumberFilter(field_name="volume_id", min_value=1)
+    uploaded_after = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="gte")
+    uploaded_before = django_filters.IsoDateTimeFilter(field_name="uploaded_at", lookup_expr="lte")
+    ordering = django_filters.OrderingFilter(fields=("uploaded_at", "id", "file_size"))
+
+    class Meta:
+        model = Scan
+        fields: list[str] = []
 
 
 # --- input serializers ----------------------------------------------------------------
@@ -158,64 +237,142 @@ def _int_param(request: Request, name: str) -> int | None:
 
 # --- endpoints ------------------------------------------------------------------------
 
+PATIENT_EXAMPLE = OpenApiExample(
+    "A patient", value={"identifier": "MRN-0042", "sex": "F", "birth_year": 1951, "notes": ""}, request_only=True
+)
+CASE_EXAMPLE = OpenApiExample(
+    "An examination", value={"patient": 1, "eye": "OD", "exam_date": "2026-03-02", "device": "Spectralis"},
+    request_only=True,
+)
+Q_PARAMETER = OpenApiParameter("q", OpenApiTypes.STR, description="Search in the identifier.")
+ID_PARAMETER = lambda name, what: OpenApiParameter(name, OpenApiTypes.INT, description=what)  # noqa: E731
+
+UploadOutput = inline_serializer(
+    "UploadOutput",
+    {
+        "accepted": ScanOutput(many=True),
+        "volumes": VolumeOutput(many=True),
+        "rejected": inline_serializer(
+            "RejectedFileOutput", {"name": serializers.CharField(), "reason": serializers.CharField()}, many=True
+        ),
+    },
+)
+UploadInput = inline_serializer(
+    "UploadInput",
+    {
+        "files": serializers.ListField(child=serializers.FileField(), help_text="B-scan images or volume files."),
+        "eye": serializers.ChoiceField(choices=Case.Eye.choices, required=False,
+                                       help_text="Only for a volume whose file does not record the eye."),
+    },
+)
+
 
 class PatientListCreateApi(ClinicApi):
+    @extend_schema(
+        summary="List patients", operation_id="patients_list", parameters=[Q_PARAMETER, *filter_parameters(PatientFilter), *PAGE_PARAMETERS],
+        responses={200: page_of(PatientOutput), **error_responses(404)},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.patient_list(user=request.user, query=request.query_params.get("q", ""))
-        return self.paginate(request, qs, PatientOutput)
+        return self.paginate(request, filtered(PatientFilter, request, qs), PatientOutput)
 
+    @extend_schema(
+        summary="Register a patient", request=PatientInput, examples=[PATIENT_EXAMPLE],
+        responses={201: PatientOutput, **error_responses(409)},
+    )
     def post(self, request: Request) -> Response:
         patient = services.patient_create(created_by=request.user, **validated(PatientInput, request.data))
-        return Response(PatientOutput(patient).data, status=status.HTTP_201_CREATED)
+        return Response(PatientOutput(patient, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class PatientDetailApi(ClinicApi):
+    @extend_schema(summary="One patient", responses={200: PatientOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(PatientOutput(selectors.patient_get(user=request.user, patient_id=pk)).data)
+        patient = selectors.patient_get(user=request.user, patient_id=pk)
+        return Response(PatientOutput(patient, context={"request": request}).data)
 
 
 class CaseListCreateApi(ClinicApi):
+    @extend_schema(
+        summary="List examinations", operation_id="cases_list",
+        parameters=[ID_PARAMETER("patient", "Only this patient's."), *filter_parameters(CaseFilter), *PAGE_PARAMETERS],
+        responses={200: page_of(CaseOutput), **error_responses(404)},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.case_list(user=request.user, patient_id=_int_param(request, "patient"))
-        return self.paginate(request, qs, CaseOutput)
+        return self.paginate(request, filtered(CaseFilter, request, qs), CaseOutput)
 
+    @extend_schema(
+        summary="Create an examination", request=CaseInput, examples=[CASE_EXAMPLE],
+        responses={201: CaseOutput, **error_responses(404)},
+    )
     def post(self, request: Request) -> Response:
         fields = validated(CaseInput, request.data)
         patient = selectors.patient_get(user=request.user, patient_id=fields.pop("patient"))
         case = services.case_create(patient=patient, created_by=request.user, **fields)
-        return Response(CaseOutput(case).data, status=status.HTTP_201_CREATED)
+        return Response(CaseOutput(case, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class CaseDetailApi(ClinicApi):
+    @extend_schema(summary="One examination", responses={200: CaseOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(CaseOutput(selectors.case_get(user=request.user, case_id=pk)).data)
+        case = selectors.case_get(user=request.user, case_id=pk)
+        return Response(CaseOutput(case, context={"request": request}).data)
 
 
 class ScanListApi(ClinicApi):
+    @extend_schema(
+        summary="List scans (cursor pages, upload order)", operation_id="scans_list",
+        parameters=[
+            ID_PARAMETER("case", "Only this examination's."),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Scan.Status.values),
+            *filter_parameters(ScanFilter), *CURSOR_PARAMETERS,
+        ],
+        responses={200: page_of(ScanOutput, cursor=True), **error_responses(404)},
+    )
     def get(self, request: Request) -> Response:
         qs = selectors.scan_list(
             user=request.user, case_id=_int_param(request, "case"), status=request.query_params.get("status", "")
         )
-        return self.paginate(request, qs, ScanOutput)
+        return self.paginate(request, filtered(ScanFilter, request, qs), ScanOutput, cursor=True)
 
 
 class ScanDetailApi(ClinicApi):
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(summary="One scan with its status", responses={200: ScanOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         scan = selectors.scan_image_get(user=request.user, scan_id=pk)
         return Response(ScanOutput(scan, context={"request": request}).data)
 
 
+class VolumeDetailApi(ClinicApi):
+    """GET one volume (an acquisition): its geometry and removed tags; B-scans via ``/scans/?volume=``."""
+
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    @extend_schema(summary="One volume", responses={200: VolumeOutput, **error_responses(404)})
+    def get(self, request: Request, pk: int) -> Response:
+        volume = selectors.volume_image_get(user=request.user, volume_id=pk)
+        return Response(VolumeOutput(volume, context={"request": request}).data)
+
+
 class CaseScanUploadApi(ClinicApi):
     """POST multipart ``files`` (images and volume files) into a case; answer what was accepted and rejected.
 
-    ``eye`` (OD/OS) is required only for a volume whose file does not record the eye.
+    ``eye`` (OD/OS) is required only for a volume whose file does not record the eye. Under
+    /api/v1/ an accepted upload answers 202 (the readings follow): each scan's ``url`` is
+    its status URL. A rejected file is named with its reason and nothing of it is stored.
     """
 
     parser_classes = [MultiPartParser, FormParser]
     throttle_scope = "upload"
 
+    @extend_schema(
+        summary="Upload B-scans or volumes to an examination",
+        request={"multipart/form-data": UploadInput},
+        responses={202: UploadOutput, **error_responses(404, 413)},
+    )
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(user=request.user, case_id=pk)
         files = request.FILES.getlist("files")
@@ -226,12 +383,58 @@ class CaseScanUploadApi(ClinicApi):
         report = intake_volumes.uploads_submit(
             case=case, files=files, uploaded_by=request.user, eye=str(request.data.get("eye", "") or "")
         )
+        context = {"request": request}
         body = {
-            "accepted": ScanOutput(report.accepted, many=True, context={"request": request}).data,
-            "volumes": VolumeOutput(report.volumes, many=True).data,
+            "accepted": ScanOutput(report.accepted, many=True, context=context).data,
+            "volumes": VolumeOutput(report.volumes, many=True, context=context).data,
             "rejected": [{"name": name, "reason": reason} for name, reason in report.rejected],
         }
         if not report.accepted:
-            body = {"detail": "No file was accepted.", **body}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        return Response(body, status=status.HTTP_201_CREATED)
+            if request.version:
+                raise DomainError("No file was accepted.", errors={"files": [f"{n}: {r}" for n, r in report.rejected]})
+            return Response({"detail": "No file was accepted.", **body}, status=status.HTTP_400_BAD_REQUEST)
+        accepted = status.HTTP_202_ACCEPTED if request.version else status.HTTP_201_CREATED
+        return Response(body, status=accepted)
+
+
+
+class CaseReportApi(ClinicApi):
+    """GET the examination report PDF: the signed version while it is current (``?version=N``
+    for an earlier one), else a draft of what it would say now. Named by the case id only."""
+
+    content_negotiation_class = FileContentNegotiation
+
+    @extend_schema(
+        summary="The examination report (PDF)",
+        parameters=[OpenApiParameter("version", OpenApiTypes.INT, description="A signed version's number.")],
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, **error_responses(404)},
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        case = selectors.case_get(user=request.user, case_id=pk)
+        name = f"oct-report-case{case.pk}-{case.exam_date:%Y%m%d}"
+        number = request.query_params.get("version", "")
+        if number:
+            if not number.isdigit() or len(number) > 9:
+                raise DomainError("version: Must be a version number.", errors={"version": ["Must be a version number."]})
+            signed = case.report_versions.filter(number=int(number)).first()
+            if signed is None:
+                raise NotFound("There is no such version of this report.")
+            return _pdf(signed, f"{name}-v{signed.number}.pdf")
+        state = verification_reports.report_state(case=case, user=request.user)
+        if state.current:
+            return _pdf(state.latest, f"{name}-v{state.latest.number}.pdf")
+        data = verification_reports.report_data(case=case, user=request.user)
+        return _pdf_bytes(verification_reports.report_pdf(data=data, outdated=state.latest), f"{name}-draft.pdf")
+
+
+def _pdf(version: Any, name: str) -> HttpResponse:
+    with version.pdf.open("rb") as handle:
+        return _pdf_bytes(handle.read(), name)
+
+
+def _pdf_bytes(data: bytes, name: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,7 +1,9 @@
 """REST endpoints of automated reading (thin: selectors and services do the work)."""
 from __future__ import annotations
 
+import django_filters
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,6 +12,7 @@ from rest_framework.views import APIView
 from cases import selectors as cases_selectors
 from cases.models import Scan
 from cases.roles import GRADER_ROLES, HasRole, Role
+from octportal.api import error_responses, filter_parameters, filtered
 from octportal.errors import Forbidden
 from verification import blinding
 
@@ -55,6 +58,28 @@ class PredictionOutput(serializers.ModelSerializer):
         return request.build_absolute_uri(url) if request else url
 
 
+ScanStatusOutput = inline_serializer(
+    "ScanStatusOutput",
+    {"scan": serializers.IntegerField(), "status": serializers.CharField(),
+     "detail": serializers.CharField(required=False)},
+)
+ScanReadingOutput = inline_serializer(
+    "ScanReadingOutput",
+    {"scan": serializers.IntegerField(), "status": serializers.CharField(),
+     "detail": serializers.CharField(required=False), "prediction": PredictionOutput(required=False)},
+)
+VolumeReadingOutput = inline_serializer(
+    "VolumeReadingOutput",
+    {
+        "volume": serializers.IntegerField(), "case": serializers.IntegerField(), "laterality": serializers.CharField(),
+        "slice_count": serializers.IntegerField(), "pending": serializers.IntegerField(),
+        "reading": serializers.DictField(allow_null=True, help_text="diagnosis, urgency, urgent_slices, slices_read, "
+                                         "key_slices, rule; null until enough B-scans are read"),
+        "slices": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
 def _status(scan: Scan) -> dict:
     body = {"scan": scan.pk, "status": scan.status}
     if scan.status == scan.Status.FAILED:
@@ -68,6 +93,13 @@ class ScanPredictionApi(APIView):
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(
+        summary="The scan's current automated reading",
+        description="Probabilities per class, predicted class, referral urgency, the input gate, the model version "
+        "and the heatmap URL. 404 (with the scan's status) while it has not been read; 403 for a tier 2 grader "
+        "blinded to it in reading-centre mode.",
+        responses={200: ScanReadingOutput, **error_responses(404)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
         if not blinding.may_see_reading(user=request.user, scan=scan):
@@ -87,20 +119,35 @@ class ScanRerunApi(APIView):
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN,)
 
+    @extend_schema(summary="Queue the scan again", request=None, responses={202: ScanStatusOutput, **error_responses(404, 409)})
     def post(self, request: Request, pk: int) -> Response:
         scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
         scan = services.scan_rerun(scan=scan, user=request.user)
         return Response(_status(scan), status=status.HTTP_202_ACCEPTED)
 
 
+class ModelVersionFilter(django_filters.FilterSet):
+    is_active = django_filters.BooleanFilter()
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = ModelVersion
+        fields: list[str] = []
+
+
 class ModelVersionListApi(APIView):
-    """GET every registered model version, the active one first."""
+    """GET every registered model version, the active one first (a short list, not paged)."""
 
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(
+        summary="Model versions", parameters=filter_parameters(ModelVersionFilter),
+        responses={200: ModelVersionOutput(many=True), **error_responses()},
+    )
     def get(self, request: Request) -> Response:
-        return Response(ModelVersionOutput(selectors.model_version_list(), many=True).data)
+        qs = filtered(ModelVersionFilter, request, selectors.model_version_list())
+        return Response(ModelVersionOutput(qs, many=True).data)
 
 
 class VolumeReadingApi(APIView):
@@ -110,6 +157,7 @@ class VolumeReadingApi(APIView):
     permission_classes = [HasRole]
     allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
 
+    @extend_schema(summary="The volume's per-eye reading", responses={200: VolumeReadingOutput, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         volume = cases_selectors.volume_image_get(user=request.user, volume_id=pk)
         ids = list(volume.scans.values_list("pk", flat=True))

@@ -164,8 +164,8 @@ def acknowledged_recently(*, user: Any, limit: int = 10) -> list[Acknowledgement
     )
 
 
-def model_version_list() -> list[ModelVersion]:
-    return list(ModelVersion.objects.order_by("-is_active", "-created_at", "-id"))
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.order_by("-is_active", "-created_at", "-id")
 
 
 @dataclass

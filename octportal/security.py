@@ -19,10 +19,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.sessions.models import Session
-from rest_framework.authtoken.models import Token
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from .signals import signed_out_everywhere
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -139,4 +141,6 @@ def user_sessions_end(*, user: Any) -> int:
             ended.append(session.pk)
     Session.objects.filter(pk__in=ended).delete()
     Token.objects.filter(user=user).delete()
+    # Named API tokens live in a higher layer (integrations), which listens.
+    signed_out_everywhere.send(sender=user_sessions_end, user=user)
     return len(ended)

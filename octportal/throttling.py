@@ -29,10 +29,13 @@ class TokenRateThrottle(SimpleRateThrottle):
     scope = "token"
 
     def get_cache_key(self, request, view) -> str | None:
-        if not isinstance(request.auth, Token):
-            return None
         # A digest, not the token: the cache (Redis in production) must not hold credentials.
-        ident = hashlib.sha256(request.auth.key.encode()).hexdigest()[:32]
+        # API tokens (integrations.models.ApiToken) carry their own digest as ``throttle_ident``.
+        ident = getattr(request.auth, "throttle_ident", None)
+        if ident is None and isinstance(request.auth, Token):
+            ident = hashlib.sha256(request.auth.key.encode()).hexdigest()[:32]
+        if ident is None:
+            return None
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

@@ -1,11 +1,13 @@
-from django.urls import include, path
+from django.urls import path
 
 from . import api
 
-_patterns = [
+app_name = "verification-api"
+urlpatterns = [
     path("worklist/<int:tier>/", api.WorklistApi.as_view(), name="worklist"),
     path("scans/<int:pk>/", api.ReviewApi.as_view(), name="review"),
     path("scans/<int:pk>/grades/", api.GradeSubmitApi.as_view(), name="grade_submit"),
+    path("exports/verified.csv", api.VerifiedExportApi.as_view(), name="export_csv"),
+    path("statistics/", api.StatisticsApi.as_view(), name="statistics"),
 ]
 
-urlpatterns = [path("", include((_patterns, "verification-api")))]

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "auditlog",
     "axes",
     "csp",
@@ -44,6 +46,7 @@ INSTALLED_APPS = [
     "inference",
     "verification",
     "intake",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -297,9 +300,14 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        # Named, scoped, expiring tokens (integrations): "Authorization: Bearer oct_...".
+        "integrations.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # /api/v1/ (URL namespace v1) and the unversioned /api/ aliases (octportal.api).
+    "DEFAULT_VERSIONING_CLASS": "octportal.versioning.ApiVersioning",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "octportal.errors.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": [
@@ -319,6 +327,27 @@ REST_FRAMEWORK = {
         "token": env("OCT_API_RATE_TOKEN", default="600/min"),
         "upload": env("OCT_API_RATE_UPLOAD", default="60/min"),
     },
+}
+
+# The longest an API token may last (integrations.services.token_create).
+OCT_API_TOKEN_MAX_DAYS = env.int("OCT_API_TOKEN_MAX_DAYS", default=365)
+
+# The OpenAPI schema of /api/v1/ (octportal.api_docs; committed as docs/openapi.yaml).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OCT Portal API",
+    "DESCRIPTION": (
+        "Retinal OCT records, automated readings and tiered verification. Authenticate with a "
+        "session or an API token (`Authorization: Bearer oct_...`, from your account page). Every refusal is "
+        '`{"detail": ..., "errors": {...}}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "PREPROCESSING_HOOKS": ["octportal.api_docs.only_v1"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Throttle counters; one process keeps its own unless CACHE_URL names a shared cache (Redis).

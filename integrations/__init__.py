@@ -1,0 +1,1 @@
+"""Integrations: API tokens for scripts and outbound webhooks (the top layer)."""
