@@ -106,7 +106,19 @@ def volume_localizer_path(instance: "Volume", filename: str) -> str:
     return f"volumes/localizer/{instance.uid.hex[:2]}/{instance.uid.hex}{suffix}"
 
 
-class Volume(models.Model):
+class Uploaded(models.Model):
+    """Who uploaded a file-backed record and when (volumes and scans)."""
+
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
+class Volume(Uploaded):
     """One acquisition of an examination: a stack of B-scans in order (an OCT volume).
 
     Its B-scans are ``Scan`` rows with ``volume`` and ``slice_index`` set. A scan
@@ -138,10 +150,6 @@ class Volume(models.Model):
     removed_tags = models.JSONField(
         default=list, blank=True, help_text="What de-identification removed (DICOM keywords or field names)."
     )
-    uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    uploaded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["uploaded_at", "id"]
@@ -154,7 +162,7 @@ class Volume(models.Model):
         return f"Volume {self.pk} ({self.slice_count} B-scans, {self.laterality})"
 
 
-class Scan(models.Model):
+class Scan(Uploaded):
     """One OCT B-scan image of a case.
 
     ``original`` keeps the uploaded bytes untouched where the installation keeps them
@@ -210,10 +218,6 @@ class Scan(models.Model):
     current_urgency = models.CharField(max_length=16, blank=True)
     current_urgent = models.BooleanField(default=False, help_text="current_urgency is urgent (worklist order).")
     analysis_attempts = models.PositiveSmallIntegerField(default=0)
-    uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    uploaded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["uploaded_at", "id"]

@@ -11,7 +11,7 @@ import hashlib
 import logging
 from datetime import date
 from pathlib import PurePath
-from typing import IO, Any
+from typing import Any, IO, TypedDict, Unpack
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -163,16 +163,18 @@ def scan_files_delete(*, scan: Scan) -> None:
                 logger.exception("could not delete %s", f.name)
 
 
+class ScanDetails(TypedDict, total=False):
+    """What a scan may carry beyond its file: a source label, and its place in a volume."""
+
+    source_label: str
+    source_label_origin: str
+    volume: Volume | None
+    slice_index: int | None
+    slice_position_mm: float | None
+
+
 def scan_register(
-    *,
-    case: Case,
-    file: IO[bytes],
-    uploaded_by: AbstractBaseUser | None,
-    source_label: str = "",
-    source_label_origin: str = "",
-    volume: Volume | None = None,
-    slice_index: int | None = None,
-    slice_position_mm: float | None = None,
+    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, **details: Unpack[ScanDetails]
 ) -> Scan:
     """Validate one uploaded image and store it with its grey rendering.
 
@@ -184,6 +186,7 @@ def scan_register(
     """
     if case.status == Case.Status.CLOSED:
         raise Conflict("This case is closed; reopen it before adding scans.")
+    volume = details.get("volume")
     if volume is not None and volume.case_id != case.pk:
         raise DomainError("The volume belongs to another examination.")
     name = upload_name(file)
@@ -204,12 +207,8 @@ def scan_register(
         width=converted.width,
         height=converted.height,
         colour_saturation=converted.saturation,
-        source_label=source_label,
-        source_label_origin=source_label_origin,
         uploaded_by=uploaded_by,
-        volume=volume,
-        slice_index=slice_index,
-        slice_position_mm=slice_position_mm,
+        **details,
     )
     try:
         with transaction.atomic():

@@ -168,6 +168,14 @@ def model_version_list() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("-is_active", "-created_at", "-id")
 
 
+def reading_shown(*, scan: Scan, prediction: Prediction | None, visible: bool) -> Prediction | None:
+    """The reading a page shows of ``scan``: its passed current prediction, when the user
+    may see it and the scan is analysed (not pending, not failed); else None."""
+    if not visible or prediction is None or not prediction.gate_passed or scan.status != Scan.Status.ANALYSED:
+        return None
+    return prediction
+
+
 @dataclass
 class ScanAnalysis:
     """What the pages and the API show of one scan's automated reading."""
@@ -205,10 +213,7 @@ class ScanAnalysis:
     @property
     def result(self) -> Prediction | None:
         """The reading to show: a passed prediction, only when visible and not pending."""
-        p = self.prediction
-        if not self.visible or p is None or not p.gate_passed or self.scan.status != Scan.Status.ANALYSED:
-            return None
-        return p
+        return reading_shown(scan=self.scan, prediction=self.prediction, visible=self.visible)
 
     @property
     def bars(self) -> list[dict[str, Any]]:

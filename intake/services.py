@@ -8,14 +8,14 @@ layers below never call each other upwards.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Unpack
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from cases.models import Case, Scan, Volume
-from cases.services import scan_files_delete, scan_register, upload_name, upload_sha256
+from cases.services import ScanDetails, scan_files_delete, scan_register, upload_name, upload_sha256
 from inference.services import scan_request_analysis
 from octportal.errors import Conflict, DomainError
 from verification.services import review_open
@@ -31,32 +31,17 @@ class UploadReport:
 
 
 def scan_submit(
-    *,
-    case: Case,
-    file: IO[bytes],
-    uploaded_by: AbstractBaseUser | None,
-    source_label: str = "",
-    source_label_origin: str = "",
-    volume: Volume | None = None,
-    slice_index: int | None = None,
-    slice_position_mm: float | None = None,
+    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, **details: Unpack[ScanDetails]
 ) -> Scan:
     """Register one image into ``case``, queue its analysis and open its review.
 
-    All or nothing: a refused image (``DomainError``) or any later failure leaves no
-    row and no file. The analysis is enqueued only once the transaction commits.
+    ``details``: the source label and, for a volume's B-scan, its volume and position
+    (``cases.services.ScanDetails``). All or nothing: a refused image (``DomainError``)
+    or any later failure leaves no row and no file. The analysis is enqueued only once
+    the transaction commits.
     """
     with transaction.atomic():
-        scan = scan_register(
-            case=case,
-            file=file,
-            uploaded_by=uploaded_by,
-            source_label=source_label,
-            source_label_origin=source_label_origin,
-            volume=volume,
-            slice_index=slice_index,
-            slice_position_mm=slice_position_mm,
-        )
+        scan = scan_register(case=case, file=file, uploaded_by=uploaded_by, **details)
         try:
             review_open(scan=scan)
             scan_request_analysis(scan=scan)

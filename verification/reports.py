@@ -30,7 +30,7 @@ from cases.diagnoses import DECISION_SUPPORT_NOTICE, URGENCY_RANK, Diagnosis, Ur
 from cases.models import Case, Scan
 from cases.roles import Role, has_role
 from inference.models import Prediction
-from inference.selectors import predictions_current_by_scan
+from inference.selectors import predictions_current_by_scan, reading_shown
 from octportal.errors import Conflict, Forbidden
 
 from . import blinding
@@ -57,10 +57,7 @@ class ReportScan:
 
     @property
     def result(self) -> Prediction | None:
-        p = self.prediction
-        if not self.visible or p is None or not p.gate_passed or self.scan.status != Scan.Status.ANALYSED:
-            return None
-        return p
+        return reading_shown(scan=self.scan, prediction=self.prediction, visible=self.visible)
 
     @property
     def verified(self) -> bool:

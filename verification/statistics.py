@@ -127,8 +127,8 @@ class Comparison:
         return [(self.labels[i], cells[i * k : (i + 1) * k]) for i in range(k)]
 
 
-def compare(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> Comparison:
-    matrix = confusion_matrix(truth, predicted, labels)
+def comparison_of(matrix: list[list[int]], labels: Sequence[str]) -> Comparison:
+    """A Comparison (accuracy, per-class sensitivity) of a confusion matrix."""
     return Comparison(
         labels=list(labels),
         matrix=matrix,
@@ -136,6 +136,10 @@ def compare(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str
         accuracy=accuracy(matrix),
         sensitivity=sensitivities(matrix, labels),
     )
+
+
+def compare(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> Comparison:
+    return comparison_of(confusion_matrix(truth, predicted, labels), labels)
 
 
 @dataclass
@@ -314,13 +318,7 @@ def comparison_from_counts(counts: Counter, labels: Sequence[str]) -> Comparison
     for (truth, predicted), c in counts.items():
         if truth in index and predicted in index:
             matrix[index[truth]][index[predicted]] += c
-    return Comparison(
-        labels=list(labels),
-        matrix=matrix,
-        n=sum(sum(r) for r in matrix),
-        accuracy=accuracy(matrix),
-        sensitivity=sensitivities(matrix, labels),
-    )
+    return comparison_of(matrix, labels)
 
 
 def quality_control(agg: Aggregates) -> tuple[int, int, list[tuple[str, int]]]:
