@@ -56,8 +56,12 @@ class ClinicApi(APIView):
 # --- output serializers ---------------------------------------------------------------
 
 
+# Integer model fields get their bounds from the database backend (SQLite and PostgreSQL
+# differ), which would make the committed OpenAPI schema depend on where it was made:
+# the outputs state the bounds that hold everywhere.
 class PatientOutput(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    birth_year = serializers.IntegerField(read_only=True, allow_null=True, min_value=1900, max_value=2100)
 
     class Meta:
         model = Patient
@@ -90,6 +94,10 @@ class ScanOutput(serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     original_url = serializers.SerializerMethodField()
     original_name = serializers.SerializerMethodField()
+    file_size = serializers.IntegerField(read_only=True, min_value=0)
+    width = serializers.IntegerField(read_only=True, min_value=1)
+    height = serializers.IntegerField(read_only=True, min_value=1)
+    slice_index = serializers.IntegerField(read_only=True, allow_null=True, min_value=0)
     url = serializers.SerializerMethodField()
     reading_url = serializers.SerializerMethodField()
     source_label = serializers.SerializerMethodField()
@@ -141,6 +149,7 @@ class ScanOutput(serializers.ModelSerializer):
 
 class VolumeOutput(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    slice_count = serializers.IntegerField(read_only=True, min_value=1)
     reading_url = serializers.SerializerMethodField()
     original_name = serializers.SerializerMethodField()
 

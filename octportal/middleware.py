@@ -24,6 +24,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
@@ -130,6 +131,10 @@ class ApiExceptionMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_api(request) or isinstance(exception, (Http404, PermissionDenied, SuspiciousOperation)):
             return None  # the JSON handlers of octportal.error_views answer these
+        if isinstance(exception, DataError):
+            # A filter value the database cannot hold (a date in year 137 at UTC-16:19, a
+            # number beyond its integers): the request is wrong, not the server.
+            return JsonResponse({"detail": "A value in the request is outside what the database can store."}, status=400)
         # The path only: the query string may carry a patient identifier.
         logger.error("Unhandled exception on %s %s", request.method, request.path, exc_info=exception)
         return JsonResponse({"detail": "Internal server error."}, status=500)

@@ -168,3 +168,13 @@ def test_malformed_grade_bodies_are_a_400_with_a_detail(api_client, user_factory
     api_client.force_authenticate(grader)
     url = reverse("verification-api:grade_submit", args=[ScanFactory().pk])
     assert_json_detail(api_client.post(url, payload, format="json"), 400)
+
+
+@pytest.mark.django_db
+def test_a_filter_value_the_database_cannot_hold_is_a_400_not_a_500(api_client, clinician):
+    """Found by schemathesis on PostgreSQL: a datetime at UTC-16:19 is out of its range."""
+    api_client.force_authenticate(clinician)
+    response = api_client.get("/api/v1/scans/", {"uploaded_before": "0902-06-25T10:24:46-16:19",
+                                                  "uploaded_after": "0137-09-06T11:12:41+15:59"})
+    assert response.status_code in (200, 400) and response["Content-Type"].startswith("application/json")  # 400 on PostgreSQL
+    assert "detail" in response.json() or "results" in response.json()
