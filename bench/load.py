@@ -48,6 +48,8 @@ import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 import zipfile  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
+
+import e2e  # noqa: E402  (bench/e2e.py: the same database set-up)
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
@@ -128,21 +130,10 @@ def free_port() -> int:
 
 
 def ensure_postgres_database(url: str) -> None:
-    """Create the benchmark's database if it does not exist (never drops anything)."""
-    import psycopg2
-
-    parts = urllib.parse.urlparse(url)
-    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+    """Create the benchmark's database if it does not exist (never drops anything); loopback only."""
+    if urllib.parse.urlparse(url).hostname not in {"127.0.0.1", "localhost", "::1"}:
         raise SystemExit("--database-url must be on loopback")
-    name = parts.path.lstrip("/")
-    conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                            password=parts.password or "", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    e2e.ensure_postgres_database(url)
 
 
 def drop_postgres_database(url: str) -> None:

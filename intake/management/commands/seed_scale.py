@@ -6,7 +6,7 @@ files. Adds to what is there; run it on an empty database made for the purpose.
 Per scan: one prediction of the active model version (class mix of a retina clinic,
 2% refused by the input gate), one review in every stage, and the grades that stage
 implies (tier 1 from QC on; two tier 2 grades from verification on, disagreeing in
-arbitration; tier 3 for verified scans): about 1.95 grades per scan.
+arbitration; tier 3 for verified scans): 2.0 grades per scan.
 """
 from __future__ import annotations
 
