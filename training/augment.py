@@ -16,11 +16,16 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from inference import preprocessing as P
+from training.data import CLASSES
 
 #: ``--augment`` recipes: "1.3" is v1.3.0's (kept bit for bit, so the documented
 #: command still rebuilds that model); "acquisition" adds the acquisition
-#: differences of issue #13 (see :func:`acquisition_input`).
-RECIPES: tuple[str, ...] = ("1.3", "acquisition")
+#: differences of issue #13 (see :func:`acquisition_input`); "robust" is the second
+#: attempt at #13, milder, with off-fovea cuts for NORMAL scans only
+#: (see :func:`robust_input`).
+RECIPES: tuple[str, ...] = ("1.3", "acquisition", "robust")
+
+NORMAL_LABEL = CLASSES.index("NORMAL")
 
 
 def augmented_input(
@@ -30,10 +35,16 @@ def augmented_input(
     cfg: dict[str, Any],
     strength: float = 1.0,
     recipe: str = "1.3",
+    label: int = -1,
 ) -> np.ndarray:
-    """Return one random normalised view [1, S, S] of a cached grey scan."""
+    """Return one random normalised view [1, S, S] of a cached grey scan.
+
+    ``label`` (class index, -1 for a gate negative) is used by the "robust" recipe only.
+    """
     if recipe == "acquisition":
         return acquisition_input(grey, band, rng, cfg)
+    if recipe == "robust":
+        return robust_input(grey, band, rng, cfg, label)
     if recipe != "1.3":
         raise ValueError(f"unknown augmentation recipe {recipe!r}")
     size = int(cfg["input_size"])
@@ -118,6 +129,76 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
     if rng.random() < 0.3:
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=int(rng.integers(20, 90)))
+        buf.seek(0)
+        img = Image.open(buf).convert("L")
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
+    arr = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    arr = P.stretch_contrast(arr, cfg)
+    if rng.random() < 0.7:
+        arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
+        arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+
+
+def _off_fovea_extent(rng: np.random.Generator) -> tuple[float, float]:
+    """A cut of 25-55% of the width whose centre is at least 20% of the width off the middle."""
+    width = rng.uniform(0.25, 0.55)
+    lo, hi = width / 2.0, 0.3  # centre range on the left side; mirrored for the right
+    c = rng.uniform(lo, max(lo, hi))
+    if rng.random() < 0.5:
+        c = 1.0 - c
+    return c - width / 2.0, c + width / 2.0
+
+
+def robust_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any], label: int) -> np.ndarray:
+    """Issue #13, second recipe: v1.3.0's framing plus milder acquisition differences.
+
+    What the "acquisition" recipe taught (docs/training.md): it cured vessel shadows and
+    the combined hospital look, but fields of view down to 30% anywhere on *diseased*
+    scans cut lesions out while keeping the disease label, and normal off-fovea cuts were
+    then called CNV/DME more often, and its leave-one-source-out DME recall fell. So:
+
+    - diseased scans keep v1.3.0's framing (45-100% of the width, p = 0.6);
+    - NORMAL scans get, with p = 0.3, an off-fovea cut instead (25-55% of the width,
+      centred at least 20% of the width away from the middle: no foveal pit, still normal);
+    - at the crop's native resolution, milder than "acquisition": another export size or
+      aspect (50-100%, 0.85-1.2, p = 0.3), 1-6 vessel shadows (p = 0.4), log-domain
+      speckle of 2-16 looks (p = 0.4), JPEG quality 35-89 (p = 0.2);
+    - then v1.3.0's blur, photometric jitter and flip.
+    """
+    size = int(cfg["input_size"])
+    shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
+    flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
+    if label == NORMAL_LABEL and rng.random() < 0.3:
+        x0, x1 = _off_fovea_extent(rng)
+    else:
+        width = rng.uniform(0.45, 1.0) if rng.random() < 0.6 else 1.0
+        x0 = rng.uniform(0.0, 1.0 - width)
+        x1 = x0 + width
+    box = P.window(band, cfg, scale=float(np.exp(rng.uniform(-0.3, 0.3))), dy=float(rng.uniform(-0.15, 0.15)), x0=x0, x1=x1)
+    img = Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
+    w, h = img.size
+    if rng.random() < 0.3:
+        f = rng.uniform(0.5, 1.0)
+        img = img.resize((max(16, round(w * f * rng.uniform(0.85, 1.2))), max(16, round(h * f))), Image.BILINEAR)
+        w, h = img.size
+    arr = np.asarray(img, dtype=np.float32)
+    if rng.random() < 0.4:
+        arr = arr * _shadow_gain(w, rng)[None, :]
+    if rng.random() < 0.4:
+        looks = float(np.exp(rng.uniform(np.log(2.0), np.log(16.0))))
+        grain = rng.uniform(1.0, 2.0)
+        gw, gh = max(2, round(w / grain)), max(2, round(h / grain))
+        log_s = 0.5 * np.log(np.maximum(rng.gamma(looks, 1.0 / looks, size=(gh, gw)), 1e-6)).astype(np.float32)
+        log_s -= log_s.mean()
+        arr = arr + 51.0 * np.asarray(Image.fromarray(log_s).resize((w, h), Image.BILINEAR))
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if rng.random() < 0.2:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(35, 90)))
         buf.seek(0)
         img = Image.open(buf).convert("L")
     if rng.random() < 0.3:

@@ -183,7 +183,7 @@ def train_model(
         t0, seen, loss_sum, correct, n_oct = time.time(), 0, 0.0, 0, 0
         for b in range(0, len(order), batch_size):
             batch = [pool[i] for i in order[b : b + batch_size]]
-            x = torch.from_numpy(np.stack([augmented_input(s.grey, s.band, rng, cfg, recipe=augment) for s in batch])).to(device)
+            x = torch.from_numpy(np.stack([augmented_input(s.grey, s.band, rng, cfg, recipe=augment, label=s.label) for s in batch])).to(device)
             y = torch.tensor([s.label for s in batch], device=device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         "--augment",
         choices=RECIPES,
         default="1.3",
-        help="training augmentation: 1.3 (v1.3.0's recipe, the default) or acquisition (adds single-frame speckle, "
-        "vessel shadows, wider field-of-view/aspect/resolution changes and JPEG; training/augment.py)",
+        help="training augmentation: 1.3 (v1.3.0's recipe, the default), acquisition (adds single-frame speckle, "
+        "vessel shadows, wider field-of-view/aspect/resolution changes and JPEG) or robust (v1.3.0's framing, "
+        "off-fovea cuts of NORMAL scans, milder shadows/speckle/export/JPEG); training/augment.py",
     )
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
