@@ -406,7 +406,6 @@ class CaseScanUploadApi(ClinicApi):
         return Response(body, status=accepted)
 
 
-
 class CaseReportApi(ClinicApi):
     """GET the examination report PDF: the signed version while it is current (``?version=N``
     for an earlier one), else a draft of what it would say now. Named by the case id only."""
@@ -434,6 +433,125 @@ class CaseReportApi(ClinicApi):
             return _pdf(state.latest, f"{name}-v{state.latest.number}.pdf")
         data = verification_reports.report_data(case=case, user=request.user)
         return _pdf_bytes(verification_reports.report_pdf(data=data, outdated=state.latest), f"{name}-draft.pdf")
+
+
+class ReportVersionOutput(serializers.Serializer):
+    """A signed version of the report: who signed it, when, and its stored PDF."""
+
+    number = serializers.IntegerField(min_value=1)
+    signed_by = serializers.CharField(source="signed_by.get_username")
+    signed_at = serializers.DateTimeField()
+    current = serializers.SerializerMethodField(help_text="It still says what the report would say now.")
+    pdf_url = serializers.SerializerMethodField()
+
+    def get_current(self, obj: Any) -> bool:
+        return obj.pk == self.context.get("current_version_id")
+
+    def get_pdf_url(self, obj: Any) -> str:
+        url = api_reverse("cases-api:case_report", request=self.context.get("request"), args=[obj.case_id])
+        return f"{url}?version={obj.number}"
+
+
+REPORT_STATUSES = {
+    "unsigned": "never signed: the PDF is a draft",
+    "signed": "the latest signed version is current: the PDF is that version",
+    "changed": "changed since the latest version was signed: the PDF is a draft until signed again",
+}
+
+
+ReportOutput = inline_serializer(
+    "ReportOutput",
+    {
+        "case": serializers.IntegerField(),
+        "status": serializers.ChoiceField(choices=list(REPORT_STATUSES.items())),
+        "current_version": serializers.IntegerField(
+            allow_null=True, min_value=1, help_text="The signed version the PDF serves; null while it is a draft."
+        ),
+        "may_sign": serializers.BooleanField(help_text="Signing now would make a new version."),
+        "pdf_url": serializers.CharField(help_text="The PDF as it reads now (signed version or draft)."),
+        "sign_url": serializers.CharField(),
+        "versions": ReportVersionOutput(many=True, help_text="Every signed version, newest first."),
+    },
+)
+REPORT_EXAMPLE = OpenApiExample(
+    "Changed since version 1 was signed",
+    value={
+        "case": 3, "status": "changed", "current_version": None, "may_sign": True,
+        "pdf_url": "/api/v1/cases/3/report.pdf", "sign_url": "/api/v1/cases/3/report/sign/",
+        "versions": [{"number": 1, "signed_by": "dr.meyer", "signed_at": "2026-03-02T10:15:00Z", "current": False,
+                      "pdf_url": "/api/v1/cases/3/report.pdf?version=1"}],
+    },
+    response_only=True,
+)
+SIGNED_EXAMPLE = OpenApiExample(
+    "Version 2 signed",
+    value={"number": 2, "signed_by": "dr.meyer", "signed_at": "2026-03-03T08:01:00Z", "current": True,
+           "pdf_url": "/api/v1/cases/3/report.pdf?version=2"},
+    response_only=True, status_codes=["201"],
+)
+SIGN_REFUSALS = [
+    OpenApiExample(
+        "Nothing changed since the last signature",
+        value={"detail": "Version 2 of this report is already signed and nothing has changed since."},
+        response_only=True, status_codes=["409"],
+    ),
+    OpenApiExample(
+        "No scans to report",
+        value={"detail": verification_reports.NOTHING_TO_SIGN}, response_only=True, status_codes=["409"],
+    ),
+    OpenApiExample(
+        "A role other than clinic staff",
+        value={"detail": "Your role does not give access to this resource."}, response_only=True, status_codes=["403"],
+    ),
+    OpenApiExample(
+        "A read-only token writing",
+        value={"detail": "This API token is read-only: it cannot change anything. Use a read-write token."},
+        response_only=True, status_codes=["403"],
+    ),
+]
+
+
+class CaseReportStateApi(ClinicApi):
+    """GET the report's state: draft or signed, every signed version with its PDF link, and
+    whether signing now would make a new version (clinic staff)."""
+
+    @extend_schema(
+        summary="The examination report: its signed versions and whether it is a draft",
+        responses={200: ReportOutput, **error_responses(404)}, examples=[REPORT_EXAMPLE],
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        case = selectors.case_get(user=request.user, case_id=pk)
+        state = verification_reports.report_state(case=case, user=request.user)
+        versions = list(verification_reports.report_versions(case=case))
+        current = state.latest if state.current else None
+        context = {"request": request, "current_version_id": current.pk if current else None}
+        return Response(
+            {
+                "case": case.pk,
+                "status": state.status,
+                "current_version": current.number if current else None,
+                "may_sign": state.signable,
+                "pdf_url": api_reverse("cases-api:case_report", request=request, args=[case.pk]),
+                "sign_url": api_reverse("cases-api:case_report_sign", request=request, args=[case.pk]),
+                "versions": ReportVersionOutput(versions, many=True, context=context).data,
+            }
+        )
+
+
+class CaseReportSignApi(ClinicApi):
+    """POST (no body): sign the report as it reads now, as the page's button does; the
+    stored PDF becomes the next version and the ``report.signed`` webhook follows."""
+
+    @extend_schema(
+        summary="Sign the examination report (the next version)", request=None,
+        responses={201: ReportVersionOutput, **error_responses(404, 409)},
+        examples=[SIGNED_EXAMPLE, *SIGN_REFUSALS],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        case = selectors.case_get(user=request.user, case_id=pk)
+        version = verification_reports.report_sign(case=case, user=request.user)
+        context = {"request": request, "current_version_id": version.pk}
+        return Response(ReportVersionOutput(version, context=context).data, status=status.HTTP_201_CREATED)
 
 
 def _pdf(version: Any, name: str) -> HttpResponse:

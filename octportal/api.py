@@ -149,13 +149,16 @@ API_ENDPOINTS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("scan_reading", "inference-api:scan_reading", ("{id}",), "the scan's current automated reading: probabilities, class, referral, gate, model version, heatmap URL"),
     ("scan_prediction", "inference-api:scan_prediction", ("{id}",), "the same reading under its first name"),
     ("scan_rerun", "inference-api:scan_rerun", ("{id}",), "queue the scan again for the active model (POST)"),
-    ("case_report", "cases-api:case_report", ("{id}",), "the examination report PDF: the signed version while current, else a draft"),
+    ("case_report", "cases-api:case_report", ("{id}",), "the examination report PDF: the signed version while current (?version=N an earlier one), else a draft"),
+    ("case_report_state", "cases-api:case_report_state", ("{id}",), "the report's state: draft or signed, every signed version with its PDF link"),
+    ("case_report_sign", "cases-api:case_report_sign", ("{id}",), "sign the report as it reads now: the next version (POST; clinic staff)"),
     ("model_versions", "inference-api:model_version_list", (), "model versions, the active one first"),
     ("worklist", "verification-api:worklist", ("{tier}",), "the caller's worklist of a tier (1, 2, 3; cursor pages)"),
     ("review", "verification-api:review", ("{id}",), "a scan's verification state: grades per tier and final label, blinded for the caller"),
     ("grade_submit", "verification-api:grade_submit", ("{id}",), "submit a grade for a scan (POST)"),
     ("statistics", "verification-api:statistics", (), "agreement between graders, the model against final labels (tier 3)"),
     ("export_verified", "verification-api:export_csv", (), "verified scans with final labels and grades, CSV (tier 3)"),
+    ("export_verified_zip", "verification-api:export_zip", (), "verified scans as images by final label with a manifest, ZIP (tier 3)"),
 )
 
 

@@ -240,22 +240,45 @@ class GradeSubmitApi(APIView):
         return Response(GradeOutput(grade).data, status=status.HTTP_201_CREATED)
 
 
-class VerifiedExportApi(APIView):
-    """GET the verified scans as CSV (final label, grades per tier; pseudonyms only), streamed: tier 3."""
+class ExportApi(APIView):
+    """The exports page's downloads, streamed, pseudonymous (``verification.exports``): tier 3."""
 
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (Role.GRADER_T3,)
     content_negotiation_class = FileContentNegotiation
+
+    @staticmethod
+    def download(stream: Any, *, content_type: str, name: str) -> StreamingHttpResponse:
+        # The same file names as the exports page (verification.views).
+        response = StreamingHttpResponse(stream, content_type=content_type)
+        stem, extension = name.rsplit(".", 1)
+        response["Content-Disposition"] = f'attachment; filename="{stem}-{timezone.now():%Y%m%d-%H%M}.{extension}"'
+        return response
+
+
+class VerifiedExportApi(ExportApi):
+    """GET the verified scans as CSV (final label, grades per tier; pseudonyms only), streamed: tier 3."""
 
     @extend_schema(
         summary="Export the verified scans (CSV)",
         responses={(200, "text/csv"): OpenApiTypes.STR, **error_responses()},
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        response = StreamingHttpResponse(exports.verified_csv_rows(user=request.user), content_type="text/csv")
-        stamp = timezone.now().strftime("%Y%m%d-%H%M")
-        response["Content-Disposition"] = f'attachment; filename="verified-scans-{stamp}.csv"'
-        return response
+        rows = exports.verified_csv_rows(user=request.user)
+        return self.download(rows, content_type="text/csv", name="verified-scans.csv")
+
+
+class VerifiedZipExportApi(ExportApi):
+    """GET the verified scans for retraining as a ZIP, streamed: ``CLASS/CLASS-PSEUDONYM-N.png``
+    (pixels re-encoded without metadata, a fixed timestamp) and MANIFEST.csv: tier 3."""
+
+    @extend_schema(
+        summary="Export the verified scans (ZIP of images by final label)",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY, **error_responses()},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        chunks = exports.verified_zip_stream(user=request.user)
+        return self.download(chunks, content_type="application/zip", name="verified-oct.zip")
 
 
 StatisticsOutput = inline_serializer(

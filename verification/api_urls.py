@@ -8,6 +8,7 @@ urlpatterns = [
     path("scans/<int:pk>/", api.ReviewApi.as_view(), name="review"),
     path("scans/<int:pk>/grades/", api.GradeSubmitApi.as_view(), name="grade_submit"),
     path("exports/verified.csv", api.VerifiedExportApi.as_view(), name="export_csv"),
+    path("exports/verified.zip", api.VerifiedZipExportApi.as_view(), name="export_zip"),
     path("statistics/", api.StatisticsApi.as_view(), name="statistics"),
 ]
 

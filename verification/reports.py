@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 from PIL import Image, ImageFile
@@ -46,6 +47,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 KEY_SCANS = 4
 KEY_SCAN_SIZE = (520, 400)
 SIGN_FORBIDDEN = "Only clinic staff can sign examination reports."
+NOTHING_TO_SIGN = "This examination has no scans yet: there is no report to sign."
 
 
 @dataclass
@@ -185,19 +187,28 @@ def report_pdf(*, data: ReportData, signature: ReportVersion | None = None, outd
     return HTML(string=html).write_pdf(stylesheets=[CSS(filename=str(REPORT_CSS))])
 
 
+def report_versions(*, case: Case) -> QuerySet[ReportVersion]:
+    """The signed versions of the case's report, newest first."""
+    return case.report_versions.select_related("signed_by").order_by("-number")
+
+
 def report_latest(*, case: Case) -> ReportVersion | None:
-    return case.report_versions.select_related("signed_by").order_by("-number").first()
+    return report_versions(case=case).first()
 
 
 def report_sign(*, case: Case, user: Any) -> ReportVersion:
     """Sign the report of ``case`` as it reads now: store its PDF as the next version.
 
-    Refused when the latest signed version already says the same (nothing to sign).
+    Refused (``Conflict``) when the examination has no scan (nothing to report) or the
+    latest signed version already says the same (nothing changed since); the page and
+    the API both call this, and the ``report.signed`` webhook follows the saved version.
     """
     if not has_role(user, Role.CLINICIAN):
         raise Forbidden(SIGN_FORBIDDEN)
     with transaction.atomic():
         locked = Case.objects.select_for_update().select_related("patient").get(pk=case.pk)
+        if not locked.scans.exists():
+            raise Conflict(NOTHING_TO_SIGN)
         data = report_data(case=locked, user=user)
         fingerprint = report_fingerprint(data)
         latest = report_latest(case=locked)
@@ -219,12 +230,25 @@ def report_sign(*, case: Case, user: Any) -> ReportVersion:
 class ReportState:
     latest: ReportVersion | None
     current: bool  # the latest signed version says what the report would say now
+    has_scans: bool = True
+
+    @property
+    def status(self) -> str:
+        """``unsigned`` (never signed), ``signed`` (the latest version is current) or ``changed``."""
+        if self.latest is None:
+            return "unsigned"
+        return "signed" if self.current else "changed"
+
+    @property
+    def signable(self) -> bool:
+        """Whether ``report_sign`` would make a new version now."""
+        return self.has_scans and not self.current
 
 
 def report_state(*, case: Case, user: Any) -> ReportState:
     """Whether the case's report is signed, and whether that signature is still current."""
     latest = report_latest(case=case)
     if latest is None:
-        return ReportState(None, False)
+        return ReportState(None, False, case.scans.exists())
     fingerprint = report_fingerprint(report_data(case=case, user=user, with_images=False))
     return ReportState(latest, latest.fingerprint == fingerprint)

@@ -1,6 +1,8 @@
 """/api/v1/: one dialect, version-local links, django-filter on lists, cursor pages, 202 uploads."""
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from cases.models import Scan
+from cases.roles import Role
+from tests.conftest import make_user
 from tests.factories import CaseFactory, PatientFactory, ScanFactory, bscan_bytes
 from verification import reports
 from verification import services as grading
@@ -135,6 +139,75 @@ def test_the_report_pdf_is_a_draft_until_signed_and_named_by_the_case(api, clini
     assert api.get(url + "?version=x").json()["errors"]["version"]
     # Refusals stay JSON whatever the client accepts.
     assert api.get("/api/v1/cases/999999/report.pdf", HTTP_ACCEPT="application/pdf").json()["detail"]
+
+
+def test_the_report_state_lists_versions_and_signing_makes_the_next_one(api, clinician, grader_t3):
+    scan = ScanFactory()
+    case = scan.case
+    base = f"/api/v1/cases/{case.pk}/report/"
+    state = api.get(base).json()
+    assert state == {
+        "case": case.pk, "status": "unsigned", "current_version": None, "may_sign": True,
+        "pdf_url": f"/api/v1/cases/{case.pk}/report.pdf", "sign_url": f"/api/v1/cases/{case.pk}/report/sign/",
+        "versions": [],
+    }
+    signed = api.post(state["sign_url"])
+    assert signed.status_code == 201, signed.content
+    v1 = signed.json()
+    assert v1["number"] == 1 and v1["signed_by"] == clinician.username and v1["current"] is True
+    assert v1["pdf_url"] == f"/api/v1/cases/{case.pk}/report.pdf?version=1"
+    pdf = api.get(v1["pdf_url"])
+    assert pdf.content.startswith(b"%PDF") and "-v1.pdf" in pdf["Content-Disposition"]
+    state = api.get(base).json()
+    assert (state["status"], state["current_version"], state["may_sign"]) == ("signed", 1, False)
+
+    # Nothing changed since: the service refuses, in the one dialect.
+    again = api.post(state["sign_url"])
+    assert again.status_code == 409
+    assert again.json() == {"detail": "Version 1 of this report is already signed and nothing has changed since."}
+
+    # A verification after signing: v1 stays, the report is a draft again, signing makes v2.
+    findings = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
+    grading.quality_submit(scan=scan, grader=make_user("t1-r", Role.GRADER_T1), accept=True)
+    for name in ("t2-r", "t2-s"):
+        grading.grade_submit(scan=scan, grader=make_user(name, Role.GRADER_T2), label="DME", findings=findings,
+                             confidence=3)
+    grading.verify_submit(scan=scan, grader=grader_t3, final_label="DME")
+    state = api.get(base).json()
+    assert (state["status"], state["current_version"], state["may_sign"]) == ("changed", None, True)
+    assert "draft" in api.get(state["pdf_url"])["Content-Disposition"]
+    assert api.post(state["sign_url"]).json()["number"] == 2
+    state = api.get(base).json()
+    assert [(v["number"], v["current"]) for v in state["versions"]] == [(2, True), (1, False)]
+    assert api.get(state["versions"][1]["pdf_url"]).content == pdf.content  # v1 as signed, never re-rendered
+
+
+def test_an_examination_without_scans_has_no_report_to_sign(api):
+    case = CaseFactory()
+    assert api.get(f"/api/v1/cases/{case.pk}/report/").json()["may_sign"] is False
+    refusal = api.post(f"/api/v1/cases/{case.pk}/report/sign/")
+    assert refusal.status_code == 409 and "no scans" in refusal.json()["detail"]
+    assert api.post("/api/v1/cases/999999/report/sign/").status_code == 404
+
+
+def test_only_clinic_staff_read_or_sign_the_report_through_the_api(api_client, grader_t3):
+    case = ScanFactory().case
+    api_client.force_authenticate(grader_t3)
+    for response in (api_client.get(f"/api/v1/cases/{case.pk}/report/"),
+                     api_client.post(f"/api/v1/cases/{case.pk}/report/sign/")):
+        assert response.status_code == 403 and response.json()["detail"]
+    assert not case.report_versions.exists()
+
+
+def test_the_verified_zip_export_streams_for_tier_3_only(api_client, grader_t3, grader_t1):
+    api_client.force_authenticate(grader_t1)
+    assert api_client.get("/api/v1/verification/exports/verified.zip").status_code == 403
+    api_client.force_authenticate(grader_t3)
+    response = api_client.get("/api/v1/verification/exports/verified.zip", HTTP_ACCEPT="application/zip")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip" and response.streaming
+    assert 'filename="verified-oct-' in response["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as zf:
+        assert zf.namelist() == ["MANIFEST.csv"]
 
 
 def test_the_verified_export_is_csv_for_tier_3_only(api_client, grader_t3, grader_t1):
