@@ -62,7 +62,9 @@ def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
         ("get", f"/api/v1/scans/{scan.pk}/prediction/", READERS - {"t2"}, None),
         ("get", "/api/v1/model-versions/", READERS, None),
         ("get", f"/api/v1/cases/{case.pk}/report.pdf", CLINIC, None),
+        ("get", f"/api/v1/cases/{case.pk}/report/", CLINIC, None),
         ("get", "/api/v1/verification/exports/verified.csv", {"t3", "admin"}, None),
+        ("get", "/api/v1/verification/exports/verified.zip", {"t3", "admin"}, None),
         ("get", "/api/v1/verification/statistics/", {"t3", "admin"}, None),
         ("get", "/api/v1/verification/worklist/1/", {"t1"}, None),
         ("get", "/api/v1/verification/worklist/2/", {"t2"}, None),
@@ -72,6 +74,7 @@ def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
         ("post", "/api/v1/cases/", CLINIC, {"patient": patient.pk, "eye": "OS", "exam_date": "2026-01-02"}),
         ("post", f"/api/v1/cases/{case.pk}/scans/", CLINIC, "upload"),
         ("post", f"/api/v1/scans/{scan.pk}/rerun/", CLINIC, None),
+        ("post", f"/api/v1/cases/{case.pk}/report/sign/", CLINIC, None),  # signs version 1
         ("post", f"/api/v1/verification/scans/{scan.pk}/grades/", {"t1"}, {"tier": 1, "decision": "accept"}),
     ]
 
@@ -164,5 +167,15 @@ def test_a_tier_2_grader_before_grading_sees_nothing_blinded(world, grader_t2b):
     assert [g["tier"] for g in review["grades"]] == [1]
     worklist = client.get("/api/v1/verification/worklist/2/").json()
     assert [(i["id"], i["model_urgent"]) for i in worklist["results"]] == [(scan.pk, None)]
-    text = str([detail, listed, reading, review, worklist])
+    # The report and the exports are not a tier 2 grader's: refused, and the refusal says nothing.
+    refusals = [client.get(f"/api/v1/cases/{scan.case_id}/report/"),
+                client.get(f"/api/v1/cases/{scan.case_id}/report.pdf"),
+                client.get("/api/v1/verification/exports/verified.csv"),
+                client.get("/api/v1/verification/exports/verified.zip")]
+    assert [r.status_code for r in refusals] == [403] * 4
+    writer = with_token(users["t2"])
+    refusals.append(writer.post(f"/api/v1/cases/{scan.case_id}/report/sign/"))
+    assert refusals[-1].status_code == 403 and not scan.case.report_versions.exists()
+    text = str([detail, listed, reading, review, worklist, *(r.json() for r in refusals)])
     assert "CNV" not in text and "DME" not in text and "Smith" not in text
+    assert scan.case.patient.identifier not in text

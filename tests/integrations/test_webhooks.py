@@ -9,8 +9,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.urls import reverse
 
 from cases.diagnoses import Diagnosis
+from cases.models import Scan
 from integrations import webhooks
 from integrations.models import Delivery, Webhook
 from tests.factories import ScanFactory
@@ -137,6 +139,27 @@ def test_verified_scans_and_signed_reports_are_posted(receiver, django_capture_o
     assert [e["event"] for e in events] == ["scan.verified", "report.signed"]
     assert events[0]["data"]["final_label"] == "CNV"
     assert events[1]["data"]["report_version"] == 1 and events[1]["data"]["case"] == scan.case_id
+    assert all(scan.case.patient.identifier not in x["body"].decode() for x in r.received)
+
+
+def test_a_report_signed_on_the_page_or_through_the_api_is_posted_once_each(
+    receiver, django_capture_on_commit_callbacks, client, api_client, clinician
+):
+    r = receiver()
+    Webhook.objects.update(events=["report.signed"])
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    client.force_login(clinician)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(reverse("cases:case_report_sign", args=[scan.case_id])).status_code == 302
+    make_prediction(scan)  # a new reading: the signed version is outdated
+    api_client.force_authenticate(clinician)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_client.post(f"/api/v1/cases/{scan.case_id}/report/sign/").status_code == 201
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_client.post(f"/api/v1/cases/{scan.case_id}/report/sign/").status_code == 409  # no event
+    events = [verify(x) for x in r.received]
+    assert [(e["event"], e["data"]["report_version"]) for e in events] == [("report.signed", 1), ("report.signed", 2)]
+    assert events[1]["data"]["patient_pseudonym"] == patient_pseudonym(scan.case.patient.identifier)
     assert all(scan.case.patient.identifier not in x["body"].decode() for x in r.received)
 
 

@@ -29,6 +29,7 @@ from intake.services import scan_submit
 from tests.factories import CaseFactory, ScanFactory, bscan_image
 from tests.inference.support import make_prediction
 from verification import services
+from verification.exports import patient_pseudonym
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
 FILE_NAME = "SMITH_JOHN_MRN12345_1952-03-04.jpg"
@@ -197,19 +198,29 @@ def test_identifying_file_name_and_metadata_reach_no_grader_export_log_or_api(
     for grader in graders:
         for where, text in leaks_for(client, api_client, grader, uploaded):
             assert_no_phi(text, f"{where} for {grader.username}")
-    # Exports.
+    # Exports: the page's downloads and the API's (/api/v1/verification/exports/) alike.
     client.force_login(grader_t3)
-    csv_text = body(client.get(reverse("verification:export_csv")))
-    assert_no_phi(csv_text, "CSV export")
-    rows = list(csv.DictReader(io.StringIO(csv_text)))
-    assert len(rows) == 1 and rows[0]["final_label"] == "CNV" and "original_name" not in rows[0]
-    zipped = zipfile.ZipFile(io.BytesIO(b"".join(client.get(reverse("verification:export_zip")).streaming_content)))
-    for info in zipped.infolist():
-        assert_no_phi(info.filename, "ZIP entry name")
-        content = zipped.read(info)
-        assert_no_phi(content.decode("latin-1"), f"ZIP entry {info.filename}")
-        if info.filename.endswith(".png"):
-            assert Image.open(io.BytesIO(content)).info == {}
+    api_client.force_authenticate(grader_t3)
+    for where, get, csv_url, zip_url in (
+        ("page", client.get, reverse("verification:export_csv"), reverse("verification:export_zip")),
+        ("API", api_client.get, reverse("v1:verification-api:export_csv"), reverse("v1:verification-api:export_zip")),
+    ):
+        csv_text = body(get(csv_url))
+        assert_no_phi(csv_text, f"CSV export ({where})")
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        assert len(rows) == 1 and rows[0]["final_label"] == "CNV" and "original_name" not in rows[0]
+        assert rows[0]["patient_pseudonym"] == patient_pseudonym(uploaded.case.patient.identifier)
+        assert uploaded.case.patient.identifier not in csv_text and uploaded.code not in csv_text
+        zipped = zipfile.ZipFile(io.BytesIO(b"".join(get(zip_url).streaming_content)))
+        assert len(zipped.namelist()) == 2  # the image and MANIFEST.csv
+        for info in zipped.infolist():
+            assert_no_phi(info.filename, f"ZIP entry name ({where})")
+            assert uploaded.case.patient.identifier not in info.filename
+            content = zipped.read(info)
+            assert_no_phi(content.decode("latin-1"), f"ZIP entry {info.filename} ({where})")
+            assert uploaded.case.patient.identifier not in content.decode("latin-1")
+            if info.filename.endswith(".png"):
+                assert Image.open(io.BytesIO(content)).info == {}
     # Logs and the audit trail's text.
     assert_no_phi("\n".join(r.getMessage() for r in caplog.records), "log output")
     for entry in LogEntry.objects.all():
