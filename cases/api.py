@@ -424,7 +424,7 @@ class CaseReportApi(ClinicApi):
         if number:
             if not number.isdigit() or len(number) > 9:
                 raise DomainError("version: Must be a version number.", errors={"version": ["Must be a version number."]})
-            signed = case.report_versions.filter(number=int(number)).first()
+            signed = verification_reports.report_versions(case=case).filter(number=int(number)).first()
             if signed is None:
                 raise NotFound("There is no such version of this report.")
             return _pdf(signed, f"{name}-v{signed.number}.pdf")
