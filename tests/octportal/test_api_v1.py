@@ -41,6 +41,9 @@ def test_the_root_lists_every_endpoint_under_v1(api):
     assert urls["scan_reading"] == "/api/v1/scans/{id}/reading/"
     assert urls["worklist"] == "/api/v1/verification/worklist/{tier}/"
     assert urls["volume"] == "/api/v1/volumes/{id}/"
+    assert urls["case_report_state"] == "/api/v1/cases/{id}/report/"
+    assert urls["case_report_sign"] == "/api/v1/cases/{id}/report/sign/"
+    assert urls["export_verified_zip"] == "/api/v1/verification/exports/verified.zip"
     # The unversioned aliases keep their own paths.
     assert {e["name"]: e["url"] for e in api.get("/api/").json()["endpoints"]}["patients"] == "/api/patients/"
 
