@@ -266,7 +266,7 @@ class Review(models.Model):
 
     def get_absolute_url(self) -> str:
         if self.volume_id:
-            return reverse("cases:case_detail", args=[self.volume.case_id]) + f"#volume-{self.volume_id}"
+            return reverse("cases:case_detail", args=[self.volume.case_id]) + f"#volume-{self.volume_id}-title"
         return reverse("cases:scan_detail", args=[self.scan_id])
 
 
