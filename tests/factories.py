@@ -85,6 +85,7 @@ class VolumeFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Volume
+        skip_postgeneration_save = True
 
     case = factory.SubFactory(CaseFactory)
     source_format = Volume.SourceFormat.DICOM

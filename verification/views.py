@@ -213,6 +213,7 @@ def statistics(request: HttpRequest) -> HttpResponse:
     snapshot = selectors.statistics_snapshot(labels=list(Diagnosis.values), fresh=request.GET.get("fresh") == "1")
     context = {
         "report": snapshot.report,
+        "volume_report": snapshot.by_unit["volume"],
         "computed_at": snapshot.computed_at,
         "max_age_min": settings.VERIFICATION_STATISTICS_MAX_AGE_S // 60,
         "labels": list(Diagnosis.values),
