@@ -253,7 +253,7 @@ def volume_review_payload(*, user: Any, volume: Volume) -> dict[str, Any]:
 ReviewOutput = inline_serializer(
     "ReviewOutput",
     {
-        "unit": serializers.ChoiceField(choices=[Unit.SCAN.value]),
+        "unit": serializers.CharField(help_text='"scan": this review counts one B-scan.'),
         "graded_as_volume": serializers.IntegerField(
             allow_null=True, min_value=1, max_value=2**63 - 1,
             help_text="The volume this B-scan is graded with (one review per volume); null for a scan graded alone.",
@@ -270,7 +270,7 @@ ReviewOutput = inline_serializer(
 VolumeReviewOutput = inline_serializer(
     "VolumeReviewOutput",
     {
-        "unit": serializers.ChoiceField(choices=[Unit.VOLUME.value]),
+        "unit": serializers.CharField(help_text='"volume": this review counts one volume (one eye).'),
         "volume": serializers.IntegerField(min_value=1, max_value=2**63 - 1),
         "slice_count": serializers.IntegerField(min_value=2, max_value=100_000),
         "stage": serializers.CharField(),
