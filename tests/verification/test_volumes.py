@@ -367,3 +367,17 @@ def test_the_migration_replaces_ungraded_bscan_reviews_by_one_volume_review(db, 
     assert Review.objects.filter(volume=volume).count() == 1
     assert list(Review.objects.filter(scan__volume=volume).values_list("scan_id", flat=True)) == [scans[1].pk]
     assert list(selectors.worklist_for(user=grader_t1, tier=1)) == []  # the kept one is not offered
+
+
+def test_the_examination_report_says_the_eyes_verified_label(volume, clinician, grader_t1, grader_t2, grader_t2b,
+                                                             grader_t3):
+    from verification.reports import report_data, report_fingerprint
+
+    before = report_fingerprint(report_data(case=volume.case, user=clinician, with_images=False))
+    to_verification(volume, grader_t1, [grader_t2, grader_t2b], [Diagnosis.CNV, Diagnosis.CNV])
+    services.verify_submit(volume=volume, grader=grader_t3, final_label=Diagnosis.CNV)
+    data = report_data(case=volume.case, user=clinician, with_images=False)
+    (eye,) = data.volumes
+    assert eye.verified and eye.review.final_label == Diagnosis.CNV
+    assert {row.in_volume for row in data.scans} == {volume.pk}
+    assert report_fingerprint(data) != before
