@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+from importlib import import_module
 
 import pytest
 from django.apps import apps
@@ -13,11 +14,14 @@ from django.urls import reverse
 
 from cases.diagnoses import Diagnosis
 from cases.models import Scan
+from intake import volumes as intake_volumes
 from octportal.errors import Conflict, DomainError
-from tests.factories import ScanFactory, VolumeFactory, synthetic_bscan_png
+from tests.factories import CaseFactory, ScanFactory, VolumeFactory, bscan_bytes, synthetic_bscan_png
 from tests.inference.support import make_prediction
 from verification import blinding, selectors, services
+from verification import statistics as st
 from verification.models import Grade, Review
+from verification.reports import report_data, report_fingerprint
 
 NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
 CNV_FINDINGS = {**NO_FINDINGS, "cnv": True}
@@ -73,8 +77,6 @@ def test_a_volume_of_one_keeps_the_per_scan_review(db, grader_t1):
 
 
 def test_a_volume_import_opens_one_review(db, clinician):
-    from intake import volumes as intake_volumes
-    from tests.factories import CaseFactory, bscan_bytes
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
@@ -287,8 +289,6 @@ def test_statistics_count_scans_and_volumes_apart(volume, grader_t1, grader_t2, 
 def test_statistics_of_volumes_counted_by_the_database_equal_the_counts_of_the_rows(
     volume, grader_t1, grader_t2, grader_t2b, grader_t3
 ):
-    from verification import statistics as st
-
     labels = list(Diagnosis.values)
     other = VolumeFactory(slice_count=3)
     to_verification(volume, grader_t1, [grader_t2, grader_t2b], [Diagnosis.CNV, Diagnosis.DME])
@@ -354,8 +354,6 @@ def test_exports_cover_scans_and_volumes_with_a_unit_column(client, volume, grad
 # --- the data migration -----------------------------------------------------------------------
 
 def test_the_migration_replaces_ungraded_bscan_reviews_by_one_volume_review(db, grader_t1):
-    from importlib import import_module
-
     migration = import_module("verification.migrations.0005_volume_review_unit")
     volume = VolumeFactory(slice_count=3)
     Review.objects.filter(volume=volume).delete()
@@ -371,8 +369,6 @@ def test_the_migration_replaces_ungraded_bscan_reviews_by_one_volume_review(db, 
 
 def test_the_examination_report_says_the_eyes_verified_label(volume, clinician, grader_t1, grader_t2, grader_t2b,
                                                              grader_t3):
-    from verification.reports import report_data, report_fingerprint
-
     before = report_fingerprint(report_data(case=volume.case, user=clinician, with_images=False))
     to_verification(volume, grader_t1, [grader_t2, grader_t2b], [Diagnosis.CNV, Diagnosis.CNV])
     services.verify_submit(volume=volume, grader=grader_t3, final_label=Diagnosis.CNV)
