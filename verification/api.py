@@ -364,6 +364,8 @@ class GradeSubmitApi(APIView):
     def post(self, request: Request, pk: int) -> Response:
         scan = _scan(pk)
         tier, kwargs = _grade_input(request)
+        if request.data.get("key_slices") not in (None, "", []):
+            raise DomainError("Key B-scans are marked on volumes only.", errors={"key_slices": ["Only for a volume."]})
         if tier != Tier.QUALITY:
             visible = blinding.may_see_reading(user=request.user, scan=scan)
             ref = selectors.reference_for(scan=scan) if visible else None

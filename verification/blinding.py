@@ -124,7 +124,10 @@ def reading_visible_q(*, user: Any) -> Q:
     if sees_everything(user):
         graded |= Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2)
         volume_graded |= Q(volume__review__isnull=False) & ~Q(volume__review__stage__in=OPEN_FOR_TIER2)
-    return (IN_VOLUME_UNIT & volume_graded) | (~IN_VOLUME_UNIT & graded)
+    # Spelled out rather than ~IN_VOLUME_UNIT: negating a condition across the nullable
+    # join drops the scans without a volume.
+    alone = Q(volume__isnull=True) | Q(volume__slice_count__lte=1)
+    return (IN_VOLUME_UNIT & volume_graded) | (alone & graded)
 
 
 def grades_visible(

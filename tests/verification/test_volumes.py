@@ -167,10 +167,14 @@ def test_tier_2_is_blinded_on_every_bscan_of_the_volume_until_their_grade_is_in(
     assert blinding.reading_visible_ids(user=grader_t2, scan_ids=ids) == set()
     assert not Scan.objects.filter(blinding.reading_visible_q(user=grader_t2), pk__in=ids).exists()
     assert blinding.reading_visible_ids(user=grader_t1, scan_ids=ids) == ids
+    single = ScanFactory()  # graded alone by the same grader: visible, in SQL too
+    services.quality_submit(scan=single, grader=grader_t1, accept=True)
+    services.grade_submit(scan=single, grader=grader_t2, label=Diagnosis.CNV, findings=CNV_FINDINGS, confidence=4)
+    assert list(Scan.objects.filter(blinding.reading_visible_q(user=grader_t2))) == [single]
     services.grade_submit(volume=volume, grader=grader_t2, label=Diagnosis.CNV, findings=CNV_FINDINGS, confidence=4)
     assert blinding.may_see_reading(user=grader_t2, volume=volume)
     assert blinding.reading_visible_ids(user=grader_t2, scan_ids=ids) == ids
-    assert Scan.objects.filter(blinding.reading_visible_q(user=grader_t2), pk__in=ids).count() == len(ids)
+    assert Scan.objects.filter(blinding.reading_visible_q(user=grader_t2)).count() == len(ids) + 1
 
 
 def test_the_tier_2_volume_page_shows_no_reading_heatmap_or_other_grades(client, volume, grader_t1, grader_t2,
@@ -260,6 +264,12 @@ def test_api_grades_a_volume_and_blinds_tier_2(api_client, volume, grader_t1, gr
     api_client.force_authenticate(grader_t1)
     r = api_client.post(f"/api/v1/verification/scans/{scan.pk}/grades/", {"tier": 1, "decision": "accept"}, format="json")
     assert r.status_code == 409
+    single = ScanFactory()
+    services.quality_submit(scan=single, grader=grader_t1, accept=True)
+    api_client.force_authenticate(grader_t2)
+    r = api_client.post(f"/api/v1/verification/scans/{single.pk}/grades/",
+                        {"tier": 2, "label": "CNV", "confidence": 4, "key_slices": [0]}, format="json")
+    assert r.status_code == 400 and "key_slices" in r.json()["errors"]
 
 
 def test_api_volume_of_one_is_graded_as_its_scan(api_client, db, grader_t1):
