@@ -294,7 +294,8 @@ def statistics_aggregates(*, labels: list[str], unit: str = Unit.SCAN) -> Aggreg
     return agg
 
 
-STATISTICS_CACHE_KEY = "verification:statistics-report"
+# v2: one report per review unit (a snapshot cached by an older release has one report only).
+STATISTICS_CACHE_KEY = "verification:statistics-report:v2"
 
 
 @dataclass(frozen=True)
