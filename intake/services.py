@@ -2,7 +2,8 @@
 
 ``scan_submit`` registers a scan (``cases``), requests its automated reading
 (``inference``) and opens its review at quality control (``verification``) in one
-transaction. The upload page, the API and the data-set importer all call it, so the
+transaction; a B-scan of a volume of more than one opens (or joins) its volume's one
+review instead (``verification.services.review_open``). The upload page, the API and the data-set importer all call it, so the
 layers below never call each other upwards.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Submitting volumes: every B-scan of an acquisition, all or nothing.
 
 ``volume_submit`` records the volume (``cases``), then submits each B-scan through
-``scan_submit`` (register, request the reading, open the review) in one transaction:
+``scan_submit`` (register, request the reading, open the review: one review for the
+whole volume when it has more than one B-scan) in one transaction:
 a refused slice or any failure leaves no volume, no scan, no review and no file.
 ``volume_import`` finds the examination itself when none is given (the receiver,
 ``import_volume`` without ``--case``): the device's patient id, keyed-hashed, names

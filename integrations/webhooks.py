@@ -136,6 +136,8 @@ def on_prediction_saved(sender, instance: Prediction, created: bool, **kwargs: A
 def on_review_saved(sender, instance: Review, **kwargs: Any) -> None:
     if instance.stage != Review.Stage.VERIFIED or instance.verified_at is None:
         return
+    if instance.scan_id is None:  # a volume's review: scan.verified describes a scan, not an eye
+        return
     if not (subscribers := _subscribers(Event.SCAN_VERIFIED)):
         return
     scan = Scan.objects.select_related("case__patient").get(pk=instance.scan_id)

@@ -156,8 +156,11 @@ API_ENDPOINTS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("worklist", "verification-api:worklist", ("{tier}",), "the caller's worklist of a tier (1, 2, 3; cursor pages)"),
     ("review", "verification-api:review", ("{id}",), "a scan's verification state: grades per tier and final label, blinded for the caller"),
     ("grade_submit", "verification-api:grade_submit", ("{id}",), "submit a grade for a scan (POST)"),
-    ("statistics", "verification-api:statistics", (), "agreement between graders, the model against final labels (tier 3)"),
-    ("export_verified", "verification-api:export_csv", (), "verified scans with final labels and grades, CSV (tier 3)"),
+    ("volume_worklist", "verification-api:volume_worklist", ("{tier}",), "the caller's worklist of volumes (each graded as one eye) in a tier"),
+    ("volume_review", "verification-api:volume_review", ("{id}",), "a volume's verification state: one review for the eye, blinded for the caller"),
+    ("volume_grade_submit", "verification-api:volume_grade_submit", ("{id}",), "submit a grade for a whole volume, tier 2 with key B-scans (POST)"),
+    ("statistics", "verification-api:statistics", (), "agreement between graders, the model against final labels, per unit ?unit=scan|volume (tier 3)"),
+    ("export_verified", "verification-api:export_csv", (), "verified scans and volumes (column unit) with final labels and grades, CSV (tier 3)"),
     ("export_verified_zip", "verification-api:export_zip", (), "verified scans as images by final label with a manifest, ZIP (tier 3)"),
 )
 

@@ -11,7 +11,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from cases.models import Case, Patient, Scan
+from cases.models import Case, Patient, Scan, Volume
 from verification.services import review_open
 
 _counter = itertools.count(1)
@@ -76,6 +76,29 @@ class ScanFactory(factory.django.DjangoModelFactory):
         scan.save()
         review_open(scan=scan)
         return scan
+
+
+class VolumeFactory(factory.django.DjangoModelFactory):
+    """A volume of ``slice_count`` stored B-scans (``ScanFactory`` rows, slices 0..n-1), its
+    review opened as ``intake.volumes.volume_submit`` leaves it (one per volume of more
+    than one B-scan), no analysis enqueued."""
+
+    class Meta:
+        model = Volume
+        skip_postgeneration_save = True
+
+    case = factory.SubFactory(CaseFactory)
+    source_format = Volume.SourceFormat.DICOM
+    laterality = Case.Eye.OD
+    slice_count = 5
+    sha256 = factory.Sequence(lambda n: hashlib.sha256(f"volume-{n}".encode()).hexdigest())
+    original_name = factory.Sequence(lambda n: f"volume-{n}.dcm")
+
+    @factory.post_generation
+    def slices(volume, create, extracted, **kwargs):
+        for index in range(volume.slice_count):
+            ScanFactory(case=volume.case, volume=volume, slice_index=index, data=synthetic_bscan_png(96, 80, seed=index),
+                        width=96, height=80)
 
 
 # --- image builders for upload tests (generated, never real data) -------------------------

@@ -21,20 +21,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Grade)
 class GradeAdmin(ReadOnlyAdmin):
-    list_display = ("id", "scan", "tier", "grader", "decision", "confidence", "created_at", "supersedes")
+    list_display = ("id", "scan", "volume", "tier", "grader", "decision", "confidence", "created_at", "supersedes")
     list_filter = ("tier", "label", "accepted", "exclusion_reason")
-    search_fields = ("=scan__id", "grader__username")
-    list_select_related = ("scan", "grader", "supersedes")
+    search_fields = ("=scan__id", "=volume__id", "grader__username")
+    list_select_related = ("scan", "volume", "grader", "supersedes")
     date_hierarchy = "created_at"
 
 
 @admin.register(Review)
 class ReviewAdmin(ReadOnlyAdmin):
-    list_display = ("scan", "stage", "final_label", "verified_by", "verified_at", "audit_link")
+    list_display = ("scan", "volume", "stage", "final_label", "verified_by", "verified_at", "audit_link")
     list_filter = ("stage", "final_label", "exclusion_reason")
-    search_fields = ("=scan__id",)
-    list_select_related = ("scan", "verified_by")
+    search_fields = ("=scan__id", "=volume__id")
+    list_select_related = ("scan", "volume", "verified_by")
 
     @admin.display(description="Audit trail")
     def audit_link(self, obj: Review) -> str:
+        if not obj.scan_id:  # the per-scan audit page; a volume's entries are in Audit log entries
+            return ""
         return format_html('<a href="{}">audit trail</a>', reverse("verification:scan_audit", args=[obj.scan_id]))

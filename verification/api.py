@@ -18,7 +18,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from cases.diagnoses import Diagnosis
-from cases.models import Scan
+from cases.models import Scan, Volume
 from cases.roles import GRADER_ROLES, HasRole, Role
 from octportal.api import (
     FileContentNegotiation,
@@ -32,7 +32,7 @@ from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, exports, selectors, services
 from .forms import FORM_FOR_TIER
-from .models import Grade, Tier
+from .models import Grade, Tier, Unit, is_volume_unit, review_unit_of
 
 SUBMIT = {
     Tier.QUALITY: services.quality_submit,
@@ -45,12 +45,18 @@ class GradeOutput(serializers.ModelSerializer):
     grader = serializers.CharField(source="grader.get_username", read_only=True)
     findings = serializers.DictField(read_only=True)
     superseded = serializers.SerializerMethodField()
+    unit = serializers.ChoiceField(choices=Unit.choices, source="unit_kind", read_only=True,
+                                   help_text="What the grade is of: a scan or a whole volume (one eye).")
+    key_slices = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=100_000), read_only=True,
+        help_text="Tier 2 of a volume: its key B-scans, 0-based slice indices.",
+    )
 
     class Meta:
         model = Grade
         fields = [
-            "id", "scan", "tier", "grader", "created_at", "time_taken_ms", "comment", "accepted",
-            "exclusion_reason", "label", "findings", "confidence", "supersedes", "superseded",
+            "id", "unit", "scan", "volume", "tier", "grader", "created_at", "time_taken_ms", "comment", "accepted",
+            "exclusion_reason", "label", "findings", "confidence", "key_slices", "supersedes", "superseded",
         ]
         read_only_fields = fields
 
@@ -72,6 +78,23 @@ class WorklistItemOutput(serializers.ModelSerializer):
         return api_reverse("verification-api:review", request=self.context.get("request"), args=[obj.pk])
 
 
+class VolumeWorklistItemOutput(serializers.ModelSerializer):
+    stage = serializers.CharField(source="review.stage")
+    model_urgent = serializers.BooleanField(
+        allow_null=True, help_text="any B-scan's reading is urgent; null where the tier is blinded to the model"
+    )
+    tier2_grades = serializers.IntegerField(source="tier2_count", default=None, allow_null=True)
+    slice_count = serializers.IntegerField(min_value=1, max_value=100_000)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Volume
+        fields = ["id", "uploaded_at", "laterality", "slice_count", "stage", "model_urgent", "tier2_grades", "url"]
+
+    def get_url(self, obj: Volume) -> str:
+        return api_reverse("verification-api:volume_review", request=self.context.get("request"), args=[obj.pk])
+
+
 def _require_tier(user: Any, tier: int) -> None:
     if tier not in SUBMIT or not selectors.may_act_in_tier(user, tier):
         raise Forbidden(f"Your role does not allow tier {tier} grading.")
@@ -82,6 +105,16 @@ def _scan(pk: int) -> Scan:
     if scan is None:
         raise NotFound(f"There is no scan #{pk}.")
     return scan
+
+
+def _volume(pk: int) -> Volume:
+    """A volume graded as one unit (more than one B-scan); a volume of one is graded as its scan."""
+    volume = Volume.objects.filter(pk=pk).first()
+    if volume is None:
+        raise NotFound(f"There is no volume #{pk}.")
+    if not is_volume_unit(volume):
+        raise NotFound(f"Volume #{pk} has one B-scan: it is reviewed as that scan (verification/scans/<id>/).")
+    return volume
 
 
 class WorklistFilter(django_filters.FilterSet):
@@ -128,12 +161,40 @@ class WorklistApi(ListAPIView):
         return filtered(WorklistFilter, self.request, qs)
 
 
+class VolumeWorklistFilter(WorklistFilter):
+    class Meta:
+        model = Volume
+        fields: list[str] = []
+
+
+class VolumeWorklistApi(WorklistApi):
+    """GET: the volumes (each graded as one eye) the caller may take next in a tier. Cursor pages under /api/v1/."""
+
+    serializer_class = VolumeWorklistItemOutput
+
+    def get_queryset(self):
+        tier = self.kwargs["tier"]
+        _require_tier(self.request.user, tier)
+        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier)
+        return filtered(VolumeWorklistFilter, self.request, qs)
+
+
+VolumeWorklistApi = extend_schema(
+    summary="The caller's worklist of volumes in a tier (cursor pages, in the worklist's order)",
+    parameters=[*filter_parameters(VolumeWorklistFilter)],
+    responses={200: VolumeWorklistItemOutput(many=True), **error_responses(404)},
+)(VolumeWorklistApi)
+
+
 def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
     state = selectors.review_state(user=user, scan=scan)
     review = state["review"]
     ref = state["reference"]
     prediction = ref.prediction if ref is not None else None
+    unit = review_unit_of(scan)
     return {
+        "unit": Unit.SCAN.value,
+        "graded_as_volume": unit.pk if isinstance(unit, Volume) else None,
         "scan": scan.pk,
         "stage": review.stage,
         "required_grades": review.required_grades,
@@ -162,15 +223,63 @@ def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
     }
 
 
+def volume_review_payload(*, user: Any, volume: Volume) -> dict[str, Any]:
+    state = selectors.volume_review_state(user=user, volume=volume)
+    review, eye = state["review"], state["eye_reading"]
+    return {
+        "unit": Unit.VOLUME.value,
+        "volume": volume.pk,
+        "slice_count": volume.slice_count,
+        "stage": review.stage,
+        "required_grades": review.required_grades,
+        "final_label": review.final_label,
+        "verified_by": review.verified_by.get_username() if review.verified_by else None,
+        "verified_at": review.verified_at,
+        "exclusion_reason": review.exclusion_reason,
+        "may_see_reference": state["may_see_reference"],
+        "eye_reading": None
+        if eye is None
+        else {
+            "diagnosis": eye.diagnosis,
+            "urgency": eye.urgency,
+            "urgent_slices": eye.urgent_slices,
+            "slices_read": eye.slices_read,
+            "key_slices": eye.key_slices,
+        },
+        "grades": GradeOutput(state["grades"], many=True).data,
+    }
+
+
 ReviewOutput = inline_serializer(
     "ReviewOutput",
     {
+        "unit": serializers.CharField(help_text='"scan": this review counts one B-scan.'),
+        "graded_as_volume": serializers.IntegerField(
+            allow_null=True, min_value=1, max_value=2**63 - 1,
+            help_text="The volume this B-scan is graded with (one review per volume); null for a scan graded alone.",
+        ),
         "scan": serializers.IntegerField(), "stage": serializers.CharField(),
         "required_grades": serializers.IntegerField(), "final_label": serializers.CharField(allow_blank=True),
         "verified_by": serializers.CharField(allow_null=True), "verified_at": serializers.DateTimeField(allow_null=True),
         "exclusion_reason": serializers.CharField(allow_blank=True), "may_see_reference": serializers.BooleanField(),
         "reference": serializers.DictField(allow_null=True, help_text="label, origin and the model's reading; null "
                                            "while the caller is blinded"),
+        "grades": GradeOutput(many=True),
+    },
+)
+VolumeReviewOutput = inline_serializer(
+    "VolumeReviewOutput",
+    {
+        "unit": serializers.CharField(help_text='"volume": this review counts one volume (one eye).'),
+        "volume": serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        "slice_count": serializers.IntegerField(min_value=2, max_value=100_000),
+        "stage": serializers.CharField(),
+        "required_grades": serializers.IntegerField(min_value=1, max_value=32767),
+        "final_label": serializers.CharField(allow_blank=True),
+        "verified_by": serializers.CharField(allow_null=True), "verified_at": serializers.DateTimeField(allow_null=True),
+        "exclusion_reason": serializers.CharField(allow_blank=True), "may_see_reference": serializers.BooleanField(),
+        "eye_reading": serializers.DictField(allow_null=True, help_text="the per-eye reading (diagnosis, urgency, "
+                                             "key B-scans); null while the caller is blinded or none is read"),
         "grades": GradeOutput(many=True),
     },
 )
@@ -189,6 +298,10 @@ GradeInput = inline_serializer(
         "drusen": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
         "other": serializers.BooleanField(required=False, help_text="Tier 2 finding."),
         "confidence": serializers.IntegerField(required=False, help_text="Tier 2: 1 (unsure) to 5 (certain)."),
+        "key_slices": serializers.ListField(
+            child=serializers.IntegerField(min_value=0, max_value=100_000), required=False,
+            help_text="Tier 2 of a volume: key B-scans, 0-based slice indices within the volume.",
+        ),
         "comment": serializers.CharField(required=False, max_length=2000),
         "time_taken_ms": serializers.IntegerField(required=False, min_value=0),
     },
@@ -209,6 +322,35 @@ class ReviewApi(APIView):
         return Response(review_payload(user=request.user, scan=_scan(pk)))
 
 
+class VolumeReviewApi(APIView):
+    """GET: a volume's verification state (one review for the eye), blinded for the caller."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = (Role.CLINICIAN, *GRADER_ROLES)
+
+    @extend_schema(
+        summary="A volume's verification state: grades of the eye per tier and its final label, blinded for the caller",
+        responses={200: VolumeReviewOutput, **error_responses(404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(volume_review_payload(user=request.user, volume=_volume(pk)))
+
+
+def _grade_input(request: Request) -> tuple[int, dict[str, Any]]:
+    """The tier and the service keywords of a grade request (validated by the tier's form)."""
+    if not isinstance(request.data, dict) and not hasattr(request.data, "getlist"):
+        raise DomainError("The request body must be a JSON object or a form.")
+    try:
+        tier = int(request.data.get("tier"))
+    except (TypeError, ValueError):
+        raise DomainError("Give the tier: 1, 2 or 3.", errors={"tier": ["Give the tier: 1, 2 or 3."]}) from None
+    _require_tier(request.user, tier)
+    form = FORM_FOR_TIER[tier](request.data)
+    if not form.is_valid():
+        raise DomainError("The grade is not valid.", errors=form.errors.get_json_data())
+    return tier, form.service_kwargs()
+
+
 class GradeSubmitApi(APIView):
     """POST {"tier": 1|2|3, ...form fields}: submit the caller's grade on a scan."""
 
@@ -221,22 +363,47 @@ class GradeSubmitApi(APIView):
     )
     def post(self, request: Request, pk: int) -> Response:
         scan = _scan(pk)
-        if not isinstance(request.data, dict) and not hasattr(request.data, "getlist"):
-            raise DomainError("The request body must be a JSON object or a form.")
-        try:
-            tier = int(request.data.get("tier"))
-        except (TypeError, ValueError):
-            raise DomainError("Give the tier: 1, 2 or 3.", errors={"tier": ["Give the tier: 1, 2 or 3."]}) from None
-        _require_tier(request.user, tier)
-        form = FORM_FOR_TIER[tier](request.data)
-        if not form.is_valid():
-            raise DomainError("The grade is not valid.", errors=form.errors.get_json_data())
-        kwargs = form.service_kwargs()
+        tier, kwargs = _grade_input(request)
+        if request.data.get("key_slices") not in (None, "", []):
+            raise DomainError("Key B-scans are marked on volumes only.", errors={"key_slices": ["Only for a volume."]})
         if tier != Tier.QUALITY:
             visible = blinding.may_see_reading(user=request.user, scan=scan)
             ref = selectors.reference_for(scan=scan) if visible else None
             kwargs["reference_label"] = ref.label if ref else ""
         grade = SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
+        return Response(GradeOutput(grade).data, status=status.HTTP_201_CREATED)
+
+
+VOLUME_GRADE_EXAMPLE = OpenApiExample(
+    "A tier 2 grade of an eye with key B-scans",
+    value={"tier": 2, "label": "CNV", "cnv": True, "confidence": 4, "key_slices": [11, 12, 24]},
+    request_only=True,
+)
+
+
+class VolumeGradeSubmitApi(APIView):
+    """POST {"tier": 1|2|3, ...}: submit the caller's grade of a whole volume (tier 1:
+    accept or exclude the volume; tier 2: the eye, optionally ``key_slices``; tier 3: verify)."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = GRADER_ROLES
+
+    @extend_schema(
+        summary="Submit the caller's grade of a volume (one eye)", request=GradeInput,
+        examples=[VOLUME_GRADE_EXAMPLE], responses={201: GradeOutput, **error_responses(404, 409)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        volume = _volume(pk)
+        tier, kwargs = _grade_input(request)
+        keys = request.data.get("key_slices") if hasattr(request.data, "get") else None
+        if keys not in (None, "", []):
+            if tier != Tier.GRADING:
+                raise DomainError("Key B-scans belong to a tier 2 grade.", errors={"key_slices": ["Tier 2 only."]})
+            kwargs["key_slices"] = keys
+        if tier != Tier.QUALITY:
+            state = selectors.volume_review_state(user=request.user, volume=volume)
+            kwargs["reference_label"] = state["eye_reading"].diagnosis if state["eye_reading"] else ""
+        grade = SUBMIT[tier](volume=volume, grader=request.user, **kwargs)
         return Response(GradeOutput(grade).data, status=status.HTTP_201_CREATED)
 
 
@@ -284,6 +451,7 @@ class VerifiedZipExportApi(ExportApi):
 StatisticsOutput = inline_serializer(
     "StatisticsOutput",
     {
+        "unit": serializers.ChoiceField(choices=Unit.choices, help_text="What is counted: single B-scans or volumes (eyes)."),
         "labels": serializers.ListField(child=serializers.CharField()),
         "pairwise": serializers.ListField(child=serializers.DictField(), help_text="Cohen's kappa per pair of tier 2 graders."),
         "fleiss": serializers.FloatField(allow_null=True),
@@ -307,7 +475,17 @@ class StatisticsApi(APIView):
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (Role.GRADER_T3,)
 
-    @extend_schema(summary="Verification statistics", responses={200: StatisticsOutput, **error_responses()})
+    @extend_schema(
+        summary="Verification statistics of one review unit",
+        parameters=[OpenApiParameter(
+            "unit", OpenApiTypes.STR, enum=Unit.values,
+            description="scan (default): single B-scans; volume: volumes graded as one eye.",
+        )],
+        responses={200: StatisticsOutput, **error_responses()},
+    )
     def get(self, request: Request) -> Response:
-        report = selectors.statistics_snapshot(labels=list(Diagnosis.values)).report
+        unit = request.query_params.get("unit") or Unit.SCAN.value
+        if unit not in Unit.values:
+            raise DomainError(f"unit is one of {', '.join(Unit.values)}.", errors={"unit": ["scan or volume"]})
+        report = selectors.statistics_snapshot(labels=list(Diagnosis.values)).by_unit[unit]
         return Response(asdict(report))

@@ -9,8 +9,9 @@ The rule:
 * users without a role see nothing;
 * clinic staff, tier 1, tier 3 and admins see the current label, the reading and
   every grade;
-* a tier 2 grader who has not yet submitted their tier 2 grade on a scan is
-  *blinded* on it: no grade of other tier 2 or tier 3 graders, and, when
+* a tier 2 grader who has not yet submitted their tier 2 grade on a review unit (a
+  scan, or a volume of more than one B-scan: every B-scan of it and its per-eye
+  reading follow the volume) is *blinded* on it: no grade of other tier 2 or tier 3 graders, and, when
   ``VERIFICATION_READING_CENTRE_MODE`` is on, neither the current label nor the
   model's reading. Someone who is tier 2 *and* tier 3 (or admin) stays blinded while
   the scan is still open for tier 2 grading, since they could still grade it
@@ -27,57 +28,81 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from cases.models import Scan
 from cases.roles import Role, has_role, user_roles
 
-from .models import Grade, Review, Tier
+from .models import IN_VOLUME_UNIT, Grade, Review, Tier, review_unit_of, unit_filter
 
 OPEN_FOR_TIER2 = (Review.Stage.RECEIVED, Review.Stage.QUALITY_CONTROL, Review.Stage.GRADING)
 
 
+def _unit(scan: Any = None, volume: Any = None) -> Any:
+    """The review unit whose grades decide what the user may see: a volume of more than
+    one B-scan for each of its B-scans (graded as one eye), else the scan itself."""
+    if volume is not None:
+        return volume
+    return review_unit_of(scan)
+
+
 def sees_everything(user: Any) -> bool:
-    """Tier 3 graders and admins see every grade of every scan."""
+    """Tier 3 graders and admins see every grade of every unit."""
     held = user_roles(user)
     return Role.ADMIN.value in held or Role.GRADER_T3.value in held
 
 
-def is_blinded_tier2(user: Any, scan: Any) -> bool:
-    """Whether ``user`` is a tier 2 grader who has not yet graded ``scan``."""
+def is_blinded_tier2(user: Any, scan: Any = None, *, volume: Any = None) -> bool:
+    """Whether ``user`` is a tier 2 grader who has not yet graded the unit of ``scan``
+    (the scan, or its volume) or ``volume``."""
     held = user_roles(user)
     if Role.GRADER_T2.value not in held:
         return False
-    if Grade.objects.filter(scan=scan, tier=Tier.GRADING, grader=user).exists():
+    unit = _unit(scan, volume)
+    if Grade.objects.filter(**unit_filter(unit), tier=Tier.GRADING, grader=user).exists():
         return False
     if sees_everything(user):
-        stage = Review.objects.filter(scan=scan).values_list("stage", flat=True).first()
+        stage = Review.objects.filter(**unit_filter(unit)).values_list("stage", flat=True).first()
         return stage is None or stage in OPEN_FOR_TIER2
     return True
 
 
 def _blinded_tier2_ids(user: Any, scan_ids: set[int]) -> set[int]:
-    """``is_blinded_tier2`` for many scans in two queries at most."""
+    """``is_blinded_tier2`` for many scans in four queries at most (B-scans of a volume
+    unit follow their volume)."""
     if Role.GRADER_T2.value not in user_roles(user) or not scan_ids:
         return set()
-    graded = set(
-        Grade.objects.filter(scan_id__in=scan_ids, tier=Tier.GRADING, grader=user).values_list("scan_id", flat=True)
+    in_volume = dict(
+        Scan.objects.filter(IN_VOLUME_UNIT, pk__in=scan_ids).values_list("pk", "volume_id")
     )
-    blinded = scan_ids - graded
+    singles = scan_ids - set(in_volume)
+    volumes = set(in_volume.values())
+    graded = set(
+        Grade.objects.filter(scan_id__in=singles, tier=Tier.GRADING, grader=user).values_list("scan_id", flat=True)
+    )
+    graded_volumes = set(
+        Grade.objects.filter(volume_id__in=volumes, tier=Tier.GRADING, grader=user).values_list("volume_id", flat=True)
+    ) if volumes else set()
+    blinded = (singles - graded) | {pk for pk, v in in_volume.items() if v not in graded_volumes}
     if blinded and sees_everything(user):
-        closed = set(
-            Review.objects.filter(scan_id__in=blinded).exclude(stage__in=OPEN_FOR_TIER2).values_list("scan_id", flat=True)
+        reviews = Review.objects.exclude(stage__in=OPEN_FOR_TIER2).filter(
+            Q(scan_id__in=blinded & singles) | Q(volume_id__in=volumes - graded_volumes)
         )
-        blinded -= closed
+        closed_scans, closed_volumes = set(), set()
+        for scan_id, volume_id in reviews.values_list("scan_id", "volume_id"):
+            (closed_volumes.add(volume_id) if volume_id else closed_scans.add(scan_id))
+        blinded -= closed_scans | {pk for pk, v in in_volume.items() if v in closed_volumes}
     return blinded
 
 
-def may_see_reading(*, user: Any, scan: Any) -> bool:
-    """Whether ``user`` may see the scan's current label and the model's reading of it."""
+def may_see_reading(*, user: Any, scan: Any = None, volume: Any = None) -> bool:
+    """Whether ``user`` may see the current label and the model's reading of ``scan``
+    (or of every B-scan of ``volume``, and its per-eye reading)."""
     if not user_roles(user):
         return False
-    return not (settings.VERIFICATION_READING_CENTRE_MODE and is_blinded_tier2(user, scan))
+    return not (settings.VERIFICATION_READING_CENTRE_MODE and is_blinded_tier2(user, scan, volume=volume))
 
 
 def reading_visible_ids(*, user: Any, scan_ids: Iterable[int]) -> set[int]:
-    """``may_see_reading`` for many scans at once (list pages and API lists)."""
+    """``may_see_reading`` for many scans at once (list pages, API lists, a volume's B-scans)."""
     ids = set(scan_ids)
     if not user_roles(user):
         return set()
@@ -95,26 +120,34 @@ def reading_visible_q(*, user: Any) -> Q:
     if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
         return Q()
     graded = Q(Exists(Grade.objects.filter(scan=OuterRef("pk"), tier=Tier.GRADING, grader=user)))
+    volume_graded = Q(Exists(Grade.objects.filter(volume=OuterRef("volume"), tier=Tier.GRADING, grader=user)))
     if sees_everything(user):
-        return graded | (Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2))
-    return graded
+        graded |= Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2)
+        volume_graded |= Q(volume__review__isnull=False) & ~Q(volume__review__stage__in=OPEN_FOR_TIER2)
+    # Spelled out rather than ~IN_VOLUME_UNIT: negating a condition across the nullable
+    # join drops the scans without a volume.
+    alone = Q(volume__isnull=True) | Q(volume__slice_count__lte=1)
+    return (IN_VOLUME_UNIT & volume_graded) | (alone & graded)
 
 
-def grades_visible(*, user: Any, scan: Any, include_superseded: bool = False) -> QuerySet[Grade]:
-    """Grades of ``scan`` the user may see: all of them, or, for a blinded tier 2
-    grader, tier 1 grades and their own."""
-    qs = Grade.objects.filter(scan=scan).select_related("grader", "supersedes").order_by("tier", "created_at", "id")
+def grades_visible(
+    *, user: Any, scan: Any = None, volume: Any = None, include_superseded: bool = False
+) -> QuerySet[Grade]:
+    """Grades of ``scan`` (or ``volume``) the user may see: all of them, or, for a blinded
+    tier 2 grader, tier 1 grades and their own."""
+    target = {"volume": volume} if volume is not None else {"scan": scan}
+    qs = Grade.objects.filter(**target).select_related("grader", "supersedes").order_by("tier", "created_at", "id")
     if not include_superseded:
         qs = qs.current()
     if not user_roles(user):
         return qs.none()
-    if is_blinded_tier2(user, scan):
+    if is_blinded_tier2(user, scan, volume=volume):
         return qs.filter(Q(tier=Tier.QUALITY) | Q(grader=user))
     return qs
 
 
 def grades_visible_by_scan(*, user: Any, scans: list[Any]) -> dict[int, list[Grade]]:
-    """``grades_visible`` (superseded grades included) for many scans in two queries."""
+    """``grades_visible`` (superseded grades included) for many scans in a few queries."""
     out: dict[int, list[Grade]] = {s.pk: [] for s in scans}
     if not user_roles(user):
         return out
@@ -124,6 +157,30 @@ def grades_visible_by_scan(*, user: Any, scans: list[Any]) -> dict[int, list[Gra
         if g.scan_id in blinded and g.tier != Tier.QUALITY and g.grader_id != user.pk:
             continue
         out[g.scan_id].append(g)
+    return out
+
+
+def grades_visible_by_volume(*, user: Any, volumes: list[Any]) -> dict[int, list[Grade]]:
+    """``grades_visible`` (superseded grades included) for many volume units in three queries."""
+    out: dict[int, list[Grade]] = {v.pk: [] for v in volumes}
+    if not user_roles(user) or not out:
+        return out
+    blinded: set[int] = set()
+    if Role.GRADER_T2.value in user_roles(user):
+        graded = set(
+            Grade.objects.filter(volume_id__in=out, tier=Tier.GRADING, grader=user).values_list("volume_id", flat=True)
+        )
+        blinded = set(out) - graded
+        if blinded and sees_everything(user):
+            blinded -= set(
+                Review.objects.filter(volume_id__in=blinded).exclude(stage__in=OPEN_FOR_TIER2)
+                .values_list("volume_id", flat=True)
+            )
+    rows = Grade.objects.filter(volume__in=volumes).select_related("grader").order_by("volume_id", "tier", "created_at", "id")
+    for g in rows:
+        if g.volume_id in blinded and g.tier != Tier.QUALITY and g.grader_id != user.pk:
+            continue
+        out[g.volume_id].append(g)
     return out
 
 

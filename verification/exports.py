@@ -1,4 +1,7 @@
-"""Exports of verified scans: a CSV of labels and grades, and a retraining zip.
+"""Exports of verified review units: a CSV of labels and grades, and a retraining zip.
+
+Both cover both units and say which each row counts (``unit``: ``scan`` for a single
+B-scan, ``volume`` for an eye graded as one volume); scans first, then volumes.
 
 Both are generators for ``StreamingHttpResponse``: nothing large is held in
 memory, and both read grades through ``blinding.grades_visible_by_scan`` so the
@@ -24,10 +27,11 @@ from typing import Any
 from django.conf import settings
 from PIL import Image
 
-from inference.selectors import predictions_current_by_scan
+from cases.models import Scan
+from inference.selectors import predictions_current_by_scan, volume_reading
 
 from . import blinding, selectors
-from .models import Grade, Tier
+from .models import Grade, Tier, Unit
 
 # Zip entries carry this instead of the upload time (a date is a quasi-identifier).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -52,6 +56,11 @@ def scan_pseudonym(scan: Any) -> str:
     return "S" + _keyed_hash(f"scan:{scan.uid.hex}")[:16]
 
 
+def volume_pseudonym(volume: Any) -> str:
+    """A stable pseudonym of a volume for export (keyed hash of its random uid)."""
+    return "V" + _keyed_hash(f"volume:{volume.uid.hex}")[:16]
+
+
 def clean_png(scan: Any) -> bytes:
     """The scan's stored grey image re-encoded from its pixels alone (no metadata)."""
     with scan.image.open("rb") as fh:
@@ -73,6 +82,8 @@ def _grade_text(g: Grade) -> str:
     if g.tier == Tier.GRADING:
         found = "+".join(k for k, v in g.findings.items() if v) or "none"
         text += f" conf={g.confidence} findings={found}"
+        if g.key_slices:
+            text += " key_slices=" + "+".join(str(i) for i in g.key_slices)
     if g.supersedes_id:
         text += f" (corrects #{g.supersedes_id})"
     if g.time_taken_ms is not None:
@@ -81,14 +92,31 @@ def _grade_text(g: Grade) -> str:
 
 
 CSV_HEADER = [
-    "scan_pseudonym", "patient_pseudonym", "eye", "exam_year", "source_label",
+    "unit", "scan_pseudonym", "volume_pseudonym", "slice_count", "patient_pseudonym", "eye", "exam_year", "source_label",
     "final_label", "verified_by", "verified_at", "model_version", "model_predicted",
     "model_confidence", "p_cnv", "p_dme", "p_drusen", "p_normal", "tier1_grades", "tier2_grades", "tier3_grades",
+    "key_slices",
 ]
 
 
+def _by_tier(grades: list[Grade]) -> dict[int, list[str]]:
+    by_tier: dict[int, list[str]] = defaultdict(list)
+    for g in grades:
+        by_tier[g.tier].append(_grade_text(g))
+    return by_tier
+
+
+def key_slices_of(grades: list[Grade]) -> list[int]:
+    """The key B-scans of a volume: every one a current tier 2 grade marked, in order."""
+    superseded = {g.supersedes_id for g in grades if g.supersedes_id}
+    return sorted({i for g in grades if g.tier == Tier.GRADING and g.pk not in superseded for i in g.key_slices})
+
+
 def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
-    """CSV lines (header first) of verified scans with final labels, grades and the model's reading."""
+    """CSV lines (header first) of verified units with final labels, grades and the model's
+    reading: one row per verified scan (``unit`` scan), then one per verified volume
+    (``unit`` volume: the eye's final label, the per-eye reading as the model's, the key
+    B-scans the tier 2 grades marked)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
     reviews = selectors.verified_reviews()
@@ -100,13 +128,14 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
         predictions = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
         for review in chunk:
             scan = review.scan
-            by_tier: dict[int, list[str]] = defaultdict(list)
-            for g in grades.get(scan.pk, []):
-                by_tier[g.tier].append(_grade_text(g))
+            by_tier = _by_tier(grades.get(scan.pk, []))
             p = predictions.get(scan.pk)
             yield writer.writerow(
                 [
+                    Unit.SCAN.value,
                     scan_pseudonym(scan),
+                    "",
+                    1,
                     patient_pseudonym(scan.case.patient.identifier),
                     scan.case.eye,
                     scan.case.exam_date.year,
@@ -121,6 +150,39 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
                     "; ".join(by_tier[1]),
                     "; ".join(by_tier[2]),
                     "; ".join(by_tier[3]),
+                    "",
+                ]
+            )
+    volumes = selectors.verified_volume_reviews()
+    ids = list(volumes.values_list("pk", flat=True))
+    for start in range(0, len(ids), batch):
+        chunk = list(volumes.filter(pk__in=ids[start : start + batch]))
+        grades = blinding.grades_visible_by_volume(user=user, volumes=[r.volume for r in chunk])
+        for review in chunk:
+            volume = review.volume
+            mine = grades.get(volume.pk, [])
+            by_tier = _by_tier(mine)
+            eye = volume_reading(volume=volume).reading
+            yield writer.writerow(
+                [
+                    Unit.VOLUME.value,
+                    "",
+                    volume_pseudonym(volume),
+                    volume.slice_count,
+                    patient_pseudonym(volume.case.patient.identifier),
+                    volume.case.eye,
+                    volume.case.exam_date.year,
+                    "",
+                    review.final_label,
+                    review.verified_by.get_username() if review.verified_by else "",
+                    review.verified_at.isoformat() if review.verified_at else "",
+                    "",
+                    eye.diagnosis if eye else "",
+                    "", "", "", "", "",
+                    "; ".join(by_tier[1]),
+                    "; ".join(by_tier[2]),
+                    "; ".join(by_tier[3]),
+                    "+".join(str(i) for i in key_slices_of(mine)),
                 ]
             )
 
@@ -149,21 +211,38 @@ def verified_zip_stream(*, user: Any) -> Iterator[bytes]:
 
     Patients are pseudonymised with ``patient_pseudonym``; images are the stored grey
     copies re-encoded without metadata; a MANIFEST.csv maps each file to its final
-    label, scan pseudonym and the SHA-256 of the exported bytes.
+    label, scan pseudonym, the SHA-256 of the exported bytes, its unit and, for a
+    volume's B-scan, the volume pseudonym and slice index.
+
+    A verified volume contributes its key B-scans (those its current tier 2 grades
+    marked) under the eye's final label: the eye's label is not every B-scan's (a CNV
+    eye has normal off-centre B-scans). A verified volume without key B-scans
+    contributes no image.
     """
     sink = _Sink()
     counters: dict[str, int] = defaultdict(int)
-    manifest = ["path,final_label,scan_pseudonym,sha256"]
+    manifest = ["path,final_label,scan_pseudonym,sha256,unit,volume_pseudonym,slice_index"]
+
+    def entry(zf: zipfile.ZipFile, scan: Any, label: str, unit: str, volume: str = "", index: str = "") -> None:
+        pseudo = patient_pseudonym(scan.case.patient.identifier)
+        counters[pseudo] += 1
+        name = f"{label}/{label}-{pseudo}-{counters[pseudo]}.png"
+        data = clean_png(scan)
+        zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
+        manifest.append(
+            f"{name},{label},{scan_pseudonym(scan)},{hashlib.sha256(data).hexdigest()},{unit},{volume},{index}"
+        )
+
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for review in selectors.verified_reviews().iterator(chunk_size=200):
-            scan = review.scan
-            pseudo = patient_pseudonym(scan.case.patient.identifier)
-            counters[pseudo] += 1
-            label = review.final_label
-            name = f"{label}/{label}-{pseudo}-{counters[pseudo]}.png"
-            data = clean_png(scan)
-            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), data)
-            manifest.append(f"{name},{label},{scan_pseudonym(scan)},{hashlib.sha256(data).hexdigest()}")
+            entry(zf, review.scan, review.final_label, Unit.SCAN.value)
             yield sink.drain()
+        for review in selectors.verified_volume_reviews().iterator(chunk_size=50):
+            volume = review.volume
+            keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
+            slices = Scan.objects.filter(volume=volume, slice_index__in=keys).select_related("case__patient")
+            for scan in slices.order_by("slice_index"):
+                entry(zf, scan, review.final_label, Unit.VOLUME.value, volume_pseudonym(volume), str(scan.slice_index))
+                yield sink.drain()
         zf.writestr(zipfile.ZipInfo("MANIFEST.csv", date_time=ZIP_DATE), "\n".join(manifest) + "\n")
     yield sink.drain()

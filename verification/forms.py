@@ -67,6 +67,26 @@ class GradeForm(_TimedForm):
         }
 
 
+class VolumeGradeForm(GradeForm):
+    """Tier 2 of a volume: the eye's label and findings, and the key B-scans by number
+    (1-based, as the viewer counts them; stored 0-based, checked against the volume)."""
+
+    key_bscans = forms.CharField(
+        required=False, max_length=2000, label="Key B-scans",
+        help_text="B-scan numbers that show the finding, e.g. 12, 25 (M marks the one shown)",
+    )
+
+    def clean_key_bscans(self) -> list[int]:
+        text = self.cleaned_data.get("key_bscans", "")
+        parts = [p for p in text.replace(",", " ").replace(";", " ").split() if p]
+        if not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise forms.ValidationError("Give B-scan numbers (1, 2, …) separated by commas or spaces.")
+        return [int(p) - 1 for p in parts]
+
+    def service_kwargs(self) -> dict[str, Any]:
+        return {**super().service_kwargs(), "key_slices": self.cleaned_data["key_bscans"]}
+
+
 class VerifyForm(_TimedForm):
     label = forms.ChoiceField(choices=Diagnosis.choices, widget=forms.RadioSelect, label="Final label")
     comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=2000, label="Note")
@@ -81,6 +101,11 @@ FORM_FOR_TIER: dict[int, type[_TimedForm]] = {
     Tier.GRADING: GradeForm,
     Tier.VERIFICATION: VerifyForm,
 }
+
+
+def form_for(tier: int, *, volume: bool = False) -> type[_TimedForm]:
+    """The form of a tier's grade; tier 2 of a volume also takes key B-scans."""
+    return VolumeGradeForm if volume and tier == Tier.GRADING else FORM_FOR_TIER[tier]
 
 
 def correction_kwargs(form: _TimedForm) -> dict[str, Any]:

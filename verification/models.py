@@ -1,4 +1,9 @@
-"""Tiered expert verification: one Grade per grader decision, one Review per scan.
+"""Tiered expert verification: one Grade per grader decision, one Review per review unit.
+
+A review unit is a single B-scan (an image uploaded on its own, or the one B-scan of a
+volume of one) or a whole volume of more than one B-scan (:func:`review_unit_of`):
+tier 1 accepts or excludes the volume, tier 2 grades the eye, tier 3 verifies it.
+Grades and reviews point at exactly one of ``scan`` or ``volume``.
 
 Grades are append-only. A correction is a new grade whose ``supersedes`` points at
 the grade it corrects; ``supersedes`` is one-to-one, so every correction chain is
@@ -17,7 +22,39 @@ from django.db.models import Q
 from django.urls import reverse
 
 from cases.diagnoses import Diagnosis
-from cases.models import Scan
+from cases.models import Scan, Volume
+
+
+class Unit(models.TextChoices):
+    """What a review counts: one B-scan, or one volume (one eye's acquisition)."""
+
+    SCAN = "scan", "B-scan"
+    VOLUME = "volume", "Volume"
+
+
+def is_volume_unit(volume: Volume | None) -> bool:
+    """Whether ``volume`` is reviewed as one unit: a volume of more than one B-scan.
+    A volume of one is reviewed as its B-scan, like an image uploaded on its own."""
+    return volume is not None and volume.slice_count > 1
+
+
+def review_unit_of(scan: Scan) -> Scan | Volume:
+    """The unit ``scan`` is reviewed in: its volume when that has more than one B-scan, else itself."""
+    volume = scan.volume if scan.volume_id else None
+    return volume if is_volume_unit(volume) else scan
+
+
+def unit_kind(unit: Scan | Volume) -> str:
+    return Unit.VOLUME if isinstance(unit, Volume) else Unit.SCAN
+
+
+def unit_filter(unit: Scan | Volume) -> dict[str, int]:
+    """Keyword arguments selecting the grades or review of ``unit``."""
+    return {"volume_id": unit.pk} if isinstance(unit, Volume) else {"scan_id": unit.pk}
+
+
+# Scans (as a condition on a Scan queryset) that are B-scans of a volume unit.
+IN_VOLUME_UNIT = Q(volume__slice_count__gt=1)
 
 
 class Tier(models.IntegerChoices):
@@ -40,9 +77,11 @@ class GradeQuerySet(models.QuerySet):
 
 
 class Grade(models.Model):
-    """One grader's decision on one scan in one tier. Never edited after submission."""
+    """One grader's decision on one review unit (a scan or a volume) in one tier. Never
+    edited after submission."""
 
-    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="grades")
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="grades", null=True, blank=True)
+    volume = models.ForeignKey(Volume, on_delete=models.PROTECT, related_name="grades", null=True, blank=True)
     tier = models.PositiveSmallIntegerField(choices=Tier.choices)
     grader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="oct_grades")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -67,6 +106,8 @@ class Grade(models.Model):
     # What the grader was shown as the current label (blank when blinded), to
     # tell a one-key confirmation from a correction in the statistics.
     reference_label = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
+    # Tier 2 of a volume: 0-based indices of the B-scans that show the finding.
+    key_slices = models.JSONField(default=list, blank=True, help_text="Tier 2 of a volume: key B-scans (0-based).")
     supersedes = models.OneToOneField(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="superseded_by"
     )
@@ -75,12 +116,26 @@ class Grade(models.Model):
 
     class Meta:
         ordering = ["scan_id", "tier", "created_at", "id"]
-        indexes = [models.Index(fields=["grader", "scan"]), models.Index(fields=["scan", "tier"])]
+        indexes = [
+            models.Index(fields=["grader", "scan"]),
+            models.Index(fields=["scan", "tier"]),
+            models.Index(fields=["grader", "volume"]),
+            models.Index(fields=["volume", "tier"]),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["scan", "tier", "grader"],
                 condition=Q(supersedes__isnull=True),
                 name="grade_one_original_per_grader_tier_scan",
+            ),
+            models.UniqueConstraint(
+                fields=["volume", "tier", "grader"],
+                condition=Q(supersedes__isnull=True),
+                name="grade_one_original_per_grader_tier_volume",
+            ),
+            models.CheckConstraint(
+                condition=Q(scan__isnull=False, volume__isnull=True) | Q(scan__isnull=True, volume__isnull=False),
+                name="grade_one_unit",
             ),
             models.CheckConstraint(condition=Q(tier__in=[1, 2, 3]), name="grade_tier_valid"),
             models.CheckConstraint(
@@ -113,7 +168,16 @@ class Grade(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Tier {self.tier} grade of scan {self.scan_id} by {self.grader}"
+        what = f"volume {self.volume_id}" if self.volume_id else f"scan {self.scan_id}"
+        return f"Tier {self.tier} grade of {what} by {self.grader}"
+
+    @property
+    def unit(self) -> Scan | Volume:
+        return self.volume if self.volume_id else self.scan
+
+    @property
+    def unit_kind(self) -> str:
+        return Unit.VOLUME if self.volume_id else Unit.SCAN
 
     def save(self, *args, **kwargs) -> None:
         # Append-only: a submitted grade is corrected by superseding it, never edited.
@@ -139,7 +203,8 @@ class Grade(models.Model):
 
 
 class Review(models.Model):
-    """Where a scan stands in tiered verification (one row per scan, the row we lock)."""
+    """Where a review unit (a scan or a volume) stands in tiered verification (one row per
+    unit, the row we lock)."""
 
     class Stage(models.TextChoices):
         RECEIVED = "received", "Received"
@@ -150,7 +215,8 @@ class Review(models.Model):
         VERIFIED = "verified", "Verified"
         EXCLUDED = "excluded", "Excluded"
 
-    scan = models.OneToOneField(Scan, on_delete=models.PROTECT, related_name="review")
+    scan = models.OneToOneField(Scan, on_delete=models.PROTECT, related_name="review", null=True, blank=True)
+    volume = models.OneToOneField(Volume, on_delete=models.PROTECT, related_name="review", null=True, blank=True)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.QUALITY_CONTROL, db_index=True)
     required_grades = models.PositiveSmallIntegerField(
         help_text="Independent tier 2 grades required (VERIFICATION_REQUIRED_GRADES when the review began)."
@@ -173,6 +239,10 @@ class Review(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(required_grades__gte=1), name="review_requires_a_grade"),
             models.CheckConstraint(
+                condition=Q(scan__isnull=False, volume__isnull=True) | Q(scan__isnull=True, volume__isnull=False),
+                name="review_one_unit",
+            ),
+            models.CheckConstraint(
                 condition=~Q(stage="verified")
                 | (~Q(final_label="") & Q(verified_by__isnull=False, verified_at__isnull=False)),
                 name="review_verified_has_final_label",
@@ -183,9 +253,20 @@ class Review(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Review of scan {self.scan_id}: {self.get_stage_display()}"
+        what = f"volume {self.volume_id}" if self.volume_id else f"scan {self.scan_id}"
+        return f"Review of {what}: {self.get_stage_display()}"
+
+    @property
+    def unit(self) -> Scan | Volume:
+        return self.volume if self.volume_id else self.scan
+
+    @property
+    def unit_kind(self) -> str:
+        return Unit.VOLUME if self.volume_id else Unit.SCAN
 
     def get_absolute_url(self) -> str:
+        if self.volume_id:
+            return reverse("cases:case_detail", args=[self.volume.case_id]) + f"#volume-{self.volume_id}-title"
         return reverse("cases:scan_detail", args=[self.scan_id])
 
 

@@ -56,6 +56,7 @@ class ReportScan:
     prediction: Prediction | None
     review: Review | None
     visible: bool
+    in_volume: int | None = None  # the volume this B-scan is graded with (one review for the eye)
 
     @property
     def result(self) -> Prediction | None:
@@ -75,9 +76,23 @@ class ReportScan:
 
 
 @dataclass
+class ReportVolume:
+    """A volume graded as one eye: its one review, and whether the user may see its label."""
+
+    volume: Any
+    review: Review | None
+    visible: bool
+
+    @property
+    def verified(self) -> bool:
+        return self.visible and self.review is not None and self.review.stage == Review.Stage.VERIFIED
+
+
+@dataclass
 class ReportData:
     case: Case
     scans: list[ReportScan]
+    volumes: list[ReportVolume] = field(default_factory=list)
     key_images: list[dict[str, Any]] = field(default_factory=list)
     notice: str = DECISION_SUPPORT_NOTICE
 
@@ -103,8 +118,16 @@ def report_data(*, case: Case, user: Any, with_images: bool = True) -> ReportDat
     predictions = predictions_current_by_scan(case_id=case.pk)
     reviews = {r.scan_id: r for r in Review.objects.filter(scan_id__in=ids).select_related("verified_by")}
     visible = blinding.reading_visible_ids(user=user, scan_ids=ids)
-    rows = [ReportScan(s, predictions.get(s.pk), reviews.get(s.pk), s.pk in visible) for s in scans]
-    data = ReportData(case=case, scans=rows)
+    units = case.volumes.filter(slice_count__gt=1).order_by("uploaded_at", "id")
+    in_unit = {v.pk for v in units}
+    rows = [
+        ReportScan(s, predictions.get(s.pk), reviews.get(s.pk), s.pk in visible,
+                   s.volume_id if s.volume_id in in_unit else None)
+        for s in scans
+    ]
+    volume_reviews = {r.volume_id: r for r in Review.objects.filter(volume__in=units).select_related("verified_by")}
+    eyes = [ReportVolume(v, volume_reviews.get(v.pk), blinding.may_see_reading(user=user, volume=v)) for v in units]
+    data = ReportData(case=case, scans=rows, volumes=eyes)
     if with_images:
         data.key_images = _key_images(rows)
     return data
@@ -126,6 +149,11 @@ def report_fingerprint(data: ReportData) -> str:
             for row in data.scans
         ],
     }
+    if data.volumes:  # only then: reports of examinations without volume units keep their fingerprint
+        content["volumes"] = [
+            [v.volume.pk, v.review.stage if v.review else None, v.review.final_label if v.review else None]
+            for v in data.volumes
+        ]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 

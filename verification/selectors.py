@@ -21,19 +21,20 @@ from django.utils import timezone
 
 from cases import selectors as cases_selectors
 from cases.diagnoses import Diagnosis, Urgency
-from cases.models import Scan
+from cases.models import Scan, Volume
 from cases.roles import Role, user_roles
 from inference.selectors import (
     prediction_current,
     prediction_current_value,
     scans_with_reading,
+    volume_reading,
 )
 from octportal.errors import Forbidden
 
 from . import blinding
 from . import statistics
 from .statistics import TIME_BUCKET_MS, Aggregates
-from .models import Grade, Review, Tier
+from .models import IN_VOLUME_UNIT, Grade, Review, Tier, Unit, unit_filter
 
 WORKLIST_STAGES: dict[int, tuple[str, ...]] = {
     Tier.QUALITY: (Review.Stage.RECEIVED, Review.Stage.QUALITY_CONTROL),
@@ -78,12 +79,20 @@ def reference_for(*, scan: Scan) -> Reference:
     return Reference("", "", "", prediction)
 
 
-def review_get(*, scan: Scan) -> Review:
-    """The scan's review (opened when the scan was submitted)."""
-    review = Review.objects.filter(scan=scan).select_related("verified_by").first()
-    if review is None:  # a scan row made outside the intake service: show it as just received
-        review = Review(scan=scan, stage=Review.Stage.RECEIVED, required_grades=settings.VERIFICATION_REQUIRED_GRADES)
+def review_get(*, scan: Scan | None = None, volume: Volume | None = None) -> Review:
+    """The review of a scan or a volume (opened when it was submitted)."""
+    unit = {"volume": volume} if volume is not None else {"scan": scan}
+    review = Review.objects.filter(**unit).select_related("verified_by").first()
+    if review is None:  # a row made outside the intake service: show it as just received
+        review = Review(**unit, stage=Review.Stage.RECEIVED, required_grades=settings.VERIFICATION_REQUIRED_GRADES)
     return review
+
+
+def volume_reviews_by_volume(*, volume_ids: list[int]) -> dict[int, Review]:
+    """The reviews of volume units (stage, final label of the eye), in one query.
+    Callers check ``blinding`` before showing a final label."""
+    rows = Review.objects.filter(volume_id__in=volume_ids).select_related("verified_by")
+    return {r.volume_id: r for r in rows}
 
 
 def verified_reviews_by_scan(*, scan_ids: list[int]) -> dict[int, Review]:
@@ -112,7 +121,10 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
     qs = (
+        # B-scans of a volume of more than one are graded with their volume (volume_worklist_for),
+        # even where a B-scan review from before volumes were one unit is still open.
         Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
+        .exclude(IN_VOLUME_UNIT)
         .exclude(Exists(Grade.objects.filter(scan=OuterRef("pk"), grader=user)))
         .annotate(
             model_gate_passed=prediction_current_value("gate_passed"),
@@ -135,12 +147,56 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     return qs.annotate(model_urgent=Value(None, output_field=BooleanField(null=True))).order_by("uploaded_at", "id")
 
 
-def next_in_worklist(*, user: Any, tier: int, after: Scan | None = None) -> Scan | None:
-    """The first scan of the grader's worklist (other than ``after``)."""
-    qs = worklist_for(user=user, tier=tier)
-    if after is not None:
-        qs = qs.exclude(pk=after.pk)
-    return qs.first()
+def volume_worklist_for(*, user: Any, tier: int) -> QuerySet[Volume]:
+    """Volumes (of more than one B-scan, each one review unit) the signed-in grader may take
+    next in ``tier``, in the scans' order: urgent first where ``blinding.worklist_uses_reading``
+    allows it (``model_urgent``: any of its B-scans' current reading is urgent), then oldest.
+
+    Excludes volumes the grader already acted on in any tier. ``tier2_count`` as in
+    ``worklist_for``.
+    """
+    if not may_act_in_tier(user, tier):
+        return Volume.objects.none()
+    qs = (
+        Volume.objects.filter(slice_count__gt=1, review__stage__in=WORKLIST_STAGES[tier])
+        .exclude(Exists(Grade.objects.filter(volume=OuterRef("pk"), grader=user)))
+        .select_related("review", "case", "case__patient")
+    )
+    if tier == Tier.GRADING:
+        current = Grade.objects.filter(volume=OuterRef("pk"), tier=Tier.GRADING, superseded_by__isnull=True)
+        qs = qs.annotate(tier2_count=Subquery(current.values("volume").annotate(n=Count("pk")).values("n")[:1]))
+    if blinding.worklist_uses_reading(tier=tier):
+        urgent = Exists(Scan.objects.filter(volume=OuterRef("pk"), current_urgent=True))
+        return qs.annotate(model_urgent=urgent).order_by("-model_urgent", "uploaded_at", "id")
+    return qs.annotate(model_urgent=Value(None, output_field=BooleanField(null=True))).order_by("uploaded_at", "id")
+
+
+def next_in_worklist(*, user: Any, tier: int, after: Scan | Volume | None = None) -> Scan | Volume | None:
+    """The first unit (scan or volume) of the grader's worklists, other than ``after``:
+    the head of the volume worklist or of the scan worklist, whichever comes first in
+    the worklists' order (urgent first where allowed, then oldest)."""
+    scans, volumes = worklist_for(user=user, tier=tier), volume_worklist_for(user=user, tier=tier)
+    if isinstance(after, Volume):
+        volumes = volumes.exclude(pk=after.pk)
+    elif after is not None:
+        scans = scans.exclude(pk=after.pk)
+    heads = [u for u in (volumes.first(), scans.first()) if u is not None]
+    if not heads:
+        return None
+    return min(heads, key=lambda u: (not u.model_urgent, u.uploaded_at, isinstance(u, Scan)))
+
+
+def volume_review_state(*, user: Any, volume: Volume) -> dict[str, Any]:
+    """Everything a page or API response shows about a volume's verification, blinded for
+    ``user``: the review, the grades the user may see and, where the user may see readings,
+    the per-eye reading (``reference``: its diagnosis is the label graders confirm or correct)."""
+    see_ref = blinding.may_see_reading(user=user, volume=volume)
+    return {
+        "review": review_get(volume=volume),
+        "grades": list(blinding.grades_visible(user=user, volume=volume)),
+        "may_see_reference": see_ref,
+        "eye_reading": volume_reading(volume=volume).reading if see_ref else None,
+    }
 
 
 def review_state(*, user: Any, scan: Scan) -> dict[str, Any]:
@@ -158,19 +214,25 @@ def review_state(*, user: Any, scan: Scan) -> dict[str, Any]:
     }
 
 
-def statistics_aggregates(*, labels: list[str]) -> Aggregates:
-    """The statistics page's inputs, counted by the database (GROUP BY): contingency
-    tables of grader pairs, tier 2 label patterns, model against final and source
-    labels (the scans' current reading, ``Scan.current_class``), QC decisions, grading
-    time histograms, stages. A handful of rows come back, whatever the number of grades.
+def statistics_aggregates(*, labels: list[str], unit: str = Unit.SCAN) -> Aggregates:
+    """The statistics page's inputs for one review unit (``scan``: single B-scans;
+    ``volume``: eyes), counted by the database (GROUP BY): contingency tables of grader
+    pairs, tier 2 label patterns, model against final and source labels, QC decisions,
+    grading time histograms, stages. A handful of rows come back, whatever the number
+    of grades.
+
+    The model's side of a scan is its current reading (``Scan.current_class``); of a
+    volume, its per-eye reading (``inference.selectors.volume_reading``), computed for the
+    verified volumes only (volumes carry no source label).
     """
     grade, review, scan = Grade._meta.db_table, Review._meta.db_table, Scan._meta.db_table
+    key = "volume_id" if unit == Unit.VOLUME else "scan_id"
     current = f"NOT EXISTS (SELECT 1 FROM {grade} c WHERE c.supersedes_id = {{g}}.id)"
     agg = Aggregates(labels=list(labels))
     with connection.cursor() as cur:
         cur.execute(
             f"""SELECT a.grader_id, b.grader_id, a.label, b.label, COUNT(*) FROM {grade} a
-            JOIN {grade} b ON b.scan_id = a.scan_id AND b.tier = 2 AND b.grader_id > a.grader_id
+            JOIN {grade} b ON b.{key} = a.{key} AND b.tier = 2 AND b.grader_id > a.grader_id
             WHERE a.tier = 2 AND {current.format(g="a")} AND {current.format(g="b")}
             GROUP BY a.grader_id, b.grader_id, a.label, b.label"""
         )
@@ -179,80 +241,107 @@ def statistics_aggregates(*, labels: list[str]) -> Aggregates:
         cur.execute(
             f"""SELECT {", ".join(f"c{i}" for i in range(len(labels)))}, COUNT(*) FROM (
                 SELECT {", ".join(f"SUM(CASE WHEN g.label = %s THEN 1 ELSE 0 END) AS c{i}" for i in range(len(labels)))}
-                FROM {grade} g WHERE g.tier = 2 AND g.label <> '' AND {current.format(g="g")} GROUP BY g.scan_id
-            ) per_scan GROUP BY {", ".join(f"c{i}" for i in range(len(labels)))}""",
+                FROM {grade} g WHERE g.tier = 2 AND g.label <> '' AND g.{key} IS NOT NULL AND {current.format(g="g")}
+                GROUP BY g.{key}
+            ) per_unit GROUP BY {", ".join(f"c{i}" for i in range(len(labels)))}""",
             labels,
         )
         for *pattern, n in cur.fetchall():
             agg.patterns[tuple(int(x) for x in pattern)] += n
         cur.execute(
             f"""SELECT g.grader_id, SUM(CASE WHEN g.label = r.final_label THEN 1 ELSE 0 END), COUNT(*)
-            FROM {grade} g JOIN {review} r ON r.scan_id = g.scan_id
+            FROM {grade} g JOIN {review} r ON r.{key} = g.{key}
             WHERE g.tier = 2 AND g.label <> '' AND r.final_label <> '' AND {current.format(g="g")}
             GROUP BY g.grader_id"""
         )
         agg.grader_final = {gid: (int(agree), n) for gid, agree, n in cur.fetchall()}
-        cur.execute(
-            f"""SELECT r.final_label, s.current_class, COUNT(*) FROM {review} r JOIN {scan} s ON s.id = r.scan_id
-            WHERE r.final_label <> '' AND s.current_class <> '' GROUP BY r.final_label, s.current_class"""
-        )
-        agg.model_final = Counter({(t, p): n for t, p, n in cur.fetchall()})
-        cur.execute(
-            f"""SELECT s.source_label, s.current_class, COUNT(*) FROM {scan} s LEFT JOIN {review} r ON r.scan_id = s.id
-            WHERE s.source_label <> '' AND s.current_class <> '' AND (r.id IS NULL OR r.final_label = '')
-            GROUP BY s.source_label, s.current_class"""
-        )
-        agg.model_source = Counter({(t, p): n for t, p, n in cur.fetchall()})
+        if unit == Unit.SCAN:
+            cur.execute(
+                f"""SELECT r.final_label, s.current_class, COUNT(*) FROM {review} r JOIN {scan} s ON s.id = r.scan_id
+                WHERE r.final_label <> '' AND s.current_class <> '' GROUP BY r.final_label, s.current_class"""
+            )
+            agg.model_final = Counter({(t, p): n for t, p, n in cur.fetchall()})
+            cur.execute(
+                f"""SELECT s.source_label, s.current_class, COUNT(*) FROM {scan} s LEFT JOIN {review} r ON r.scan_id = s.id
+                WHERE s.source_label <> '' AND s.current_class <> '' AND (r.id IS NULL OR r.final_label = '')
+                GROUP BY s.source_label, s.current_class"""
+            )
+            agg.model_source = Counter({(t, p): n for t, p, n in cur.fetchall()})
         cur.execute(
             f"""SELECT g.accepted, g.exclusion_reason, COUNT(*) FROM {grade} g
-            WHERE g.tier = 1 AND {current.format(g="g")} GROUP BY g.accepted, g.exclusion_reason"""
+            WHERE g.tier = 1 AND g.{key} IS NOT NULL AND {current.format(g="g")} GROUP BY g.accepted, g.exclusion_reason"""
         )
         agg.qc = Counter({(None if a is None else bool(a), reason): n for a, reason, n in cur.fetchall()})
         cur.execute(
             f"""SELECT g.tier, g.time_taken_ms / {TIME_BUCKET_MS}, COUNT(*), SUM(g.time_taken_ms) FROM {grade} g
-            WHERE g.time_taken_ms IS NOT NULL AND {current.format(g="g")}
+            WHERE g.time_taken_ms IS NOT NULL AND g.{key} IS NOT NULL AND {current.format(g="g")}
             GROUP BY g.tier, g.time_taken_ms / {TIME_BUCKET_MS}"""
         )
         for tier, bucket, n, total in cur.fetchall():
             agg.times.setdefault(tier, Counter())[int(bucket)] += n
             old_total, old_n = agg.time_sums.get(tier, (0, 0))
             agg.time_sums[tier] = (old_total + int(total), old_n + n)
-        cur.execute(f"SELECT stage, COUNT(*) FROM {review} GROUP BY stage")
+        cur.execute(f"SELECT stage, COUNT(*) FROM {review} WHERE {key} IS NOT NULL GROUP BY stage")
         agg.stages = Counter(dict(cur.fetchall()))
+    if unit == Unit.VOLUME:
+        verified = Review.objects.filter(volume__isnull=False).exclude(final_label="").select_related("volume")
+        for r in verified.iterator(chunk_size=200):
+            eye = volume_reading(volume=r.volume).reading
+            if eye is not None:
+                agg.model_final[(r.final_label, eye.diagnosis)] += 1
     ids = {g for pair in agg.pair_tables for g in pair} | set(agg.grader_final)
     agg.names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
     return agg
 
 
-STATISTICS_CACHE_KEY = "verification:statistics-report"
+# v2: one report per review unit (a snapshot cached by an older release has one report only).
+STATISTICS_CACHE_KEY = "verification:statistics-report:v2"
 
 
 @dataclass(frozen=True)
 class StatisticsSnapshot:
-    """A statistics report and when it was computed."""
+    """The statistics reports, one per review unit (``by_unit``: scan, volume), and when
+    they were computed. ``report`` is the scan unit's."""
 
-    report: Any
+    by_unit: dict[str, Any]
     computed_at: Any
+
+    @property
+    def report(self) -> Any:
+        return self.by_unit[Unit.SCAN]
 
 
 def statistics_snapshot(*, labels: list[str], fresh: bool = False) -> StatisticsSnapshot:
-    """The statistics report, computed at most ``VERIFICATION_STATISTICS_MAX_AGE_S`` ago
-    (kept in the cache; ``fresh`` recomputes it, as the beat task does)."""
+    """The statistics reports of both units, computed at most
+    ``VERIFICATION_STATISTICS_MAX_AGE_S`` ago (kept in the cache; ``fresh`` recomputes
+    them, as the beat task does)."""
     snapshot = None if fresh else cache.get(STATISTICS_CACHE_KEY)
     if snapshot is None or snapshot.report.labels != labels:
         snapshot = StatisticsSnapshot(
-            report=statistics.build_report(statistics_aggregates(labels=labels)), computed_at=timezone.now()
+            by_unit={
+                u: statistics.build_report(statistics_aggregates(labels=labels, unit=u), unit=u) for u in Unit.values
+            },
+            computed_at=timezone.now(),
         )
         cache.set(STATISTICS_CACHE_KEY, snapshot, settings.VERIFICATION_STATISTICS_MAX_AGE_S)
     return snapshot
 
 
 def verified_reviews() -> QuerySet[Review]:
-    """Verified reviews with their scan, case and patient, oldest scan first."""
+    """Verified reviews of scans with their scan, case and patient, oldest scan first."""
     return (
-        Review.objects.filter(stage=Review.Stage.VERIFIED)
+        Review.objects.filter(stage=Review.Stage.VERIFIED, scan__isnull=False)
         .select_related("scan", "scan__case", "scan__case__patient", "verified_by")
         .order_by("scan__uploaded_at", "scan_id")
+    )
+
+
+def verified_volume_reviews() -> QuerySet[Review]:
+    """Verified reviews of volumes with their volume, case and patient, oldest volume first."""
+    return (
+        Review.objects.filter(stage=Review.Stage.VERIFIED, volume__isnull=False)
+        .select_related("volume", "volume__case", "volume__case__patient", "verified_by")
+        .order_by("volume__uploaded_at", "volume_id")
     )
 
 

@@ -1,7 +1,8 @@
 """Write-side services of tiered verification.
 
-Every state transition runs inside ``transaction.atomic()`` with the scan's
-``Review`` row locked (``select_for_update``), so two graders racing for the last
+A review unit is a scan or a whole volume (``models.review_unit_of``): each service
+takes ``scan=`` or ``volume=``. Every state transition runs inside
+``transaction.atomic()`` with the unit's ``Review`` row locked (``select_for_update``), so two graders racing for the last
 tier 2 slot, or a correction racing a verification, are serialised by the database.
 """
 from __future__ import annotations
@@ -15,10 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from cases.diagnoses import Diagnosis
-from cases.models import Scan
+from cases.models import Scan, Volume
 from octportal.errors import Conflict, DomainError, Forbidden
 
-from .models import ExclusionReason, Grade, Review, Tier
+from .models import ExclusionReason, Grade, Review, Tier, review_unit_of, unit_filter, unit_kind
 from .selectors import WORKLIST_STAGES, may_act_in_tier
 
 FINDING_FIELDS = {
@@ -29,18 +30,49 @@ FINDING_FIELDS = {
 }
 
 
-def review_open(*, scan: Scan) -> Review:
-    """Open the scan's review at quality control (when the scan is submitted); idempotent."""
+Unit = Scan | Volume
+
+
+def _noun(unit: Unit) -> str:
+    return unit_kind(unit).label.lower() if isinstance(unit, Volume) else "scan"
+
+
+def review_open(*, scan: Scan | None = None, volume: Volume | None = None) -> Review:
+    """Open the review of a unit at quality control (when it is submitted); idempotent.
+
+    A B-scan of a volume of more than one B-scan opens (or finds) its volume's review,
+    so a volume gets one review however many B-scans it has.
+    """
+    if (scan is None) == (volume is None):
+        raise ValueError("Open the review of a scan or of a volume.")
+    unit: Unit = review_unit_of(scan) if scan is not None else volume
     review, _ = Review.objects.get_or_create(
-        scan=scan,
+        **{unit_kind(unit).value: unit},
         defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
     return review
 
 
-def _lock_review(scan: Scan) -> Review:
-    review_open(scan=scan)
-    return Review.objects.select_for_update().get(scan=scan)
+def _unit(scan: Scan | None, volume: Volume | None) -> Unit:
+    """The unit a grade is submitted on; a B-scan of a volume unit is refused."""
+    if (scan is None) == (volume is None):
+        raise DomainError("Grade a scan or a volume.")
+    if volume is not None:
+        return volume
+    unit = review_unit_of(scan)
+    if isinstance(unit, Volume):
+        raise Conflict(
+            f"Scan {scan.pk} is a B-scan of volume {unit.pk}, which is graded as one: grade the volume."
+        )
+    return scan
+
+
+def _lock_review(unit: Unit) -> Review:
+    Review.objects.get_or_create(
+        **{unit_kind(unit).value: unit},
+        defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
+    )
+    return Review.objects.select_for_update().get(**unit_filter(unit))
 
 
 def _time_ms(time_taken: int | float | timedelta | None) -> int | None:
@@ -67,19 +99,20 @@ def _set_stage(review: Review, stage: str, **fields: Any) -> None:
 def _check_may_act(*, review: Review, grader: Any, tier: int) -> None:
     if not may_act_in_tier(grader, tier):
         raise Forbidden(f"Your role does not allow grading in tier {tier}.")
-    acted = set(Grade.objects.filter(scan_id=review.scan_id, grader=grader).values_list("tier", flat=True))
+    noun = _noun(review.unit)
+    acted = set(Grade.objects.filter(**unit_filter(review.unit), grader=grader).values_list("tier", flat=True))
     if tier in acted:
         raise Conflict(
-            f"You have already graded this scan in tier {tier}; correct your grade instead of grading it again."
+            f"You have already graded this {noun} in tier {tier}; correct your grade instead of grading it again."
         )
     if acted:
         other = ", ".join(str(t) for t in sorted(acted))
         raise Forbidden(
-            f"You already acted on this scan in tier {other}; a grader may act in only one tier per scan."
+            f"You already acted on this {noun} in tier {other}; a grader may act in only one tier per {noun}."
         )
     if review.stage not in WORKLIST_STAGES[tier]:
         raise Conflict(
-            f"This scan is at the '{review.get_stage_display()}' stage; tier {tier} cannot grade it now."
+            f"This {noun} is at the '{review.get_stage_display()}' stage; tier {tier} cannot grade it now."
         )
 
 
@@ -124,6 +157,23 @@ def _tier2_fields(label: str, findings: dict[str, bool] | None, confidence: int 
     return out
 
 
+def _key_slices(unit: Unit, key_slices: list[int] | None) -> list[int]:
+    """Validate a tier 2 grade's key B-scans: 0-based indices inside the volume, sorted, once each."""
+    if not key_slices:
+        return []
+    if not isinstance(unit, Volume):
+        raise DomainError("Key B-scans are marked on volumes only.", errors={"key_slices": ["Only for a volume."]})
+    if not isinstance(key_slices, (list, tuple)) or any(
+        isinstance(i, bool) or not isinstance(i, int) for i in key_slices
+    ):
+        raise DomainError("Key B-scans are slice indices (whole numbers).", errors={"key_slices": ["Whole numbers."]})
+    outside = sorted({i for i in key_slices if not 0 <= i < unit.slice_count})
+    if outside:
+        message = f"Key B-scans must be between 0 and {unit.slice_count - 1} (this volume's slices): not {outside}."
+        raise DomainError(message, errors={"key_slices": [message]})
+    return sorted(set(key_slices))
+
+
 def _apply_tier1(review: Review, grade: Grade) -> None:
     if grade.accepted:
         _set_stage(review, Review.Stage.GRADING, exclusion_reason="")
@@ -133,7 +183,7 @@ def _apply_tier1(review: Review, grade: Grade) -> None:
 
 def _apply_tier2(review: Review) -> None:
     labels = list(
-        Grade.objects.current().filter(scan_id=review.scan_id, tier=Tier.GRADING).values_list("label", flat=True)
+        Grade.objects.current().filter(**unit_filter(review.unit), tier=Tier.GRADING).values_list("label", flat=True)
     )
     if len(labels) < review.required_grades:
         stage = Review.Stage.GRADING
@@ -157,20 +207,24 @@ def _apply_tier3(review: Review, grade: Grade) -> None:
 
 def quality_submit(
     *,
-    scan: Scan,
+    scan: Scan | None = None,
+    volume: Volume | None = None,
     grader: Any,
     accept: bool,
     reason: str = "",
     comment: str = "",
     time_taken: int | timedelta | None = None,
 ) -> Grade:
-    """Record a tier 1 quality decision: accept into grading or exclude with a reason."""
+    """Record a tier 1 quality decision on a scan or a whole volume: accept into grading
+    or exclude with a reason."""
     fields = _tier1_fields(accept, reason)
+    unit = _unit(scan, volume)
     with transaction.atomic():
-        review = _lock_review(scan)
+        review = _lock_review(unit)
         _check_may_act(review=review, grader=grader, tier=Tier.QUALITY)
         grade = _save_grade(
-            Grade(scan=scan, tier=Tier.QUALITY, grader=grader, comment=comment, time_taken_ms=_time_ms(time_taken), **fields)
+            Grade(**{unit_kind(unit).value: unit}, tier=Tier.QUALITY, grader=grader, comment=comment,
+                  time_taken_ms=_time_ms(time_taken), **fields)
         )
         _apply_tier1(review, grade)
     return grade
@@ -178,7 +232,8 @@ def quality_submit(
 
 def grade_submit(
     *,
-    scan: Scan,
+    scan: Scan | None = None,
+    volume: Volume | None = None,
     grader: Any,
     label: str,
     findings: dict[str, bool] | None = None,
@@ -186,21 +241,27 @@ def grade_submit(
     comment: str = "",
     time_taken: int | timedelta | None = None,
     reference_label: str = "",
+    key_slices: list[int] | None = None,
 ) -> Grade:
-    """Record an independent tier 2 grade; the last required grade moves the scan on
-    to verification (all agree) or arbitration (they disagree)."""
+    """Record an independent tier 2 grade of a scan, or of the eye of a volume (which may
+    name key B-scans by 0-based index); the last required grade moves the unit on to
+    verification (all agree) or arbitration (they disagree)."""
     fields = _tier2_fields(label, findings, confidence)
+    unit = _unit(scan, volume)
+    keys = _key_slices(unit, key_slices)
     with transaction.atomic():
-        review = _lock_review(scan)
+        review = _lock_review(unit)
         _check_may_act(review=review, grader=grader, tier=Tier.GRADING)
-        have = Grade.objects.current().filter(scan=scan, tier=Tier.GRADING).count()
+        have = Grade.objects.current().filter(**unit_filter(unit), tier=Tier.GRADING).count()
         if have >= review.required_grades:
             raise Conflict(
-                f"This scan already has the {review.required_grades} independent grades it needs; take the next one."
+                f"This {_noun(unit)} already has the {review.required_grades} independent grades it needs; "
+                "take the next one."
             )
         grade = _save_grade(
-            Grade(scan=scan, tier=Tier.GRADING, grader=grader, comment=comment, time_taken_ms=_time_ms(time_taken),
-                  reference_label=reference_label or "", **fields)
+            Grade(**{unit_kind(unit).value: unit}, tier=Tier.GRADING, grader=grader, comment=comment,
+                  time_taken_ms=_time_ms(time_taken), reference_label=reference_label or "", key_slices=keys,
+                  **fields)
         )
         _apply_tier2(review)
     return grade
@@ -208,21 +269,24 @@ def grade_submit(
 
 def verify_submit(
     *,
-    scan: Scan,
+    scan: Scan | None = None,
+    volume: Volume | None = None,
     grader: Any,
     final_label: str,
     note: str = "",
     time_taken: int | timedelta | None = None,
     reference_label: str = "",
 ) -> Grade:
-    """Record the tier 3 final label (verification or arbitration) and close the review."""
+    """Record the tier 3 final label of a scan or an eye (verification or arbitration)
+    and close the review."""
     _label(final_label, field="final label")
+    unit = _unit(scan, volume)
     with transaction.atomic():
-        review = _lock_review(scan)
+        review = _lock_review(unit)
         _check_may_act(review=review, grader=grader, tier=Tier.VERIFICATION)
         grade = _save_grade(
-            Grade(scan=scan, tier=Tier.VERIFICATION, grader=grader, label=final_label, comment=note,
-                  time_taken_ms=_time_ms(time_taken), reference_label=reference_label or "")
+            Grade(**{unit_kind(unit).value: unit}, tier=Tier.VERIFICATION, grader=grader, label=final_label,
+                  comment=note, time_taken_ms=_time_ms(time_taken), reference_label=reference_label or "")
         )
         _apply_tier3(review, grade)
     return grade
@@ -234,7 +298,7 @@ def reference_pick_set(*, scan: Scan, user: Any, picked: bool) -> Review:
     if not may_act_in_tier(user, Tier.VERIFICATION):
         raise Forbidden("Only tier 3 graders choose reference examples.")
     with transaction.atomic():
-        review = _lock_review(scan)
+        review = _lock_review(_unit(scan, None))
         if review.stage != Review.Stage.VERIFIED:
             raise Conflict("Only a verified scan can be a reference example.")
         if review.reference_pick != picked:
@@ -254,12 +318,16 @@ def grade_correct(
     confidence: int | None = None,
     comment: str = "",
     time_taken: int | timedelta | None = None,
+    key_slices: list[int] | None = None,
 ) -> Grade:
     """Correct one's own current grade with a new grade that supersedes it (both kept).
 
-    Tier 1 may be corrected until tier 2 grading has begun, tier 2 until the scan is
-    verified, tier 3 at any time after (the final label follows the correction).
+    Tier 1 may be corrected until tier 2 grading has begun, tier 2 until the unit is
+    verified, tier 3 at any time after (the final label follows the correction). A
+    tier 2 correction of a volume's grade gives its key B-scans anew.
     """
+    unit = grade.unit
+    keys = _key_slices(unit, key_slices) if grade.tier == Tier.GRADING else []
     if grade.tier == Tier.QUALITY:
         if accept is None:
             raise DomainError("Say whether the scan is accepted or excluded.")
@@ -269,7 +337,8 @@ def grade_correct(
     else:
         fields = {"label": _label(label, field="final label")}
     with transaction.atomic():
-        review = _lock_review(grade.scan)
+        review = _lock_review(unit)
+        noun = _noun(unit)
         if grade.grader_id != grader.pk:
             raise Forbidden("You can correct only your own grades.")
         if not may_act_in_tier(grader, grade.tier):
@@ -278,7 +347,7 @@ def grade_correct(
             raise Conflict("This grade has already been corrected; correct the latest version instead.")
         stage = review.stage
         if grade.tier == Tier.QUALITY:
-            tier2_started = Grade.objects.filter(scan_id=review.scan_id, tier=Tier.GRADING).exists()
+            tier2_started = Grade.objects.filter(**unit_filter(unit), tier=Tier.GRADING).exists()
             if stage not in (Review.Stage.GRADING, Review.Stage.EXCLUDED) or tier2_started:
                 raise Conflict("Quality control can no longer be corrected: tier 2 grading has begun.")
         elif grade.tier == Tier.GRADING and stage not in (
@@ -286,12 +355,14 @@ def grade_correct(
             Review.Stage.VERIFICATION,
             Review.Stage.ARBITRATION,
         ):
-            raise Conflict("Tier 2 grades can no longer be corrected once the scan is verified or excluded.")
+            raise Conflict(f"Tier 2 grades can no longer be corrected once the {noun} is verified or excluded.")
         elif grade.tier == Tier.VERIFICATION and stage != Review.Stage.VERIFIED:
-            raise Conflict("This scan is not verified; there is no final label to correct.")
+            raise Conflict(f"This {noun} is not verified; there is no final label to correct.")
         new = _save_grade(
             Grade(
                 scan_id=grade.scan_id,
+                volume_id=grade.volume_id,
+                key_slices=keys,
                 tier=grade.tier,
                 grader=grader,
                 comment=comment,

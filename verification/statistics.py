@@ -144,9 +144,12 @@ def compare(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str
 
 @dataclass
 class Report:
-    """Everything the statistics page shows."""
+    """Everything the statistics page shows, for one review unit: ``unit`` says what
+    is counted, ``"scan"`` (single B-scans) or ``"volume"`` (eyes: a volume of more than
+    one B-scan graded as one)."""
 
     labels: list[str]
+    unit: str = "scan"
     pairwise: list[dict[str, Any]] = field(default_factory=list)
     fleiss: float | None = None
     fleiss_subjects: int = 0
@@ -207,16 +210,20 @@ def aggregate_rows(
     sources: dict[int, str],
     predictions: dict[int, str],
     labels: Sequence[str],
+    key: str = "scan_id",
 ) -> Aggregates:
-    """The aggregates of plain rows (current grades with scan_id, tier, grader_id,
-    grader__username, label, accepted, exclusion_reason, time_taken_ms; reviews with
-    scan_id, stage, final_label; scan id -> source label / current reading)."""
+    """The aggregates of plain rows (current grades with ``key`` (scan_id, or volume_id
+    for volumes), tier, grader_id, grader__username, label, accepted, exclusion_reason,
+    time_taken_ms; reviews with ``key``, stage, final_label; unit id -> source label /
+    the model's reading). Rows of the other unit (``key`` None) are left out."""
     agg = Aggregates(labels=list(labels))
+    grades = [g for g in grades if g[key] is not None]
+    reviews = [r for r in reviews if r[key] is not None]
     tier2: dict[int, dict[int, str]] = defaultdict(dict)
     for g in grades:
         if g["tier"] == 2 and g["label"]:
             agg.names[g["grader_id"]] = g["grader__username"]
-            tier2[g["scan_id"]][g["grader_id"]] = g["label"]
+            tier2[g[key]][g["grader_id"]] = g["label"]
         if g["tier"] == 1:
             agg.qc[(g["accepted"], g["exclusion_reason"] or "")] += 1
         if g["time_taken_ms"] is not None:
@@ -228,7 +235,7 @@ def aggregate_rows(
             agg.pair_tables.setdefault((a, b), Counter())[(per[a], per[b])] += 1
         counts = Counter(per.values())
         agg.patterns[tuple(counts[label] for label in labels)] += 1
-    finals = {r["scan_id"]: r["final_label"] for r in reviews if r["final_label"]}
+    finals = {r[key]: r["final_label"] for r in reviews if r["final_label"]}
     for scan_id, per in tier2.items():
         if scan_id in finals:
             for gid, label in per.items():
@@ -360,12 +367,13 @@ def time_per_tier(agg: Aggregates) -> list[dict[str, Any]]:
     return out
 
 
-def build_report(agg: Aggregates) -> Report:
-    """Compute the statistics page from the aggregates."""
+def build_report(agg: Aggregates, *, unit: str = "scan") -> Report:
+    """Compute the statistics page of one review unit from its aggregates."""
     fleiss, subjects, raters = fleiss_from_patterns(agg.patterns)
     qc_total, qc_excluded, reasons = quality_control(agg)
     return Report(
         labels=list(agg.labels),
+        unit=unit,
         pairwise=pairwise_kappas(agg),
         fleiss=fleiss,
         fleiss_subjects=subjects,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from cases.diagnoses import Diagnosis
-from cases.models import Scan
+from cases.models import Scan, Volume
 from cases.roles import GRADER_ROLES, Role, has_role, role_required
 from inference import selectors as inference_selectors
 from octportal.paging import CappedPaginator
@@ -21,8 +21,8 @@ from octportal.paging import CappedPaginator
 from . import blinding, exports, selectors, services
 from .audit import audit_rows
 from .filters import ExploreFilter
-from .forms import FORM_FOR_TIER, correction_kwargs
-from .models import Grade, Tier
+from .forms import correction_kwargs, form_for
+from .models import Grade, Tier, is_volume_unit, review_unit_of, unit_filter
 
 SUBMIT = {
     Tier.QUALITY: services.quality_submit,
@@ -42,67 +42,104 @@ def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
     scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
     page = CappedPaginator(scans, 50).get_page(request.GET.get("page"))
+    volumes = selectors.volume_worklist_for(user=request.user, tier=tier)
     context = {
         "tier": tier,
         "tier_label": Tier(tier).label,
         "page": page,
+        "volume_page": CappedPaginator(volumes, 50).get_page(request.GET.get("vpage")),
         "show_rejected": rejected,
         "uses_reading": blinding.worklist_uses_reading(tier=tier),
     }
     return render(request, "verification/worklist.html", context)
 
 
+def _grade_redirect(unit: Scan | Volume, tier: int) -> HttpResponse:
+    name = "verification:grade_volume" if isinstance(unit, Volume) else "verification:grade"
+    return redirect(name, pk=unit.pk, tier=tier)
+
+
 @login_required
 def worklist_next(request: HttpRequest, tier: int) -> HttpResponse:
     _require_tier(request, tier)
-    scan = selectors.next_in_worklist(user=request.user, tier=tier)
-    if scan is None:
+    unit = selectors.next_in_worklist(user=request.user, tier=tier)
+    if unit is None:
         messages.info(request, f"Nothing left in your tier {tier} worklist.")
         return redirect("verification:worklist", tier=tier)
-    return redirect("verification:grade", pk=scan.pk, tier=tier)
+    return _grade_redirect(unit, tier)
 
 
-@login_required
-@require_http_methods(["GET", "POST"])
-def grade(request: HttpRequest, pk: int, tier: int) -> HttpResponse:
-    """Show a scan with its grading form; on submit, record the grade and go to the next one."""
-    _require_tier(request, tier)
-    scan = get_object_or_404(Scan.objects.select_related("case", "case__patient"), pk=pk)
-    form_class = FORM_FOR_TIER[tier]
-    state = selectors.review_state(user=request.user, scan=scan)
-    reference = state["reference"]
+def _grade_page(request: HttpRequest, *, tier: int, unit: Scan | Volume) -> HttpResponse:
+    """The grading page of a scan or a volume: show it with the tier's form; on submit,
+    record the grade and go to the next unit of the worklists."""
+    is_volume = isinstance(unit, Volume)
+    form_class = form_for(tier, volume=is_volume)
+    if is_volume:
+        state = selectors.volume_review_state(user=request.user, volume=unit)
+        eye = state["eye_reading"]
+        shown_label = eye.diagnosis if eye else ""
+        noun = "Volume"
+    else:
+        state = selectors.review_state(user=request.user, scan=unit)
+        shown_label = state["reference"].label if state["reference"] else ""
+        noun = "Scan"
     if request.method == "POST":
         form = form_class(request.POST)
         if form.is_valid():
             kwargs = form.service_kwargs()
             if tier != Tier.QUALITY:
-                kwargs["reference_label"] = reference.label if reference else ""
-            SUBMIT[tier](scan=scan, grader=request.user, **kwargs)
-            messages.success(request, f"Scan {scan.pk}: tier {tier} grade saved.")
+                kwargs["reference_label"] = shown_label
+            SUBMIT[tier](**{"volume" if is_volume else "scan": unit}, grader=request.user, **kwargs)
+            messages.success(request, f"{noun} {unit.pk}: tier {tier} grade saved.")
             if request.POST.get("then") == "stay":
                 return redirect("verification:worklist", tier=tier)
-            nxt = selectors.next_in_worklist(user=request.user, tier=tier, after=scan)
+            nxt = selectors.next_in_worklist(user=request.user, tier=tier, after=unit)
             if nxt is None:
-                messages.info(request, f"That was the last scan in your tier {tier} worklist.")
+                messages.info(request, f"That was the last item in your tier {tier} worklist.")
                 return redirect("verification:worklist", tier=tier)
-            return redirect("verification:grade", pk=nxt.pk, tier=tier)
+            return _grade_redirect(nxt, tier)
     else:
         form = form_class()
-    own = Grade.objects.current().filter(scan=scan, tier=tier, grader=request.user).first()
+    own = Grade.objects.current().filter(**unit_filter(unit), tier=tier, grader=request.user).first()
     return render(
         request,
         "verification/grade.html",
         {
-            "scan": scan,
+            "scan": None if is_volume else unit,
+            "volume": unit if is_volume else None,
             "tier": tier,
             "tier_label": Tier(tier).label,
             "form": form,
             "own_grade": own,
             "action": request.path,
             "label_keys": _label_keys(),
+            "shown_label": shown_label,
             **state,
         },
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grade(request: HttpRequest, pk: int, tier: int) -> HttpResponse:
+    """A scan's grading page; a B-scan of a volume graded as one opens its volume's page."""
+    _require_tier(request, tier)
+    scan = get_object_or_404(Scan.objects.select_related("case", "case__patient", "volume"), pk=pk)
+    unit = review_unit_of(scan)
+    if isinstance(unit, Volume):
+        return redirect("verification:grade_volume", pk=unit.pk, tier=tier)
+    return _grade_page(request, tier=tier, unit=scan)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grade_volume(request: HttpRequest, pk: int, tier: int) -> HttpResponse:
+    """A volume's grading page: its B-scans in the volume viewer, one grade for the eye."""
+    _require_tier(request, tier)
+    volume = get_object_or_404(Volume.objects.select_related("case", "case__patient"), pk=pk)
+    if not is_volume_unit(volume):
+        return redirect("verification:grade", pk=volume.scans.get().pk, tier=tier)
+    return _grade_page(request, tier=tier, unit=volume)
 
 
 @login_required
@@ -121,24 +158,30 @@ def reference_pick(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def grade_correct(request: HttpRequest, grade_id: int) -> HttpResponse:
     """Correct one's own grade with a superseding one."""
-    original = get_object_or_404(Grade.objects.select_related("scan"), pk=grade_id, grader=request.user)
+    original = get_object_or_404(Grade.objects.select_related("scan", "volume"), pk=grade_id, grader=request.user)
     tier = original.tier
     _require_tier(request, tier)
-    form_class = FORM_FOR_TIER[tier]
+    volume = original.volume
+    form_class = form_for(tier, volume=volume is not None)
     if request.method == "POST":
         form = form_class(request.POST)
         if form.is_valid():
             services.grade_correct(grade=original, grader=request.user, **correction_kwargs(form))
-            messages.success(request, f"Scan {original.scan_id}: your tier {tier} grade was corrected (the original is kept).")
-            return redirect("verification:grade", pk=original.scan_id, tier=tier)
+            noun = f"Volume {volume.pk}" if volume else f"Scan {original.scan_id}"
+            messages.success(request, f"{noun}: your tier {tier} grade was corrected (the original is kept).")
+            return _grade_redirect(original.unit, tier)
     else:
         form = form_class(initial=_initial_from(original))
-    state = selectors.review_state(user=request.user, scan=original.scan)
+    if volume is not None:
+        state = selectors.volume_review_state(user=request.user, volume=volume)
+    else:
+        state = selectors.review_state(user=request.user, scan=original.scan)
     return render(
         request,
         "verification/grade.html",
         {
             "scan": original.scan,
+            "volume": volume,
             "tier": tier,
             "tier_label": Tier(tier).label,
             "form": form,
@@ -155,6 +198,8 @@ def _initial_from(g: Grade) -> dict[str, Any]:
         return {"decision": "accept" if g.accepted else "exclude", "reason": g.exclusion_reason}
     initial: dict[str, Any] = {"label": g.label, "confidence": g.confidence or 4}
     initial.update({k: bool(v) for k, v in g.findings.items()})
+    if g.volume_id:
+        initial["key_bscans"] = ", ".join(str(i + 1) for i in g.key_slices)
     return initial
 
 
@@ -168,6 +213,7 @@ def statistics(request: HttpRequest) -> HttpResponse:
     snapshot = selectors.statistics_snapshot(labels=list(Diagnosis.values), fresh=request.GET.get("fresh") == "1")
     context = {
         "report": snapshot.report,
+        "volume_report": snapshot.by_unit["volume"],
         "computed_at": snapshot.computed_at,
         "max_age_min": settings.VERIFICATION_STATISTICS_MAX_AGE_S // 60,
         "labels": list(Diagnosis.values),

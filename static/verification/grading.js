@@ -4,6 +4,8 @@
  * unless findings were set by hand); Enter confirms the current label when none is
  * chosen, else saves and opens the next scan.
  * Tier 1: A or Enter accepts, X excludes and then 1-4 choose the reason.
+ * Tier 2 of a volume: M (or the button) adds or removes the B-scan the volume viewer
+ * shows in the key B-scans field (1-based numbers, as the viewer counts).
  */
 (function () {
   "use strict";
@@ -51,6 +53,20 @@
     if (form.requestSubmit) form.requestSubmit(); else form.submit();
   }
 
+  var keyField = form.querySelector("[name=key_bscans]");
+  var slider = document.querySelector("[data-volume-viewer] [data-slice-slider]");
+  function markSlice() {
+    if (!keyField || !slider) return;
+    var n = parseInt(slider.value, 10) + 1;
+    var have = keyField.value.split(/[\s,;]+/).filter(Boolean).map(Number);
+    var at = have.indexOf(n);
+    if (at >= 0) have.splice(at, 1); else have.push(n);
+    have.sort(function (a, b) { return a - b; });
+    keyField.value = have.join(", ");
+  }
+  var markButton = form.querySelector("[data-mark-slice]");
+  if (markButton) markButton.addEventListener("click", markSlice);
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     var target = event.target;
@@ -76,7 +92,10 @@
       return;
     }
 
-    if (LABELS[key]) {
+    if (key === "m" && keyField) {
+      event.preventDefault();
+      markSlice();
+    } else if (LABELS[key]) {
       event.preventDefault();
       chooseLabel(LABELS[key]);
     } else if (key === "Enter") {

@@ -91,7 +91,9 @@ def test_dicom_opt_with_localizer_becomes_one_volume_of_reviewed_queued_scans(ca
     assert [s.slice_position_mm for s in scans] == pytest.approx([0.0, 0.12, 0.24, 0.36])
     for scan, frame in zip(scans, frames, strict=True):
         assert np.array_equal(_png_pixels(scan.image), frame)
-    assert Review.objects.filter(scan__volume=volume).count() == 4
+    # One review for the volume (graded as one eye), none per B-scan.
+    assert Review.objects.filter(scan__volume=volume).count() == 0
+    assert Review.objects.filter(volume=volume).count() == 1
     assert no_enqueue.call_count == 4
 
 

@@ -15,7 +15,7 @@ from cases.diagnoses import Diagnosis
 from cases.models import Volume
 from integrations import services as token_services
 from integrations.models import ApiToken
-from tests.factories import ScanFactory, bscan_bytes
+from tests.factories import ScanFactory, VolumeFactory, bscan_bytes
 from tests.inference.support import make_prediction
 from verification import services as grading
 
@@ -40,6 +40,7 @@ def world(clinician, grader_t1, grader_t2, grader_t3, admin, no_role_user):
     scan.volume, scan.slice_index = volume, 0
     scan.save(update_fields=["volume", "slice_index"])
     make_prediction(scan, predicted=Diagnosis.CNV)
+    VolumeFactory(slice_count=2)  # an eye graded as one unit (the verification volume endpoints)
     users = {"clinician": clinician, "t1": grader_t1, "t2": grader_t2, "t3": grader_t3, "admin": admin,
              "norole": no_role_user}
     return scan, volume, users
@@ -48,6 +49,7 @@ def world(clinician, grader_t1, grader_t2, grader_t3, admin, no_role_user):
 # (method, path, who may, body) — "who may" are the roles answered 2xx.
 def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
     case, patient = scan.case, scan.case.patient
+    eye = Volume.objects.filter(slice_count__gt=1).get()
     return [
         ("get", "/api/v1/", READERS | {"norole"}, None),
         ("get", "/api/v1/patients/", CLINIC, None),
@@ -70,12 +72,17 @@ def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
         ("get", "/api/v1/verification/worklist/2/", {"t2"}, None),
         ("get", "/api/v1/verification/worklist/3/", {"t3", "admin"}, None),
         ("get", f"/api/v1/verification/scans/{scan.pk}/", READERS, None),
+        ("get", "/api/v1/verification/worklist/1/volumes/", {"t1"}, None),
+        ("get", "/api/v1/verification/worklist/2/volumes/", {"t2"}, None),
+        ("get", "/api/v1/verification/worklist/3/volumes/", {"t3", "admin"}, None),
+        ("get", f"/api/v1/verification/volumes/{eye.pk}/", READERS, None),
         ("post", "/api/v1/patients/", CLINIC, {"identifier": "NEW-1"}),
         ("post", "/api/v1/cases/", CLINIC, {"patient": patient.pk, "eye": "OS", "exam_date": "2026-01-02"}),
         ("post", f"/api/v1/cases/{case.pk}/scans/", CLINIC, "upload"),
         ("post", f"/api/v1/scans/{scan.pk}/rerun/", CLINIC, None),
         ("post", f"/api/v1/cases/{case.pk}/report/sign/", CLINIC, None),  # signs version 1
         ("post", f"/api/v1/verification/scans/{scan.pk}/grades/", {"t1"}, {"tier": 1, "decision": "accept"}),
+        ("post", f"/api/v1/verification/volumes/{eye.pk}/grades/", {"t1"}, {"tier": 1, "decision": "accept"}),
     ]
 
 

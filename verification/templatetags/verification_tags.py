@@ -1,4 +1,4 @@
-"""Template tags: the verification panel on the clinic's scan page."""
+"""Template tags: the verification panel on the clinic's scan page, a volume's verification."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +6,10 @@ from typing import Any
 from django import template
 
 from cases.diagnoses import Diagnosis
+from cases.models import Volume
 
 from .. import blinding, selectors
-from ..models import ExclusionReason, Review
+from ..models import ExclusionReason, Review, is_volume_unit, review_unit_of
 
 register = template.Library()
 
@@ -29,7 +30,11 @@ def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
         and prediction.gate_passed
         and prediction.predicted != review.final_label
     )
+    unit = review_unit_of(scan)
+    volume_state = selectors.volume_review_state(user=user, volume=unit) if isinstance(unit, Volume) else None
     return {
+        "volume_unit": unit if volume_state else None,
+        "volume_state": volume_state,
         "model_differs": model_differs,
         "model_prediction": prediction,
         "visible": True,
@@ -38,6 +43,24 @@ def verification_panel(context: dict[str, Any], scan: Any) -> dict[str, Any]:
         "is_admin": context.get("is_admin", False),
         "tiers_for_user": [t for t in (1, 2, 3) if selectors.may_act_in_tier(user, t)],
         **state,
+    }
+
+
+@register.inclusion_tag("verification/_volume_status.html", takes_context=True)
+def volume_verification(context: dict[str, Any], volume: Volume) -> dict[str, Any]:
+    """``{% volume_verification volume %}``: where the eye of a volume (graded as one unit)
+    stands in verification, its verified label where the user may see it (``blinding``)."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not is_volume_unit(volume):
+        return {"visible": False}
+    review = selectors.review_get(volume=volume)
+    return {
+        "visible": True,
+        "volume": volume,
+        "review": review,
+        "may_see_label": blinding.may_see_reading(user=user, volume=volume),
+        "tiers_for_user": [t for t in (1, 2, 3) if selectors.may_act_in_tier(user, t)],
     }
 
 

@@ -145,14 +145,14 @@ class Command(BaseCommand):
             )
             grade_cols = (
                 "scan_id, tier, grader_id, created_at, time_taken_ms, comment, accepted, exclusion_reason, label,"
-                " finding_cnv, finding_macular_edema, finding_drusen, finding_other, confidence, reference_label"
+                " finding_cnv, finding_macular_edema, finding_drusen, finding_other, confidence, reference_label, key_slices"
             )
             staged = f"SELECT r.scan_id, r.stage, s.uploaded_at FROM {Review._meta.db_table} r JOIN {scan_table} s ON s.id = r.scan_id WHERE s.id > {before}"
             cur.execute(
                 f"""INSERT INTO {Grade._meta.db_table} ({grade_cols})
                 SELECT scan_id, 1, {int(t1)}, uploaded_at, 9000, '', stage <> 'excluded',
                        CASE WHEN stage = 'excluded' THEN 'severe_artifact' ELSE '' END, '',
-                       NULL, NULL, NULL, NULL, NULL, ''
+                       NULL, NULL, NULL, NULL, NULL, '', '[]'::jsonb
                 FROM ({staged}) x WHERE stage <> 'quality_control'"""
             )
             for grader, which in ((t2a, "first"), (t2b, "second")):
@@ -163,12 +163,13 @@ class Command(BaseCommand):
                 cur.execute(
                 f"""INSERT INTO {Grade._meta.db_table} ({grade_cols})
                     SELECT scan_id, 2, {int(grader)}, uploaded_at, 30000, '', NULL, '', {label},
-                           true, false, false, false, 4, ''
+                           true, false, false, false, 4, '', '[]'::jsonb
                     FROM ({staged}) x WHERE stage IN {stages}"""
             )
             cur.execute(
                 f"""INSERT INTO {Grade._meta.db_table} ({grade_cols})
-                SELECT scan_id, 3, {int(t3)}, uploaded_at, 20000, '', NULL, '', 'CNV', NULL, NULL, NULL, NULL, NULL, ''
+                SELECT scan_id, 3, {int(t3)}, uploaded_at, 20000, '', NULL, '', 'CNV', NULL, NULL, NULL, NULL, NULL, '',
+                       '[]'::jsonb
                 FROM ({staged}) x WHERE stage = 'verified'"""
             )
         with connection.cursor() as cur:
