@@ -91,6 +91,16 @@ def test_signing_locks_the_report_and_a_change_makes_a_new_version(client, clini
     assert client.get(report + "?version=9").status_code == 404
 
 
+def test_case_page_offers_the_report_to_view_and_to_download(client, clinician, case_with_readings):
+    # A browser with a PDF viewer shows an inline PDF and never saves it: the second link
+    # downloads it (under the name the response gives, signed version included).
+    client.force_login(clinician)
+    html = client.get(case_with_readings.get_absolute_url()).content.decode()
+    url = reverse("cases:case_report", args=[case_with_readings.pk])
+    assert f'href="{url}" data-report-pdf>' in html
+    assert f'href="{url}" download data-report-download>Download</a>' in html
+
+
 def test_signed_versions_are_never_edited(clinician, case_with_readings):
     version = reports.report_sign(case=case_with_readings, user=clinician)
     with pytest.raises(ValueError):

@@ -29,6 +29,15 @@ def test_case_page_shows_final_label_verifier_and_disagreement(client, clinician
     assert "NORMAL" in html and "grader3" in html
 
 
+def test_case_page_says_when_each_label_was_verified_to_the_minute(client, clinician, grader_t3):
+    scan = read_scan("CNV")
+    review = verify(scan, "CNV", grader_t3)
+    client.force_login(clinician)
+    html = client.get(scan.case.get_absolute_url()).content.decode()
+    # As on the scan page and in the report: the time too, not only the day.
+    assert f"grader3, <time datetime=\"{review.verified_at.isoformat()}\">{review.verified_at:%Y-%m-%d %H:%M}</time>" in html
+
+
 def test_scan_page_marks_a_verified_label_that_differs_from_the_model(client, clinician, grader_t3):
     scan = read_scan("DME")
     verify(scan, "NORMAL", grader_t3)

@@ -4,8 +4,6 @@ desktops (screenshots at 390, 768 and 1366 px under var/artefacts/, no horizonta
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests import browser
@@ -13,23 +11,11 @@ from tests.browser import requires_chromium
 
 pytestmark = [pytest.mark.e2e, requires_chromium]
 
-ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "clinic-day"
-WIDTHS = (390, 768, 1366)
+ARTEFACTS = browser.ARTEFACTS / "clinic-day"
 
 
 def check_fits(page, name: str) -> None:
-    """Screenshot the page at each width and fail if it scrolls sideways."""
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    overflow = {}
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        page.wait_for_timeout(50)
-        page.screenshot(path=str(ARTEFACTS / f"{name}-{width}.png"), full_page=True)
-        scroll, inner = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
-        if scroll > inner:
-            overflow[width] = (scroll, inner)
-    page.set_viewport_size({"width": 1280, "height": 900})
-    assert not overflow, f"{name} scrolls sideways at {overflow}"
+    browser.check_fits(page, ARTEFACTS, name)
 
 
 def test_clinician_acknowledges_an_urgent_result_and_explores(live_url, browser_page, user_factory, tmp_path, settings):
