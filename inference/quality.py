@@ -62,7 +62,7 @@ DEFAULT_QUALITY: dict[str, Any] = {
     "typical": {"noise": 0.0367, "contrast": 0.580, "pit": 0.392, "uncertainty": 0.0159, "gate": 0.00029},
     "bad": {"noise": 0.129, "contrast": 0.0586, "pit": 0.0, "uncertainty": 0.435, "gate": 0.0104},
     "weights": {"noise": 1.0, "contrast": 1.0, "pit": 0.5, "uncertainty": 1.0, "gate": 1.0},
-    "threshold": 0.766,
+    "threshold": 0.7665,
     "reason_at": 0.5,
 }
 

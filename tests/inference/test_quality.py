@@ -127,6 +127,16 @@ def test_the_card_section_overrides_the_defaults_key_by_key():
     assert Q.DEFAULT_QUALITY["bad"]["noise"] != 0.2  # the defaults are not mutated
 
 
+def test_the_shipped_card_carries_a_quality_section_chosen_on_clean_validation():
+    from inference.card import load_model_json
+
+    section = load_model_json().get("quality")
+    assert section, "inference/weights/model.json has no quality section (python -m training.robustness --calibrate-quality)"
+    assert section["calibrated_on"]["split"] == "val" and section["calibrated_on"]["stress"] == "clean"
+    assert section["calibrated_on"]["flagged"] <= section["calibrated_on"]["max_flag_rate"] * section["calibrated_on"]["n"]
+    assert 0.0 < section["threshold"] <= 1.0
+
+
 # --- calibration ---------------------------------------------------------------------------
 
 
@@ -175,5 +185,18 @@ def test_the_assessment_costs_a_few_milliseconds():
     t0 = time.process_time()  # CPU time: a busy machine's waiting does not count
     for _ in range(20):
         assess(x)
-    assert (time.process_time() - t0) / 20 < 0.02  # generous; about 2-3 ms of CPU on one core
+    assert (time.process_time() - t0) / 20 < 0.02  # generous; about 1 ms of CPU on one core
 
+
+def test_the_shipped_cards_quality_section_was_calibrated_for_the_shipped_model_file():
+    """A newly shipped model (training rewrites model.json) must be recalibrated:
+    python -m training.robustness --calibrate-quality --model inference/weights/<file>.onnx"""
+    import hashlib
+
+    from inference.card import model_file
+
+    path, card = model_file()
+    if not path.is_file():
+        pytest.skip(f"the shipped model is not at {path}")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (card.get("quality") or {}).get("calibrated_on", {}).get("model_sha256") == sha
