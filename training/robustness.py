@@ -444,24 +444,6 @@ def card_section(outputs: list[dict[str, Any]], command: str) -> str:
         n = group[0]["n_images"]
         lines += ["", f"**{'Validation' if split == 'val' else 'Test'} split** ({n} in-set images; `off_fovea`: NORMAL only):", ""]
         lines.append(format_table({f"{o['model']['version']}": o for o in group}))
-    flagged = [o for o in outputs if any("quality" in r for r in o["rows"].values())]
-    if flagged:
-        lines += [
-            "",
-            QUALITY_HEADING,
-            "",
-            "Each reading carries a quality / out-of-distribution score (`inference.quality`: band speckle, band contrast,",
-            "foveal pit, the model's top-two margin, the input gate) and is flagged \"Low confidence — needs review\" at or",
-            "above the card's threshold, chosen on the clean validation row only (at most 5% of it flagged; rule in",
-            "docs/inference.md). Cells: n: accuracy / NORMAL specificity / urgent sensitivity; \"errors flagged\" = wrong",
-            "readings among the flagged / all wrong readings of the row; false urgent = NORMAL called CNV/DME; missed",
-            "urgent = CNV/DME not called urgent.",
-        ]
-        for o in flagged:
-            thr = (o.get("quality") or {}).get("threshold")
-            thr_text = f", threshold {thr:.3f}" if isinstance(thr, (int, float)) else ""
-            lines += ["", f"**{o['model']['version']}, {'validation' if o['split'] == 'val' else 'test'} split{thr_text}:**", ""]
-            lines.append(format_quality_table(o))
     losos = [(o["model"]["version"], o["leave_one_source_out"]) for o in outputs if o.get("leave_one_source_out")]
     seen: set[str] = set()
     lo_lines = []
@@ -487,6 +469,24 @@ def card_section(outputs: list[dict[str, Any]], command: str) -> str:
         "from the fovea); it does not replace a validation on that hospital's scans, nor a train-without-Kermany run,",
         "which has not been made.",
     ]
+    flagged = [o for o in outputs if any("quality" in r for r in o["rows"].values())]
+    if flagged:
+        lines += [
+            "",
+            QUALITY_HEADING,
+            "",
+            "Each reading carries a quality / out-of-distribution score (`inference.quality`: band speckle, band contrast,",
+            "foveal pit, the model's top-two margin, the input gate) and is flagged \"Low confidence — needs review\" at or",
+            "above the card's threshold, chosen on the clean validation row only (at most 5% of it flagged; rule in",
+            "docs/inference.md). Cells: n: accuracy / NORMAL specificity / urgent sensitivity; \"errors flagged\" = wrong",
+            "readings among the flagged / all wrong readings of the row; false urgent = NORMAL called CNV/DME; missed",
+            "urgent = CNV/DME not called urgent. What the table shows, in words: docs/inference.md.",
+        ]
+        for o in flagged:
+            thr = (o.get("quality") or {}).get("threshold")
+            thr_text = f", threshold {thr:.4f}" if isinstance(thr, (int, float)) else ""
+            lines += ["", f"**{o['model']['version']}, {'validation' if o['split'] == 'val' else 'test'} split{thr_text}:**", ""]
+            lines.append(format_quality_table(o))
     return "\n".join(lines) + "\n"
 
 
