@@ -3,8 +3,9 @@
 One ``onnxruntime.InferenceSession`` per process, created lazily by :func:`get_model`
 with explicit thread counts. Preprocessing is :mod:`inference.preprocessing`, the
 same code the model was trained with; its constants, the class order, the
-temperature (baked into the graph) and the gate threshold come from
-``inference/weights/model.json``.
+temperature (baked into the graph), the gate threshold and the quality flag's
+constants (section ``quality``, see :mod:`inference.quality`) come from
+``inference/weights/model.json``. Every reading carries its quality assessment.
 
 Django-free: ``inference.services`` passes the settings (``OCT_MODEL_PATH``,
 ``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread counts
