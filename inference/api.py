@@ -32,6 +32,14 @@ class PredictionOutput(serializers.ModelSerializer):
     model_version = ModelVersionOutput(read_only=True)
     probabilities = serializers.DictField(child=serializers.FloatField(), read_only=True)
     heatmap_url = serializers.SerializerMethodField()
+    quality_reasons = serializers.ListField(
+        child=serializers.CharField(), read_only=True,
+        help_text="Why the reading is low confidence, worst first (e.g. 'noisy image', 'no foveal pit').",
+    )
+    quality_components = serializers.DictField(
+        child=serializers.FloatField(), read_only=True,
+        help_text="Each component's badness in [0, 1]: noise, contrast, pit, uncertainty, gate (docs/inference.md).",
+    )
 
     class Meta:
         model = Prediction
@@ -45,6 +53,10 @@ class PredictionOutput(serializers.ModelSerializer):
             "urgency",
             "oct_score",
             "gate_passed",
+            "quality_score",
+            "low_confidence",
+            "quality_reasons",
+            "quality_components",
             "heatmap_url",
             "inference_ms",
             "created_at",

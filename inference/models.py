@@ -71,6 +71,16 @@ class Prediction(models.Model):
     # Private like the scan images: served only by inference.views.heatmap.
     heatmap = models.FileField(upload_to=heatmap_path, max_length=255, blank=True)
     inference_ms = models.FloatField()
+    # When not to trust it (inference.quality): null on readings made before it existed.
+    quality_score = models.FloatField(
+        null=True, blank=True, help_text="Quality / out-of-distribution score in [0, 1]; higher = less to be trusted."
+    )
+    low_confidence = models.BooleanField(
+        default=False, help_text="Score at or above the model card's threshold: 'low confidence, needs review'."
+    )
+    quality = models.JSONField(
+        default=dict, blank=True, help_text="Components (badness 0-1), raw measurements, reasons and threshold."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,6 +104,16 @@ class Prediction(models.Model):
             Diagnosis.DRUSEN.value: self.p_drusen,
             Diagnosis.NORMAL.value: self.p_normal,
         }
+
+    @property
+    def quality_reasons(self) -> list[str]:
+        """Why the reading is low confidence, worst first ("noisy image", "no foveal pit", ...)."""
+        return [str(r) for r in (self.quality or {}).get("reasons", [])]
+
+    @property
+    def quality_components(self) -> dict[str, float]:
+        """Each component's badness in [0, 1] (noise, contrast, pit, uncertainty, gate)."""
+        return {str(k): float(v) for k, v in ((self.quality or {}).get("components") or {}).items()}
 
     @property
     def learn_slug(self) -> str:

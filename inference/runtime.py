@@ -3,8 +3,9 @@
 One ``onnxruntime.InferenceSession`` per process, created lazily by :func:`get_model`
 with explicit thread counts. Preprocessing is :mod:`inference.preprocessing`, the
 same code the model was trained with; its constants, the class order, the
-temperature (baked into the graph) and the gate threshold come from
-``inference/weights/model.json``.
+temperature (baked into the graph), the gate threshold and the quality flag's
+constants (section ``quality``, see :mod:`inference.quality`) come from
+``inference/weights/model.json``. Every reading carries its quality assessment.
 
 Django-free: ``inference.services`` passes the settings (``OCT_MODEL_PATH``,
 ``OCT_ORT_INTRA_OP_THREADS`` / ``OCT_ORT_INTER_OP_THREADS``: onnxruntime thread counts
@@ -31,6 +32,7 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from inference import preprocessing as P
+from inference import quality as Q
 from inference.card import model_file
 
 __all__ = [
@@ -60,6 +62,8 @@ class Reading:
     # pixels: shape (ceil(H / step), ceil(W / step)); heatmap_overlay_png scales it up.
     heatmap: np.ndarray
     inference_ms: float
+    # When not to trust it (inference.quality): score, flag, components, reasons.
+    quality: Q.Quality | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -90,6 +94,7 @@ class Model:
         self.sha256: str = _sha256(self.path)
         self.gate_threshold: float = float(card.get("gate_threshold", 0.5))
         self._cfg = P.preprocessing_config(card)
+        self.quality_cfg: dict[str, Any] = Q.quality_config(card)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(intra_op_threads)
         opts.inter_op_num_threads = int(inter_op_threads)
@@ -111,13 +116,26 @@ class Model:
 
     def _predict_chunk(
         self, items: list[tuple[Image.Image, float | None]]
-    ) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray]]:
-        """Preprocess, run and map back the heatmaps of some images (one session run)."""
+    ) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray, Q.Quality]]:
+        """Preprocess, run, map back the heatmaps and assess the quality of some images (one session run)."""
         pre = [P.preprocess(img, self._cfg, saturation=sat) for img, sat in items]
         probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
         return [
-            (p, probs[i], float(score[i]), P.heatmap_to_grid(heat[i], p.geometry)) for i, p in enumerate(pre)
+            (p, probs[i], float(score[i]), P.heatmap_to_grid(heat[i], p.geometry), self._assess(p, probs[i], float(score[i])))
+            for i, p in enumerate(pre)
         ]
+
+    def _assess(self, pre: P.Preprocessed, probs: np.ndarray, oct_score: float) -> Q.Quality:
+        # The model input back in [0, 1]: the flattened, stretched crop the model saw.
+        x = pre.array[0] * float(self._cfg["std"]) + float(self._cfg["mean"])
+        return Q.assess(
+            x,
+            band_contrast=pre.band.contrast,
+            probabilities=probs,
+            oct_score=oct_score,
+            classes=self.classes,
+            cfg=self.quality_cfg,
+        )
 
     def predict_images(
         self, images: list[Image.Image], *, saturations: list[float | None] | None = None
@@ -140,7 +158,7 @@ class Model:
             results = [r for chunk in self._pool.map(self._predict_chunk, shares) for r in chunk]
         per_image_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
         readings = []
-        for p, row, s, grid in results:
+        for p, row, s, grid, quality in results:
             pr = row.astype(np.float64)
             k = int(pr.argmax())
             reason = p.precheck_reason
@@ -156,6 +174,7 @@ class Model:
                     gate_reason=reason,
                     heatmap=grid,
                     inference_ms=per_image_ms,
+                    quality=quality,
                 )
             )
         return readings

@@ -82,6 +82,7 @@ def prediction_current_value(field_name: str, scan_ref: str = "pk") -> Subquery:
 READING_COPIES = {"reading_predicted": "current_class", "reading_urgency": "current_urgency"}
 READING_FIELDS = {
     "reading_confidence": "confidence",
+    "reading_low_confidence": "low_confidence",
     "reading_gate_passed": "gate_passed",
     "reading_at": "created_at",
     "reading_model_version_id": "model_version_id",

@@ -32,6 +32,9 @@ def scan_status_payload(request: HttpRequest, scan, *, fragment: str = "result")
             "confidence": p.confidence,
             "urgency": p.urgency,
             "model_version": p.model_version.label,
+            "quality_score": p.quality_score,
+            "low_confidence": p.low_confidence,
+            "quality_reasons": p.quality_reasons,
         }
     template = FRAGMENTS.get(fragment, FRAGMENTS["result"])
     payload["html"] = render_to_string(template, {"scan": scan}, request=request)

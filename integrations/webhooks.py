@@ -127,6 +127,9 @@ def on_prediction_saved(sender, instance: Prediction, created: bool, **kwargs: A
         "urgency": instance.urgency,
         "confidence": instance.confidence,
         "gate_passed": instance.gate_passed,
+        "quality_score": instance.quality_score,
+        "low_confidence": instance.low_confidence,
+        "quality_reasons": instance.quality_reasons,
         "model_version": instance.model_version.label,
     }
     key = f"{Event.READING_READY}:prediction:{instance.pk}"

@@ -17,6 +17,13 @@ another protocol): single-frame speckle (no frame averaging), vertical vessel sh
 a narrower field of view exported at about 500x280 px, cuts away from the fovea, JPEG
 recompression and lower resolution. ``hospital`` combines them.
 
+Each row also measures the "low confidence, needs review" flag (``inference.quality``):
+the share of scans flagged, the figures on unflagged and on flagged scans, and how
+many errors, false urgent referrals (NORMAL called CNV/DME) and missed urgent scans
+the flag catches. ``--calibrate-quality`` first chooses the flag's constants on the
+clean row of the validation split (``inference.quality.calibrate``), writes them into
+the model's model.json (section ``quality``) and scores every row with them.
+
 The split is the patient-level one of ``training/data.py``. ``--split val`` (the
 default) is the one models are chosen on; ``--split test`` is reported once, for the
 shipped model, never used to choose. ``--limit`` takes the first N images per class
@@ -41,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from inference import evaluation as E
+from inference import quality as Q
 from training import data as D
 
 # Stress transforms: raw greyscale B-scan in, B-scan out.
@@ -205,10 +213,69 @@ def row_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
+def subset_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Accuracy, NORMAL specificity and urgent sensitivity of a subset (any size, even empty)."""
+    urgent_codes = [D.CLASSES.index("CNV"), D.CLASSES.index("DME")]
+    urgent = np.isin(y, urgent_codes)
+    normal = y == D.CLASSES.index("NORMAL")
+    called_urgent = np.isin(pred, urgent_codes)
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()) if len(y) else None,
+        "normal_n": int(normal.sum()),
+        "normal_specificity": float((~called_urgent[normal]).mean()) if normal.any() else None,
+        "urgent_n": int(urgent.sum()),
+        "urgent_sensitivity": float(called_urgent[urgent].mean()) if urgent.any() else None,
+    }
+
+
+def quality_metrics(probs: np.ndarray, y: np.ndarray, raws: list[dict[str, float]], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The flag on one row: flagged share, figures on unflagged / flagged scans, what it catches."""
+    marks = [Q.score(r, cfg, probabilities=p, classes=D.CLASSES) for r, p in zip(raws, probs, strict=True)]
+    flagged = np.array([m.flagged for m in marks], dtype=bool)
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+    urgent_codes = [D.CLASSES.index("CNV"), D.CLASSES.index("DME")]
+    wrong = pred != y
+    false_urgent = (y == D.CLASSES.index("NORMAL")) & np.isin(pred, urgent_codes)
+    missed_urgent = np.isin(y, urgent_codes) & ~np.isin(pred, urgent_codes)
+    reasons: dict[str, int] = {}
+    for m in marks:
+        for k in Q.COMPONENTS:
+            if m.flagged and m.components[k] >= float(cfg["reason_at"]):
+                reasons[k] = reasons.get(k, 0) + 1
+    return {
+        "threshold": float(cfg["threshold"]),
+        "flagged_rate": float(flagged.mean()) if len(flagged) else None,
+        "flagged_n": int(flagged.sum()),
+        "unflagged": subset_metrics(pred[~flagged], y[~flagged]),
+        "flagged": subset_metrics(pred[flagged], y[flagged]),
+        "errors": int(wrong.sum()),
+        "errors_flagged": int((wrong & flagged).sum()),
+        "false_urgent": int(false_urgent.sum()),
+        "false_urgent_flagged": int((false_urgent & flagged).sum()),
+        "missed_urgent": int(missed_urgent.sum()),
+        "missed_urgent_flagged": int((missed_urgent & flagged).sum()),
+        "reasons": reasons,
+        "mean_score": float(np.mean([m.score for m in marks])) if marks else None,
+    }
+
+
 def run_suite(
-    model: Any, items: list[D.Item], root: Path, *, seed: int = 0, stresses: tuple[Stress, ...] = STRESSES, batch: int = 32
+    model: Any,
+    items: list[D.Item],
+    root: Path,
+    *,
+    seed: int = 0,
+    stresses: tuple[Stress, ...] = STRESSES,
+    batch: int = 32,
+    calibrate_quality: bool = False,
 ) -> dict[str, Any]:
-    """Score ``model`` (an ``inference.runtime.Model``) under every stress."""
+    """Score ``model`` (an ``inference.runtime.Model``) under every stress.
+
+    ``calibrate_quality``: choose the flag's constants on the clean row first (its
+    scans must be the validation split's) and score every row with them; they are
+    left in ``model.quality_cfg``.
+    """
     from inference import preprocessing as P
 
     greys = []
@@ -217,17 +284,54 @@ def run_suite(
             # The stresses act on the scan, not on a device's white fill around it.
             greys.append(P.remove_fill(P.to_grey(img)))
     labels = np.array([D.CLASSES.index(i.label) for i in items], dtype=np.int64)
-    rows: dict[str, Any] = {}
+    read: dict[str, tuple[np.ndarray, np.ndarray, list[dict[str, float]]]] = {}
     for st in stresses:
         keep = [k for k, it in enumerate(items) if it.label in st.classes]
         images = [Image.fromarray(apply(st, greys[k], seed, items[k].path)) for k in keep]
-        probs = []
+        probs, raws = [], []
         for b in range(0, len(images), batch):
             for r in model.predict_images(images[b : b + batch]):
                 probs.append([r.probabilities[c] for c in D.CLASSES])
+                raws.append(dict(r.quality.raw))
         p = np.array(probs, dtype=np.float64).reshape(-1, len(D.CLASSES))
-        rows[st.name] = {"what": st.what, "classes": list(st.classes), **row_metrics(p, labels[keep])}
+        read[st.name] = (p, labels[keep], raws)
+    cfg = model.quality_cfg
+    if calibrate_quality:
+        if "clean" not in read:
+            raise ValueError("the quality flag is calibrated on the clean row: include it")
+        p, _, raws = read["clean"]
+        cfg = Q.calibrate(raws, probabilities=list(p), classes=D.CLASSES)
+        model.quality_cfg = cfg
+    rows: dict[str, Any] = {}
+    for st in stresses:
+        p, y, raws = read[st.name]
+        rows[st.name] = {
+            "what": st.what,
+            "classes": list(st.classes),
+            **row_metrics(p, y),
+            "quality": quality_metrics(p, y, raws, cfg),
+        }
     return rows
+
+
+def write_quality_card(cfg: dict[str, Any], card_path: Path, *, model: Any, split: str, seed: int, limit: int | None) -> None:
+    """Write the flag's constants into a model.json as its ``quality`` section."""
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    section = json.loads(json.dumps(E.json_safe(cfg)))
+    section["calibrated_on"] = {
+        **section.get("calibrated_on", {}),
+        "split": split,
+        "stress": "clean",
+        "seed": seed,
+        "limit": limit,
+        "model_version": model.version,
+        "model_sha256": model.sha256,
+        "command": "python -m training.robustness --calibrate-quality"
+        + (f" --limit {limit}" if limit else "")
+        + f" --model {card_path.parent / str(card.get('onnx', ''))}",
+    }
+    card["quality"] = section
+    card_path.write_text(json.dumps(card, indent=1), encoding="utf-8")
 
 
 def _pct(v: Any) -> str:
@@ -245,6 +349,28 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             r = results[n]["rows"].get(st)
             cells.append("" if r is None else f"{_pct(r['accuracy'])} / {_pct(r['normal_specificity'])} / {_pct(r['urgent_sensitivity'])}")
         lines.append(f"| {st} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_quality_table(out: dict[str, Any]) -> str:
+    """Markdown table of the flag on one suite output: one row per stress."""
+    def cell(m: dict[str, Any]) -> str:
+        return f"{m['n']}: {_pct(m['accuracy'])} / {_pct(m['normal_specificity'])} / {_pct(m['urgent_sensitivity'])}"
+
+    lines = [
+        "| stress | flagged | unflagged: n: accuracy / NORMAL spec. / urgent sens. | flagged: n: accuracy / NORMAL spec. / urgent sens. "
+        "| errors flagged | false urgent flagged | missed urgent flagged |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in out["rows"].items():
+        q = row.get("quality")
+        if not q:
+            continue
+        lines.append(
+            f"| {name} | {_pct(q['flagged_rate'])} | {cell(q['unflagged'])} | {cell(q['flagged'])} "
+            f"| {q['errors_flagged']}/{q['errors']} | {q['false_urgent_flagged']}/{q['false_urgent']} "
+            f"| {q['missed_urgent_flagged']}/{q['missed_urgent']} |"
+        )
     return "\n".join(lines)
 
 
@@ -296,6 +422,7 @@ def check_rule(cand: dict[str, Any], base: dict[str, Any], loso_accuracy: float 
 
 
 CARD_HEADING = "## Generalisation: robustness suite and other sources"
+QUALITY_HEADING = "### When not to trust it: the low-confidence flag on the suite"
 CARD = D.REPO_ROOT / "docs" / "model-card.md"
 
 
@@ -342,6 +469,24 @@ def card_section(outputs: list[dict[str, Any]], command: str) -> str:
         "from the fovea); it does not replace a validation on that hospital's scans, nor a train-without-Kermany run,",
         "which has not been made.",
     ]
+    flagged = [o for o in outputs if any("quality" in r for r in o["rows"].values())]
+    if flagged:
+        lines += [
+            "",
+            QUALITY_HEADING,
+            "",
+            "Each reading carries a quality / out-of-distribution score (`inference.quality`: band speckle, band contrast,",
+            "foveal pit, the model's top-two margin, the input gate) and is flagged \"Low confidence — needs review\" at or",
+            "above the card's threshold, chosen on the clean validation row only (at most 5% of it flagged; rule in",
+            "docs/inference.md). Cells: n: accuracy / NORMAL specificity / urgent sensitivity; \"errors flagged\" = wrong",
+            "readings among the flagged / all wrong readings of the row; false urgent = NORMAL called CNV/DME; missed",
+            "urgent = CNV/DME not called urgent. What the table shows, in words: docs/inference.md.",
+        ]
+        for o in flagged:
+            thr = (o.get("quality") or {}).get("threshold")
+            thr_text = f", threshold {thr:.4f}" if isinstance(thr, (int, float)) else ""
+            lines += ["", f"**{o['model']['version']}, {'validation' if o['split'] == 'val' else 'test'} split{thr_text}:**", ""]
+            lines.append(format_quality_table(o))
     return "\n".join(lines) + "\n"
 
 
@@ -400,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
         help="judge the shipping rule of docs/training.md on two validation-split outputs and exit (0: ship)",
     )
     ap.add_argument("--loso-json", type=Path, help="with --check-rule: the candidate recipe's loso.json")
+    ap.add_argument(
+        "--calibrate-quality",
+        action="store_true",
+        help="choose the low-confidence flag's constants on the clean validation row, write them into the model's "
+        "model.json (section quality) and score every row with them",
+    )
     args = ap.parse_args(argv)
 
     if args.check_rule:
@@ -425,10 +576,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (root / "MANIFEST.tsv").is_file():
         print(f"real OCT images not found at {root} (set OCT_DATA_DIR to the folder holding MANIFEST.tsv)", file=sys.stderr)
         return 2
+    if args.calibrate_quality and args.split != "val":
+        print("the quality flag is calibrated on the validation split only", file=sys.stderr)
+        return 2
     model = R.load_model(args.model, intra_op_threads=args.threads, inter_op_threads=1)
     items = select_items(args.split, args.limit, root)
-    stresses = tuple(s for s in STRESSES if not args.stress or s.name in args.stress)
-    rows = run_suite(model, items, root, seed=args.seed, stresses=stresses)
+    stresses = tuple(s for s in STRESSES if not args.stress or s.name in args.stress or (args.calibrate_quality and s.name == "clean"))
+    rows = run_suite(model, items, root, seed=args.seed, stresses=stresses, calibrate_quality=args.calibrate_quality)
+    if args.calibrate_quality:
+        card_path = model.path.parent / "model.json"
+        write_quality_card(model.quality_cfg, card_path, model=model, split=args.split, seed=args.seed, limit=args.limit)
+        print(f"quality flag: threshold {model.quality_cfg['threshold']:.4f} written into {card_path}", file=sys.stderr)
     out = {
         "model": {"path": str(args.model or model.path), "name": model.name, "version": model.version, "sha256": model.sha256},
         "split": args.split,
@@ -436,10 +594,13 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "n_images": len(items),
         "rows": rows,
+        "quality": {k: v for k, v in E.json_safe(model.quality_cfg).items()},
         "leave_one_source_out": loso_summary(model.card),
         "wall_s": time.time() - t0,
     }
     print(format_table({f"{model.name} {model.version}": out}))
+    print()
+    print(format_quality_table(out))
     loso = out["leave_one_source_out"]
     if loso:
         print(f"leave-one-source-out (OCTDL never trained on, from model.json): accuracy {_pct(loso['accuracy'])}, urgent AUC {loso['urgent_auc']:.4f}")

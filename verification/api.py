@@ -217,6 +217,8 @@ def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
                 "confidence": prediction.confidence,
                 "urgency": prediction.urgency,
                 "gate_passed": prediction.gate_passed,
+                "low_confidence": prediction.low_confidence,
+                "quality_reasons": prediction.quality_reasons,
             },
         },
         "grades": GradeOutput(state["grades"], many=True).data,

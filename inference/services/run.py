@@ -148,6 +148,11 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
         gate_passed=passed,
         inference_ms=float(reading.inference_ms),
     )
+    quality = getattr(reading, "quality", None)
+    if quality is not None:
+        prediction.quality_score = float(quality.score)
+        prediction.low_confidence = bool(passed and quality.flagged)
+        prediction.quality = quality.as_dict()
     if passed and reading.heatmap is not None:
         try:
             png = heatmap_overlay_png(image, reading.heatmap)

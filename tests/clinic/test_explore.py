@@ -6,9 +6,10 @@ from datetime import date
 import pytest
 from django.urls import reverse
 
+from cases.models import Scan
 from tests.clinic.conftest import read_scan, verify
-from tests.factories import CaseFactory
-from tests.inference.support import make_version
+from tests.factories import CaseFactory, ScanFactory
+from tests.inference.support import make_prediction, make_version
 from verification import services
 from verification.models import Review
 
@@ -122,3 +123,13 @@ def test_thumbnail_is_private_uncached_and_audited(client, clinician, no_role_us
 
     assert max(Image.open(io.BytesIO(response.content)).size) <= 192
     assert LogEntry.objects.get_for_object(scan).filter(action=LogEntry.Action.ACCESS).exists()
+
+
+def test_explore_badges_low_confidence_readings_but_not_for_a_blinded_grader(client, settings, clinician, grader_t2, version):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    flagged = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(flagged, version, "DME", low_confidence=True)
+    read_scan("CNV", version=version)
+    html = explore(client, clinician).content.decode()
+    assert html.count("data-low-confidence") == 1 and "Low confidence — needs review" in html
+    assert "Low confidence" not in explore(client, grader_t2).content.decode()

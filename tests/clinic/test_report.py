@@ -64,6 +64,17 @@ def test_draft_report_says_readings_verification_referral_and_disclaimer(client,
     assert pdf_images(response.content) >= 3
 
 
+def test_a_low_confidence_reading_says_so_in_the_report_with_its_reasons(client, clinician, version):
+    scan = ScanFactory(status=Scan.Status.ANALYSED, original_name="noisy.png")
+    make_prediction(scan, version, "DME", confidence=0.6, low_confidence=True,
+                    reasons=("noisy image", "uncertain between DME and CNV"))
+    read_scan("NORMAL", version=version, case=scan.case, original_name="fine.png")
+    client.force_login(clinician)
+    text = pdf_text(client.get(reverse("cases:case_report", args=[scan.case.pk])).content)
+    assert text.count("Low confidence") == 1
+    assert "needs review: noisy image; uncertain between DME and CNV" in text
+
+
 def test_signing_locks_the_report_and_a_change_makes_a_new_version(client, clinician, case_with_readings, grader_t3):
     client.force_login(clinician)
     sign = reverse("cases:case_report_sign", args=[case_with_readings.pk])

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from cases.diagnoses import Diagnosis, urgency_for
+from inference import quality as Q
 from inference import services
 from inference.models import ModelVersion, Prediction
 from inference.runtime import UnreadableImage
@@ -38,14 +39,21 @@ class FakeReading:
     gate_reason: str
     heatmap: np.ndarray
     inference_ms: float
+    quality: Q.Quality | None = None
+
+
+def fake_quality(flagged: bool) -> Q.Quality:
+    comps = {k: 0.0 for k in Q.COMPONENTS} | ({"noise": 1.0} if flagged else {})
+    return Q.Quality(score=0.95 if flagged else 0.1, flagged=flagged, raw=dict(comps), components=comps,
+                     reasons=("noisy image",) if flagged else (), threshold=0.9)
 
 
 class FakeModel:
     """Stands in for ``inference.runtime.Model`` in orchestration tests.
 
     The image width selects the behaviour: 64 -> rejected by the gate, 65 -> the
-    model raises, 66 -> the runtime says unreadable; anything else reads as
-    ``predicted`` (CNV by default).
+    model raises, 66 -> the runtime says unreadable, 67 -> read but flagged low
+    confidence ("noisy image"); anything else reads as ``predicted`` (CNV by default).
     """
 
     name = "fake-octnet"
@@ -79,6 +87,7 @@ class FakeModel:
                     gate_reason="" if passed else "the image is mostly colour, unlike a B-scan",
                     heatmap=np.zeros((img.height, img.width), dtype=np.float32),
                     inference_ms=1.5,
+                    quality=fake_quality(img.width == 67),
                 )
             )
         return out
@@ -98,7 +107,8 @@ def make_version(name: str = "octnet", version: str = "1.0", active: bool = True
 
 
 def make_prediction(scan, version: ModelVersion | None = None, predicted: str = "CNV", *, gate_passed: bool = True,
-                    confidence: float = 0.8, heatmap: bytes | None = None) -> Prediction:
+                    confidence: float = 0.8, heatmap: bytes | None = None,
+                    low_confidence: bool = False, reasons: tuple[str, ...] = ("noisy image", "no foveal pit")) -> Prediction:
     """Store a reading directly (views and API tests need no model run)."""
     from django.core.files.base import ContentFile
 
@@ -117,6 +127,10 @@ def make_prediction(scan, version: ModelVersion | None = None, predicted: str = 
         oct_score=0.9 if gate_passed else 0.1,
         gate_passed=gate_passed,
         inference_ms=7.0,
+        quality_score=0.93 if low_confidence else 0.12,
+        low_confidence=low_confidence,
+        quality={"score": 0.93 if low_confidence else 0.12, "flagged": low_confidence, "threshold": 0.9,
+                 "reasons": list(reasons) if low_confidence else [], "components": {}, "raw": {}},
     )
     if heatmap is not None:
         p.heatmap.save("h.png", ContentFile(heatmap), save=False)

@@ -49,6 +49,25 @@ def test_prediction_hidden_from_a_blinded_grader(api_client, grader_t2, analysed
     assert "DME" not in response.content.decode()
 
 
+def test_prediction_output_carries_the_quality_score_and_the_flag(api_client, clinician):
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "CNV", low_confidence=True, reasons=("no foveal pit",))
+    api_client.force_authenticate(clinician)
+    p = api_client.get(f"/api/v1/scans/{scan.pk}/reading/").json()["prediction"]
+    assert p["low_confidence"] is True and p["quality_score"] == 0.93
+    assert p["quality_reasons"] == ["no foveal pit"] and p["quality_components"] == {}
+
+
+def test_a_blinded_grader_gets_no_quality_flag_from_the_api(api_client, grader_t2, settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "CNV", low_confidence=True, reasons=("no foveal pit",))
+    api_client.force_authenticate(grader_t2)
+    response = api_client.get(f"/api/v1/scans/{scan.pk}/reading/")
+    assert response.status_code == 403
+    assert "foveal" not in response.content.decode() and "low_confidence" not in response.content.decode()
+
+
 def test_prediction_of_a_pending_or_failed_scan_is_404_with_status(api_client, clinician):
     api_client.force_authenticate(clinician)
     queued = ScanFactory(status=Scan.Status.QUEUED)

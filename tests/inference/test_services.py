@@ -44,6 +44,17 @@ def test_prediction_run_stores_reading_and_marks_analysed(fake_model):
     assert prediction.model_version.metrics == {"macro_f1": 0.5}
 
 
+def test_prediction_run_stores_the_quality_score_and_the_low_confidence_flag(fake_model):
+    plain, noisy = queued_scan(), queued_scan(data=png_bytes(67, 40))
+    services.predict_scans(scan_ids=[plain.pk, noisy.pk])
+    ok, flagged = Prediction.objects.get(scan=plain), Prediction.objects.get(scan=noisy)
+    assert ok.quality_score == pytest.approx(0.1) and not ok.low_confidence and ok.quality_reasons == []
+    assert flagged.quality_score == pytest.approx(0.95) and flagged.low_confidence
+    assert flagged.quality_reasons == ["noisy image"] and flagged.quality_components["noise"] == 1.0
+    assert flagged.quality["threshold"] == 0.9
+    assert Scan.objects.get(pk=noisy.pk).status == Scan.Status.ANALYSED  # flagged, still read
+
+
 def test_running_twice_keeps_one_prediction(fake_model):
     scan = queued_scan()
     services.prediction_run(scan_id=scan.pk)
@@ -276,6 +287,9 @@ def test_real_model_reads_a_real_bscan(oct_data):
     assert prediction.model_version.sha256 == model.sha256
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert prediction.predicted in {"CNV", "DME", "DRUSEN", "NORMAL"} and prediction.gate_passed
+    assert 0.0 <= prediction.quality_score <= 1.0 and set(prediction.quality_components) == {
+        "noise", "contrast", "pit", "uncertainty", "gate"}
+    assert prediction.low_confidence == (prediction.quality_score >= model.quality_cfg["threshold"])
     with prediction.heatmap.open("rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 

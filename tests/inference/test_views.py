@@ -145,6 +145,43 @@ def test_scan_page_shows_the_reading(client, clinician, analysed_scan):
     assert "inference/poll.js" in html
 
 
+def test_scan_page_shows_the_quality_score_and_no_flag_when_trusted(client, clinician, analysed_scan):
+    client.force_login(clinician)
+    html = client.get(reverse("cases:scan_detail", args=[analysed_scan.pk])).content.decode()
+    assert "quality score <strong>0.12</strong>" in html
+    assert "Low confidence" not in html and "data-low-confidence" not in html
+
+
+def test_a_flagged_reading_shows_low_confidence_needs_review_with_its_reasons(client, clinician):
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "DME", confidence=0.55, low_confidence=True,
+                    reasons=("noisy image", "uncertain between DME and CNV"))
+    client.force_login(clinician)
+    html = client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()
+    assert "Low confidence — needs review." in html and "data-low-confidence" in html
+    assert "Noisy image; uncertain between DME and CNV." in html
+    assert "quality score <strong>0.93</strong>" in html
+    data = get_as(client, clinician, reverse("inference:scan_status", args=[scan.pk])).json()
+    assert data["prediction"]["low_confidence"] is True and data["prediction"]["quality_score"] == 0.93
+    assert data["prediction"]["quality_reasons"] == ["noisy image", "uncertain between DME and CNV"]
+    # The examination page's row carries the badge too.
+    row = get_as(client, clinician, reverse("inference:scan_status", args=[scan.pk]) + "?fragment=row").json()
+    assert "Low confidence — needs review" in row["html"]
+    case_html = client.get(scan.case.get_absolute_url()).content.decode()
+    assert "badge low-confidence" in case_html
+
+
+def test_a_blinded_grader_sees_no_low_confidence_flag_either(client, grader_t2, blind):
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "DME", low_confidence=True)
+    data = get_as(client, grader_t2, reverse("inference:scan_status", args=[scan.pk])).json()
+    assert "prediction" not in data
+    for html in (data["html"], client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()):
+        assert "Low confidence" not in html and "quality score" not in html and "noisy image" not in html
+    row = get_as(client, grader_t2, reverse("inference:scan_status", args=[scan.pk]) + "?fragment=row").json()
+    assert "Low confidence" not in row["html"]
+
+
 def test_status_json_for_a_grader_has_no_rerun_button(client, grader_t1, analysed_scan):
     data = get_as(client, grader_t1, reverse("inference:scan_status", args=[analysed_scan.pk])).json()
     assert data["status"] == "analysed" and data["prediction"]["predicted"] == "CNV"

@@ -88,6 +88,7 @@ def test_a_reading_is_posted_signed_with_a_pseudonym_only(receiver, django_captu
     assert body["event"] == "reading.ready" and sent["headers"]["X-OCT-Event"] == "reading.ready"
     data = body["data"]
     assert data["scan"] == scan.pk and data["predicted"] == "CNV" and data["urgency"]
+    assert data["low_confidence"] is False and data["quality_score"] == 0.12 and data["quality_reasons"] == []
     assert data["patient_pseudonym"] == patient_pseudonym(scan.case.patient.identifier)
     assert scan.case.patient.identifier not in sent["body"].decode() and scan.original_name not in sent["body"].decode()
     delivery = Delivery.objects.get()

@@ -81,6 +81,40 @@ def test_row_metrics_count_false_urgent_referrals_of_normal_scans():
     assert m["accuracy"] == pytest.approx(2 / 5)
 
 
+def _raw(noise: float = 0.03, uncertainty: float = 0.01) -> dict:
+    return {"noise": noise, "contrast": 0.58, "pit": 0.4, "uncertainty": uncertainty, "gate": 0.0}
+
+
+def test_quality_metrics_split_the_row_into_flagged_and_unflagged_scans():
+    from inference import quality as Q
+
+    cfg = Q.quality_config({})
+    # NORMAL called CNV on a noisy scan (a false urgent referral the flag catches), NORMAL right,
+    # CNV right, DME called NORMAL on a clean-looking scan (a missed urgent scan it does not catch).
+    y = np.array([3, 3, 0, 1])
+    p = np.eye(4)[[0, 3, 0, 3]] * 0.97 + 0.0075
+    raws = [_raw(noise=1.0), _raw(), _raw(), _raw()]
+    q = R.quality_metrics(p, y, raws, cfg)
+    assert q["flagged_n"] == 1 and q["flagged_rate"] == pytest.approx(0.25)
+    assert q["errors"] == 2 and q["errors_flagged"] == 1
+    assert (q["false_urgent"], q["false_urgent_flagged"]) == (1, 1)
+    assert (q["missed_urgent"], q["missed_urgent_flagged"]) == (1, 0)
+    assert q["flagged"]["n"] == 1 and q["flagged"]["normal_specificity"] == 0.0
+    assert q["unflagged"]["n"] == 3 and q["unflagged"]["normal_specificity"] == 1.0
+    assert q["unflagged"]["urgent_sensitivity"] == pytest.approx(0.5)
+    assert q["reasons"] == {"noise": 1} and q["threshold"] == cfg["threshold"]
+
+
+def test_subset_metrics_of_an_empty_subset_are_undefined_not_errors():
+    m = R.subset_metrics(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert m == {"n": 0, "accuracy": None, "normal_n": 0, "normal_specificity": None, "urgent_n": 0,
+                 "urgent_sensitivity": None}
+
+
+def test_the_quality_flag_is_calibrated_on_the_validation_split_only(tmp_path):
+    assert R.main(["--calibrate-quality", "--split", "test", "--model", str(tmp_path / "m.onnx")]) == 2
+
+
 def test_the_rule_refuses_the_test_split():
     out = {"split": "test", "seed": 0, "n_images": 1, "limit": None, "rows": {}}
     with pytest.raises(ValueError):
@@ -103,6 +137,11 @@ def test_command_runs_end_to_end_on_real_images_and_writes_the_json(oct_data, tm
     for row in res["rows"].values():
         assert 0.0 <= row["accuracy"] <= 1.0
         assert 0.0 <= row["normal_specificity"] <= 1.0
+        q = row["quality"]
+        assert 0.0 <= q["flagged_rate"] <= 1.0 and q["flagged_n"] + q["unflagged"]["n"] == row["n"]
+        assert q["errors_flagged"] <= q["errors"] and q["false_urgent_flagged"] <= q["false_urgent"]
+        assert set(q["flagged"]) >= {"n", "accuracy", "normal_specificity", "urgent_sensitivity"}
+    assert res["quality"]["threshold"] > 0
     assert res["model"]["version"]
     # Same seed, same images, same model: the same figures.
     again = tmp_path / "again.json"
@@ -111,3 +150,27 @@ def test_command_runs_end_to_end_on_real_images_and_writes_the_json(oct_data, tm
     # The suite's output feeds the rule and the card section.
     section = R.card_section([res], "test")
     assert R.CARD_HEADING in section and "| hospital |" in section
+    assert R.QUALITY_HEADING in section and "errors flagged" in section
+
+
+def test_calibrating_the_flag_writes_the_models_card_and_scores_with_it(oct_data, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    if not weights.is_file():
+        pytest.skip(f"the shipped model is not at {weights}")
+    # A copy of the shipped model outside inference/weights carries its own card: the shipped one is untouched.
+    (tmp_path / "m.onnx").symlink_to(weights)
+    card = json.loads((weights.parent / "model.json").read_text())
+    card.pop("quality", None)
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    monkeypatch.setenv("OCT_DATA_DIR", str(oct_data))
+    out = tmp_path / "suite.json"
+    args = ["--model", str(tmp_path / "m.onnx"), "--limit", "2", "--threads", "1", "--json", str(out)]
+    assert R.main([*args, "--calibrate-quality", "--stress", "off_fovea"]) == 0
+    written = json.loads((tmp_path / "model.json").read_text())["quality"]
+    assert written["calibrated_on"]["split"] == "val" and written["calibrated_on"]["n"] == 8
+    assert written["calibrated_on"]["model_sha256"] == R.hashlib.sha256(weights.read_bytes()).hexdigest()
+    res = json.loads(out.read_text())
+    assert set(res["rows"]) == {"clean", "off_fovea"}  # the clean row is always run to calibrate on
+    assert res["quality"]["threshold"] == written["threshold"]
+    assert res["rows"]["clean"]["quality"]["flagged_n"] <= 0.05 * 8

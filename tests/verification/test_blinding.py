@@ -139,6 +139,32 @@ def test_tier2_before_grading_learns_nothing_of_the_model_or_the_label_by_defaul
     assert [i["model_urgent"] for i in items] == [None]
 
 
+def test_the_low_confidence_flag_is_blinded_like_the_reading(
+    client, api_client, clinician, grader_t1, grader_t2
+):
+    """The flag and its reasons say something of the model's reading ("uncertain between
+    CNV and DME"): a tier 2 grader sees them only once the reading itself is visible."""
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, predicted=Diagnosis.DME, confidence=0.5, low_confidence=True,
+                    reasons=("uncertain between DME and CNV", "noisy image"))
+    services.quality_submit(scan=scan, grader=grader_t1, accept=True)
+    needles = ("Low confidence", "low_confidence", "low-confidence", "needs review", "quality_score",
+               "quality score", "uncertain between", "noisy image")
+    for where, text in leaks_for(client, api_client, grader_t2, scan):
+        for needle in needles:
+            assert needle not in text, f"{needle!r} in {where}"
+    # Once graded, tier 2 sees the reading and its flag, as clinic staff do all along.
+    services.grade_submit(scan=scan, grader=grader_t2, label=Diagnosis.DME, findings=NO_FINDINGS, confidence=3)
+    client.force_login(grader_t2)
+    html = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()
+    assert "Low confidence — needs review" in html and "uncertain between DME and CNV" in html
+    api_client.force_authenticate(grader_t2)
+    review = api_client.get(reverse("verification-api:review", args=[scan.pk])).json()
+    assert review["reference"]["model"]["low_confidence"] is True
+    client.force_login(clinician)
+    assert "Low confidence — needs review" in client.get(reverse("cases:scan_detail", args=[scan.pk])).content.decode()
+
+
 def test_tier2_worklist_order_does_not_follow_the_model(settings, client, grader_t1, grader_t2, grader_t3):
     older, newer = ScanFactory(), ScanFactory()
     Scan.objects.filter(pk=older.pk).update(uploaded_at=timezone.now() - timedelta(hours=1))
