@@ -56,8 +56,14 @@ def formats_dir(settings) -> Path:
 @pytest.fixture(autouse=True)
 def no_enqueue():
     """The readings are requested (asserted) but not run: that is inference's business."""
-    with mock.patch("intake.services.scan_request_analysis") as request:
+    with mock.patch("intake.services.scan_request_analysis"), \
+            mock.patch("intake.services.scans_request_analysis") as request:
         yield request
+
+
+def _requested_ids(request) -> list[int]:
+    """The scan ids of every batch request, in the order asked."""
+    return [i for call in request.call_args_list for i in call.kwargs["scan_ids"]]
 
 
 def _png_pixels(field) -> np.ndarray:
@@ -102,7 +108,8 @@ def test_dicom_opt_with_localizer_becomes_one_volume_of_reviewed_queued_scans(ca
     for scan, frame in zip(scans, frames, strict=True):
         assert np.array_equal(_png_pixels(scan.image), frame)
     assert Review.objects.filter(scan__volume=volume).count() == 4
-    assert no_enqueue.call_count == 4
+    # One request for the whole volume, in slice order (model batches, not a task per B-scan).
+    assert no_enqueue.call_count == 1 and _requested_ids(no_enqueue) == [s.pk for s in scans]
 
 
 @pytest.mark.parametrize(
@@ -277,8 +284,16 @@ def test_zip_of_mixed_sizes_is_refused(api_client, clinician, case, media_root):
     _nothing_stored(media_root)
 
 
-def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root, no_enqueue):
-    no_enqueue.side_effect = [None, None, RuntimeError("broker exploded")]
+def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root):
+    with mock.patch("intake.services.review_open", side_effect=[None, None, RuntimeError("review failed")]), \
+            pytest.raises(RuntimeError):
+        volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
+                              uploaded_by=clinician)
+    _nothing_stored(media_root)
+
+
+def test_a_failing_reading_request_rolls_back_the_whole_volume(case, clinician, frames, media_root, no_enqueue):
+    no_enqueue.side_effect = RuntimeError("database gone")
     with pytest.raises(RuntimeError):
         volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
                               uploaded_by=clinician)
