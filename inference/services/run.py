@@ -159,15 +159,19 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
 
 
 def _finish(
-    scan_id: int, *, prediction: Prediction | None, failure: str, copy_reading: bool = True
+    scan_id: int, *, prediction: Prediction | None, failure: str, copy_reading: bool = True,
+    locked: bool | None = None,
 ) -> Prediction | None:
     """Store the outcome of one scan: the prediction (if any) and its final status, atomically.
 
     ``copy_reading=False``: the caller copies the readings of its whole batch at once
-    (``scans_reading_copy``) in the same transaction."""
+    (``scans_reading_copy``) in the same transaction. ``locked``: whether the caller's
+    transaction already locked the scan's row (True) or found it deleted (False); None
+    locks it here."""
     with transaction.atomic():
-        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
-        if scan is None:  # deleted while it was being read
+        if locked is None:
+            locked = Scan.objects.select_for_update().filter(pk=scan_id).exists()
+        if not locked:  # deleted while it was being read
             if prediction is not None and prediction.heatmap:
                 prediction.heatmap.delete(save=False)
             return None
@@ -185,7 +189,7 @@ def _finish(
         if stored is not None and not stored.gate_passed:
             failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
         status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
-        Scan.objects.filter(pk=scan.pk).update(
+        Scan.objects.filter(pk=scan_id).update(
             status=status, status_detail=failure[:500], status_changed_at=timezone.now()
         )
         if copy_reading:
@@ -237,9 +241,12 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
     # The batch's readings are stored in one transaction: one commit (a disk flush on
     # SQLite and PostgreSQL) instead of one per scan, and one copy of the readings.
     with transaction.atomic():
+        ids = [sid for sid, _, _ in finished]
+        present = set(Scan.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
         for sid, prediction, failure in finished:
-            results[sid] = _finish(sid, prediction=prediction, failure=failure, copy_reading=False)
-        scans_reading_copy(scan_ids=[sid for sid, _, _ in finished])
+            results[sid] = _finish(sid, prediction=prediction, failure=failure, copy_reading=False,
+                                   locked=sid in present)
+        scans_reading_copy(scan_ids=ids)
     return results
 
 
