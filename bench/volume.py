@@ -1,4 +1,4 @@
-"""Volume benchmark: a 49-B-scan DICOM OPT volume from upload bytes to its per-eye reading.
+"""Volume benchmark: a DICOM OPT volume from its last byte to its per-eye reading.
 
 Figures, not a test. In a temporary folder (fresh SQLite database and media, nothing
 else touched), on real B-scans of ``OCT_DATA_DIR`` (default ``../shared/oct``) made into
@@ -6,20 +6,32 @@ one multi-frame OPT file per transfer syntax:
 
 * read: parse, de-identify and decode (``intake.formats.volume_source_read``);
 * submit: register every B-scan with its grey copy, open its review, request its reading,
-  in one transaction (``intake.volumes.volume_submit``);
-* read the volume: the shipped model over all B-scans (``inference.services.predict_scans``,
+  in one transaction (``intake.volumes.volume_submit``); the tasks are not published
+  (the scans stay QUEUED) because the model is timed on its own below, as a worker runs it;
+* reading: the shipped model over all B-scans (``inference.services.predict_scans``,
   batches of ``OCT_INFERENCE_BATCH_SIZE``), then the per-eye rule.
 
-    .venv/bin/python bench/volume.py [--slices 49] [--repeat 3]
+The same B-scans uploaded one at a time (``--singles`` of them, each file as it is in the
+data set through ``scan_submit``, then read alone as ``predict_scan`` reads a lone
+upload) give the per-B-scan baseline a volume is compared with.
 
-The last line (``KEY ...``) gives the median seconds of each step for the uncompressed file.
+    .venv/bin/python bench/volume.py [--slices 49] [--repeat 5] [--singles 12] [--syntax all]
+    .venv/bin/python bench/volume.py --profile var/volume.prof      # cProfile of one uncompressed volume
+    .venv/bin/python bench/volume.py --rss [--rss-slices 97]        # peak RSS, 1536-wide B-scans
+
+The last line (``KEY ...``) gives p50 and p95 of the uncompressed volume's total, its CPU
+seconds (the process's, all threads: on a shared machine the wall time also counts the
+waits for a core), the single-upload time of as many B-scans and the ratios.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--slices", type=int, default=49)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+def _setup() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-volume-"))
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "octportal.settings.base",
@@ -47,70 +55,202 @@ def main() -> None:
     import django  # noqa: PLC0415 - settings must be in the environment first
 
     django.setup()
+    import logging  # noqa: PLC0415
+    from unittest import mock  # noqa: PLC0415
+
     from django.core.management import call_command  # noqa: PLC0415
+
+    logging.disable(logging.INFO)
+    # Requested, not run: the scans stay QUEUED, as with a broker, and the model is timed
+    # separately, in batches as a worker reads them.
+    mock.patch("inference.services.queue._publish", lambda task, *args: True).start()
+    call_command("migrate", verbosity=0)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, default=49)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--singles", type=int, default=12, help="lone uploads timed for the per-B-scan baseline")
+    ap.add_argument("--syntax", default="all", choices=["all", "uncompressed", "jpeg-baseline", "jpeg2000-lossless",
+                                                         "jpeg-ls-lossless"])
+    ap.add_argument("--profile", type=Path, help="write a cProfile of one uncompressed volume here and print its top")
+    ap.add_argument("--rss", action="store_true", help="peak RSS of one process reading, submitting and reading a "
+                                                      "volume of --rss-slices 1536-wide B-scans (a child process)")
+    ap.add_argument("--rss-slices", type=int, default=97)
+    ap.add_argument("--rss-make", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    root = Path(os.environ.get("OCT_DATA_DIR", REPO.parent / "shared" / "oct"))
+    if args.rss:
+        _rss(args, root)
+        return
+    _setup()
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless  # noqa: PLC0415
+
+    from inference.services import get_model  # noqa: PLC0415
+    from tests.intake import dicom_files  # noqa: PLC0415
+
+    if args.rss_make:
+        _rss_make(args, root, dicom_files)
+        return
+    if args.rss_child:
+        _rss_child(args)
+        return
+    get_model()  # a worker loads it at start (worker_process_init)
+    frames, files = _frames(root, args.slices, size=(512, 496))
+    if args.profile:
+        _profile(args.profile, dicom_files.opt_bytes(frames))
+        return
+    syntaxes = {"uncompressed": ExplicitVRLittleEndian, "jpeg-baseline": JPEGBaseline8Bit,
+                "jpeg2000-lossless": JPEG2000Lossless, "jpeg-ls-lossless": JPEGLSLossless}
+    if args.syntax != "all":
+        syntaxes = {args.syntax: syntaxes[args.syntax]}
+    totals: list[float] = []
+    cpu: list[float] = []
+    for label, syntax in syntaxes.items():
+        try:
+            data = dicom_files.opt_bytes(frames, transfer_syntax=syntax)
+        except Exception as exc:  # noqa: BLE001 - an encoder missing here: say so, go on
+            print(f"{label:18s} skipped: {exc}")
+            continue
+        times: dict[str, list[float]] = {"read": [], "submit": [], "reading": [], "total": [], "cpu": []}
+        eye = None
+        for _ in range(args.repeat):
+            step, eye = _volume_once(data)
+            for key, value in step.items():
+                times[key].append(value)
+        if label == "uncompressed":
+            totals, cpu = times["total"], times["cpu"]
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{label:18s} {len(data) / 1e6:6.1f} MB  read {med['read']:.2f} s  submit {med['submit']:.2f} s  "
+              f"model + per-eye {med['reading']:.2f} s  total p50 {med['total']:.2f} s "
+              f"p95 {_percentile(times['total'], 95):.2f} s  CPU {med['cpu']:.2f} s  ({eye.diagnosis if eye else 'no reading'})",
+              flush=True)
+    per_scan, per_scan_cpu = _singles(files[: args.singles]) if args.singles else (float("nan"), float("nan"))
+    singles_s, singles_cpu = per_scan * args.slices, per_scan_cpu * args.slices
+    if totals:
+        p50, p95, cpu50 = statistics.median(totals), _percentile(totals, 95), statistics.median(cpu)
+        print(f"lone uploads       {per_scan * 1000:.0f} ms per B-scan, CPU {per_scan_cpu * 1000:.0f} ms "
+              f"(submit + read alone, {args.singles} files): {singles_s:.2f} s for {args.slices}")
+        print(f"KEY slices={args.slices} repeat={args.repeat} total_p50_s={p50:.2f} total_p95_s={p95:.2f} "
+              f"cpu_p50_s={cpu50:.2f} singles_s={singles_s:.2f} singles_cpu_s={singles_cpu:.2f} "
+              f"speedup_vs_singles={singles_s / p50:.1f}x cpu_speedup_vs_singles={singles_cpu / cpu50:.1f}x")
+
+
+def _volume_once(data: bytes):
+    """Read, submit and read one volume; the seconds of each step and the per-eye reading."""
     from django.db import transaction  # noqa: PLC0415
-    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit  # noqa: PLC0415
 
     from inference.selectors import volume_reading  # noqa: PLC0415
     from inference.services import predict_scans  # noqa: PLC0415
     from intake.formats import volume_source_read  # noqa: PLC0415
     from intake.volumes import volume_submit  # noqa: PLC0415
     from tests.factories import CaseFactory  # noqa: PLC0415
-    from tests.intake import dicom_files  # noqa: PLC0415
 
-    import logging  # noqa: PLC0415
-    from unittest import mock  # noqa: PLC0415
-
-    from cases.models import Scan  # noqa: PLC0415
-
-    logging.disable(logging.INFO)
-    # Queue without running: embedded mode would read each B-scan inside "submit"; the
-    # model is timed on its own below, in batches as a worker runs it.
-    mock.patch("intake.services.scan_request_analysis",
-               lambda *, scan: Scan.objects.filter(pk=scan.pk).update(status=Scan.Status.QUEUED)).start()
-    call_command("migrate", verbosity=0)
-    root = Path(os.environ.get("OCT_DATA_DIR", REPO.parent / "shared" / "oct"))
-    frames = _frames(root, args.slices, dicom_files)
-    results: dict[str, dict[str, list[float]]] = {}
-    for label, syntax in (("uncompressed", ExplicitVRLittleEndian), ("jpeg-baseline", JPEGBaseline8Bit),
-                          ("jpeg2000-lossless", JPEG2000Lossless)):
-        data = dicom_files.opt_bytes(frames, transfer_syntax=syntax)
-        times: dict[str, list[float]] = {"read": [], "submit": [], "reading": []}
-        for _ in range(args.repeat):
-            case = CaseFactory()
-            t0 = time.perf_counter()
-            source = volume_source_read(data, name="bench.dcm")
-            t1 = time.perf_counter()
-            with transaction.atomic():
-                volume = volume_submit(case=case, source=source, uploaded_by=None)
-            t2 = time.perf_counter()
-            predict_scans(scan_ids=list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))
-            eye = volume_reading(volume=volume).reading
-            t3 = time.perf_counter()
-            times["read"].append(t1 - t0)
-            times["submit"].append(t2 - t1)
-            times["reading"].append(t3 - t2)
-        results[label] = times
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{label:18s} {len(data) / 1e6:6.1f} MB  read {med['read']:.2f} s  submit {med['submit']:.2f} s  "
-              f"model + per-eye {med['reading']:.2f} s  ({eye.diagnosis if eye else 'no reading'})")
-    u = {k: statistics.median(v) for k, v in results["uncompressed"].items()}
-    print(f"KEY slices={args.slices} read_s={u['read']:.2f} submit_s={u['submit']:.2f} reading_s={u['reading']:.2f} "
-          f"total_s={sum(u.values()):.2f}")
+    case = CaseFactory()
+    c0, t0 = time.process_time(), time.perf_counter()
+    source = volume_source_read(data, name="bench.dcm")
+    t1 = time.perf_counter()
+    with transaction.atomic():
+        volume = volume_submit(case=case, source=source, uploaded_by=None)
+    t2 = time.perf_counter()
+    predict_scans(scan_ids=list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))
+    eye = volume_reading(volume=volume).reading
+    t3, c3 = time.perf_counter(), time.process_time()
+    return {"read": t1 - t0, "submit": t2 - t1, "reading": t3 - t2, "total": t3 - t0, "cpu": c3 - c0}, eye
 
 
-def _frames(root: Path, count: int, dicom_files) -> list:
-    """``count`` real 512x496 B-scans (cycled when fewer), as one volume's frames."""
-    frames = dicom_files.real_bscans(root, count=4)
-    extra = []
+def _singles(files: list[bytes]) -> tuple[float, float]:
+    """Mean seconds (wall, CPU) per lone upload: ``scan_submit`` of the file, then its reading alone."""
+    from django.core.files.base import ContentFile  # noqa: PLC0415
+
+    from inference.services import predict_scans  # noqa: PLC0415
+    from intake.services import scan_submit  # noqa: PLC0415
+    from tests.factories import CaseFactory  # noqa: PLC0415
+
+    case = CaseFactory()
+    cpu, started = time.process_time(), time.perf_counter()
+    for index, data in enumerate(files):
+        scan = scan_submit(case=case, file=ContentFile(data, name=f"lone-{index}.jpeg"), uploaded_by=None)
+        predict_scans(scan_ids=[scan.pk])
+    n = max(1, len(files))
+    return (time.perf_counter() - started) / n, (time.process_time() - cpu) / n
+
+
+def _profile(path: Path, data: bytes) -> None:
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    _volume_once(data)  # warm: first queries, imports
+    # CPU time, not wall time: on a shared machine the wall clock counts the waits for a core.
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    step, _ = _volume_once(data)
+    profiler.disable()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(str(path))
+    print(" ".join(f"{k} {v:.2f} s" for k, v in step.items()))
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(60)
+
+
+def _rss(args, root: Path) -> None:
+    """Peak resident set of a fresh process that reads, submits and reads one volume.
+
+    The file is made by another process first, so that building it does not count."""
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
+        path = Path(tmp) / "volume.dcm"
+        for mode in ("--rss-make", "--rss-child"):
+            done = subprocess.run(
+                [sys.executable, __file__, mode, str(path), "--rss-slices", str(args.rss_slices)],
+                capture_output=True, text=True, env={**os.environ, "OCT_DATA_DIR": str(root)}, check=False,
+            )
+            sys.stdout.write(done.stdout)
+            if done.returncode:
+                sys.stderr.write(done.stderr[-3000:])
+                raise SystemExit(done.returncode)
+
+
+def _rss_make(args, root: Path, dicom_files) -> None:
+    frames, _ = _frames(root, args.rss_slices, size=(1536, 496))
+    args.rss_make.write_bytes(dicom_files.opt_bytes(frames))
+
+
+def _rss_child(args) -> None:
+    from inference.services import get_model  # noqa: PLC0415
+
+    get_model()
+    data = args.rss_child.read_bytes()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step, eye = _volume_once(data)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RSS slices={args.rss_slices} size=1536x496 file_mb={len(data) / 1e6:.1f} "
+          f"model_loaded_mb={before:.0f} peak_mb={peak:.0f} total_s={step['total']:.2f} cpu_s={step['cpu']:.2f} "
+          f"({eye.diagnosis if eye else 'no reading'})")
+
+
+def _frames(root: Path, count: int, *, size: tuple[int, int]) -> tuple[list[np.ndarray], list[bytes]]:
+    """``count`` real B-scans of ``size`` (cycled when fewer), and their files as in the data set."""
+    frames: list[np.ndarray] = []
+    files: list[bytes] = []
     with (root / "MANIFEST.tsv").open() as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            if row["path"].startswith("kermany/") and len(frames) + len(extra) < count:
-                with Image.open(root / row["path"]) as img:
-                    if img.size == (512, 496):
-                        extra.append(np.asarray(img.convert("L")))
-    out = frames + extra
-    return [out[i % len(out)] for i in range(count)]
+            if not row["path"].startswith("kermany/") or len(frames) >= count:
+                continue
+            data = (root / row["path"]).read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                if img.size == size:
+                    frames.append(np.asarray(img.convert("L")))
+                    files.append(data)
+    if not frames:
+        raise SystemExit(f"no B-scans of {size} under {root}")
+    return [frames[i % len(frames)] for i in range(count)], files
 
 
 if __name__ == "__main__":

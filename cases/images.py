@@ -269,6 +269,30 @@ def inspect_and_convert(data: bytes, *, max_pixels: int, min_side: int = MIN_SID
         saturation=colour_saturation(img),
     )
 
+def slice_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
+    """Return the record of one B-scan of a volume, from the PNG its reader encoded.
+
+    A volume reader (``intake``) hands over each decoded frame as a PNG it wrote itself
+    from the pixels alone. An 8-bit grey one without metadata already is the grey copy
+    the pipeline uses, so it is kept as it is: decoding it again and encoding the same
+    pixels a second time was the largest cost of registering a volume. Any other PNG
+    (16-bit, colour, carrying metadata) is checked and converted as an upload is.
+    """
+    try:
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        img = None
+    if img is None or img.mode != "L" or img.info or getattr(img, "n_frames", 1) != 1:
+        return inspect_and_convert(data, max_pixels=max_pixels, min_side=1)
+    width, height = img.size
+    if width < 1 or height < 1 or width * height > max_pixels:
+        return inspect_and_convert(data, max_pixels=max_pixels, min_side=1)  # refuses, with the reason
+    return ConvertedImage(
+        sha256=hashlib.sha256(data).hexdigest(), format="PNG", mode="L", width=width, height=height,
+        size=len(data), png=data, saturation=0.0,
+    )
+
+
 def to_grey8(img: Image.Image) -> Image.Image:
     """Return an 8-bit grey (mode ``L``) rendering of a decoded image."""
     mode = img.mode

@@ -300,12 +300,30 @@ class VolumeAnalysis:
 
     volume: Volume
     reading: EyeReading | None
-    slices: list[dict[str, Any]]  # per slice in order: scan id, index, status, urgent probability or None
+    slices: list[dict[str, Any]]  # per slice in order: scan id, index, position, status, urgent probability or None
     pending: int
 
     @property
     def complete(self) -> bool:
         return self.pending == 0
+
+    @property
+    def most_suspicious(self) -> int | None:
+        """The index of the slice with the highest visible urgent probability (the first of
+        equals); None when no slice's reading is visible."""
+        read = [s for s in self.slices if s["p_urgent"] is not None]
+        return max(read, key=lambda s: s["p_urgent"])["slice_index"] if read else None
+
+
+def _positions(scans: list[Scan]) -> list[float]:
+    """Each slice's place across the volume, 0 (first) to 1 (last): from the file's slice
+    positions when every slice has one, else evenly by index."""
+    mm = [s.slice_position_mm for s in scans]
+    if scans and all(m is not None for m in mm) and max(mm) > min(mm):
+        lo, hi = min(mm), max(mm)
+        return [round((m - lo) / (hi - lo), 4) for m in mm]
+    last = max(1, len(scans) - 1)
+    return [round(i / last, 4) if len(scans) > 1 else 0.5 for i in range(len(scans))]
 
 
 def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> VolumeAnalysis:
@@ -314,11 +332,11 @@ def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> Vo
     ``visible_ids``: the scans whose readings the user may see (``verification.blinding``);
     None means all. Only analysed slices whose reading passed the input gate count.
     """
-    scans = list(volume.scans.order_by("slice_index").only("pk", "slice_index", "status"))
+    scans = list(volume.scans.order_by("slice_index").only("pk", "slice_index", "slice_position_mm", "status"))
     current = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
     read: list[SliceReading] = []
     strip: list[dict[str, Any]] = []
-    for scan in scans:
+    for scan, position in zip(scans, _positions(scans), strict=True):
         p = current.get(scan.pk)
         usable = (
             p is not None and p.gate_passed and scan.status == Scan.Status.ANALYSED
@@ -329,6 +347,7 @@ def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> Vo
         strip.append({
             "scan_id": scan.pk,
             "slice_index": scan.slice_index,
+            "position": position,
             "status": scan.status,
             "p_urgent": round(read[-1].p_urgent, 4) if usable else None,
             "predicted": p.predicted if usable else "",

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 
 from django.conf import settings
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 PATIENT_PREFIX = "DEV-"
@@ -96,11 +97,25 @@ BASIC_PROFILE_KEYWORDS: tuple[str, ...] = (
 HEYEX_PATIENT_FIELDS: tuple[str, ...] = ("firstname", "lastname", "dob", "pid", "patient_id", "id", "visit_id")
 
 
-def _strip(ds: Dataset, removed: set[str]) -> None:
+def _profile_tags() -> dict[int, str]:
+    tags = {}
     for keyword in BASIC_PROFILE_KEYWORDS:
-        if keyword in ds:
-            del ds[keyword]
-            removed.add(keyword)
+        tag = tag_for_keyword(keyword)
+        if tag is None:  # pragma: no cover - a typo in the list above
+            raise ValueError(f"unknown DICOM keyword {keyword}")
+        tags[tag] = keyword
+    return tags
+
+
+PROFILE_TAGS = _profile_tags()
+
+
+def _strip(ds: Dataset, removed: set[str]) -> None:
+    # One pass over the data set's tags (a multi-frame OPT nests a data set per frame;
+    # looking up each of the profile's keywords in each of them was most of the read).
+    for tag in [t for t in ds.keys() if t in PROFILE_TAGS]:
+        del ds[tag]
+        removed.add(PROFILE_TAGS[tag])
     for elem in list(ds):
         group = elem.tag.group
         if elem.tag.is_private:

@@ -127,7 +127,7 @@ def dicom_read(data: bytes, *, name: str) -> DicomInstance:
     if ts is None or ts not in supported_transfer_syntaxes():
         label = f"{UID(ts).name} ({ts})" if ts else "none"
         raise VolumeRejected(
-            f"{name}: the transfer syntax {label} is not supported; send uncompressed, JPEG, JPEG 2000 or RLE."
+            f"{name}: the transfer syntax {label} is not supported; send uncompressed, JPEG, JPEG-LS, JPEG 2000 or RLE."
         )
     if str(ds.get("BurnedInAnnotation", "NO")).upper() == "YES":
         raise VolumeRejected(f"{name}: the images carry burned-in annotation (text in the pixels), which may identify the patient.")

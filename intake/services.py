@@ -17,7 +17,7 @@ from django.db import transaction
 
 from cases.models import Case, Scan, Volume
 from cases.services import ScanDetails, scan_files_delete, scan_register, upload_name, upload_sha256
-from inference.services import scan_request_analysis
+from inference.services import scan_request_analysis, scans_request_analysis
 from octportal.errors import Conflict, DomainError
 from verification.services import review_open
 
@@ -32,24 +32,36 @@ class UploadReport:
 
 
 def scan_submit(
-    *, case: Case, file: IO[bytes], uploaded_by: AbstractBaseUser | None, **details: Unpack[ScanDetails]
+    *,
+    case: Case,
+    file: IO[bytes],
+    uploaded_by: AbstractBaseUser | None,
+    request_analysis: bool = True,
+    **details: Unpack[ScanDetails],
 ) -> Scan:
     """Register one image into ``case``, queue its analysis and open its review.
 
     ``details``: the source label and, for a volume's B-scan, its volume and position
     (``cases.services.ScanDetails``). All or nothing: a refused image (``DomainError``)
     or any later failure leaves no row and no file. The analysis is enqueued only once
-    the transaction commits.
+    the transaction commits; ``request_analysis=False`` leaves that to the caller, which
+    then requests it for many scans at once (``slices_request_analysis``).
     """
     with transaction.atomic():
         scan = scan_register(case=case, file=file, uploaded_by=uploaded_by, **details)
         try:
             review_open(scan=scan)
-            scan_request_analysis(scan=scan)
+            if request_analysis:
+                scan_request_analysis(scan=scan)
         except BaseException:
             scan_files_delete(scan=scan)
             raise
     return scan
+
+
+def slices_request_analysis(*, scans: list[Scan]) -> None:
+    """Request the reading of a volume's B-scans together: model batches, in slice order."""
+    scans_request_analysis(scan_ids=[scan.pk for scan in scans])
 
 
 def scans_upload(*, case: Case, files: list[IO[bytes]], uploaded_by: AbstractBaseUser | None) -> UploadReport:

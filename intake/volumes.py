@@ -93,7 +93,9 @@ def volume_submit(*, case: Case, source: VolumeSource, uploaded_by: AbstractBase
                     volume=volume,
                     slice_index=index,
                     slice_position_mm=positions[index] if index < len(positions) else None,
+                    request_analysis=False,
                 ))
+            services.slices_request_analysis(scans=scans)
     except BaseException:
         for scan in scans:
             scan_files_delete(scan=scan)

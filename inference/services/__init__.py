@@ -11,7 +11,14 @@ State machine of ``Scan.status`` (see docs/inference.md)::
                             |                  |
                             +-- sweep (stale) -+      FAILED/ANALYSED --re-run--> QUEUED
 """
-from .queue import ACTIVE_STATUSES, scan_request_analysis, scan_rerun, scans_release, stale_scans_requeue
+from .queue import (
+    ACTIVE_STATUSES,
+    scan_request_analysis,
+    scan_rerun,
+    scans_release,
+    scans_request_analysis,
+    stale_scans_requeue,
+)
 from .registry import ModelMismatch, model_version_activate, model_version_for, model_version_register
 from .run import (
     MSG_GATE,
@@ -43,5 +50,6 @@ __all__ = [
     "scan_rerun",
     "scans_heartbeat",
     "scans_release",
+    "scans_request_analysis",
     "stale_scans_requeue",
 ]

@@ -7,7 +7,7 @@ services: no import cycle between the two.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -73,6 +73,28 @@ def scan_request_analysis(*, scan: Scan) -> None:
 
     def enqueue() -> None:
         _publish(_task(TASK_PREDICT_SCAN), scan_id)
+
+    transaction.on_commit(enqueue)
+
+
+def scans_request_analysis(*, scan_ids: Sequence[int]) -> None:
+    """Mark many scans queued in one update and, once the transaction commits, enqueue
+    their reading as model batches (``predict_batch`` of OCT_INFERENCE_BATCH_SIZE scans).
+
+    For a volume's B-scans: one task per batch instead of one per B-scan, and the slices
+    are read together in order. Several workers share the batches of a large volume. A
+    broker that is down leaves them QUEUED for the sweep, as for one scan.
+    """
+    ids = list(dict.fromkeys(int(i) for i in scan_ids))
+    if not ids:
+        return
+    Scan.objects.filter(pk__in=ids).update(status=Scan.Status.QUEUED, status_detail="", status_changed_at=timezone.now())
+
+    def enqueue() -> None:
+        batch = _task(TASK_PREDICT_BATCH)
+        size = settings.OCT_INFERENCE_BATCH_SIZE
+        for start in range(0, len(ids), size):
+            _publish(batch, ids[start : start + size])
 
     transaction.on_commit(enqueue)
 

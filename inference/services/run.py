@@ -27,7 +27,7 @@ from cases.models import Scan
 from .. import runtime
 from ..heatmap import heatmap_overlay_png
 from ..models import ModelVersion, Prediction
-from ..selectors import prediction_current
+from ..selectors import prediction_current, predictions_current_by_scan
 from .registry import model_version_for
 
 logger = logging.getLogger(__name__)
@@ -163,11 +163,20 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
     return prediction
 
 
-def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Prediction | None:
-    """Store the outcome of one scan: the prediction (if any) and its final status, atomically."""
+def _finish(
+    scan_id: int, *, prediction: Prediction | None, failure: str, copy_reading: bool = True,
+    locked: bool | None = None,
+) -> Prediction | None:
+    """Store the outcome of one scan: the prediction (if any) and its final status, atomically.
+
+    ``copy_reading=False``: the caller copies the readings of its whole batch at once
+    (``scans_reading_copy``) in the same transaction. ``locked``: whether the caller's
+    transaction already locked the scan's row (True) or found it deleted (False); None
+    locks it here."""
     with transaction.atomic():
-        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
-        if scan is None:  # deleted while it was being read
+        if locked is None:
+            locked = Scan.objects.select_for_update().filter(pk=scan_id).exists()
+        if not locked:  # deleted while it was being read
             if prediction is not None and prediction.heatmap:
                 prediction.heatmap.delete(save=False)
             return None
@@ -185,10 +194,11 @@ def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Pre
         if stored is not None and not stored.gate_passed:
             failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
         status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
-        Scan.objects.filter(pk=scan.pk).update(
+        Scan.objects.filter(pk=scan_id).update(
             status=status, status_detail=failure[:500], status_changed_at=timezone.now()
         )
-        scan_reading_copy(scan_id=scan_id)
+        if copy_reading:
+            scan_reading_copy(scan_id=scan_id)
     logger.info("scan id %s %s", scan_id, status)
     return stored
 
@@ -222,6 +232,7 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
     outcomes = {sid: _load_image(scans[sid]) for sid in todo if sid in scans}
     beat = scans_heartbeat(scan_ids=todo, since=beat)
     _predict(model, outcomes)
+    finished: list[tuple[int, Prediction | None, str]] = []
     for sid, outcome in outcomes.items():
         beat = scans_heartbeat(scan_ids=todo, since=beat)
         prediction = None
@@ -231,7 +242,16 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
             if not prediction.gate_passed:
                 reason = _sentence(str(getattr(outcome.reading, "gate_reason", ""))) or GATE_DEFAULT_REASON
                 failure = MSG_GATE.format(reason=reason)
-        results[sid] = _finish(sid, prediction=prediction, failure=failure)
+        finished.append((sid, prediction, failure))
+    # The batch's readings are stored in one transaction: one commit (a disk flush on
+    # SQLite and PostgreSQL) instead of one per scan, and one copy of the readings.
+    with transaction.atomic():
+        ids = [sid for sid, _, _ in finished]
+        present = set(Scan.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+        for sid, prediction, failure in finished:
+            results[sid] = _finish(sid, prediction=prediction, failure=failure, copy_reading=False,
+                                   locked=sid in present)
+        scans_reading_copy(scan_ids=ids)
     return results
 
 
@@ -307,6 +327,24 @@ def scan_reading_copy(*, scan_id: int) -> None:
         "current_urgent": bool(passed and current.urgency == Urgency.URGENT),
     }
     Scan.objects.filter(pk=scan_id).update(**fields)
+
+
+def scans_reading_copy(*, scan_ids: Sequence[int]) -> None:
+    """``scan_reading_copy`` for many scans: one query for their current readings, one
+    update per distinct (class, urgency)."""
+    ids = list(scan_ids)
+    if not ids:
+        return
+    current = predictions_current_by_scan(scan_ids=ids)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for sid in ids:
+        p = current.get(sid)
+        key = (p.predicted, p.urgency) if p is not None and p.gate_passed else ("", "")
+        groups.setdefault(key, []).append(sid)
+    for (predicted, urgency), members in groups.items():
+        Scan.objects.filter(pk__in=members).update(
+            current_class=predicted, current_urgency=urgency, current_urgent=urgency == Urgency.URGENT
+        )
 
 
 def scans_reading_copy_refresh() -> int:

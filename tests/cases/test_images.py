@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, PngImagePlugin
 
 from cases.images import (
     BOMB_MESSAGE,
@@ -14,6 +14,7 @@ from cases.images import (
     human_size,
     inspect_and_convert,
     read_upload,
+    slice_convert,
     window_to_uint8,
 )
 from tests.factories import bscan16_tiff, bscan_bytes, bscan_image, encode_image, png_declaring
@@ -234,3 +235,20 @@ def test_human_size():
     assert human_size(812) == "812 bytes"
     assert human_size(2048) == "2.0 KB"
     assert human_size(25 * 1024 * 1024) == "25.0 MB"
+
+
+def test_a_volume_slice_png_without_metadata_is_its_own_grey_copy():
+    grey = np.random.default_rng(3).integers(0, 256, (496, 512), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG", compress_level=1)
+    png = buf.getvalue()
+    converted = slice_convert(png, max_pixels=10**7)
+    assert converted.png is png and (converted.width, converted.height, converted.mode) == (512, 496, "L")
+    # Anything else (a PNG carrying text, 16-bit) is converted as an upload is: no metadata kept.
+    buf = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("PatientName", "Doe^Jane")
+    Image.fromarray(grey).save(buf, format="PNG", pnginfo=info)
+    tagged = slice_convert(buf.getvalue(), max_pixels=10**7)
+    assert tagged.png != buf.getvalue() and b"Doe" not in tagged.png
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(tagged.png))), grey)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
@@ -152,3 +153,29 @@ def build() -> Clinic:
         reader.scan(label, case=second, volume=volume, slice_index=i)
     clinic.volume = volume
     return clinic
+
+
+def _localizer_png(size: int = 384) -> bytes:
+    """A fundus-like infrared localizer: a dark disc with a bright optic nerve head."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    fundus = 90 + 60 * np.exp(-(((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.12))
+    disc = 120 * np.exp(-(((x - 0.78) ** 2 + (y - 0.5) ** 2) / 0.002))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(fundus + disc, 0, 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def volume_with_localizer(clinic: Clinic, labels: tuple[str, ...], *, spacing_mm: float = 0.12) -> Volume:
+    """A third visit of the clinic's patient holding one volume of ``labels`` B-scans,
+    ``spacing_mm`` apart, with its localizer (real B-scans and readings when available)."""
+    case = CaseFactory(patient=clinic.patient, eye="OD", exam_date=datetime.date(2026, 11, 2),
+                       device="Heidelberg Spectralis")
+    volume = Volume(case=case, source_format="dicom", laterality="OD", slice_count=len(labels), sha256="f" * 64,
+                    original_name="macula.dcm", slice_spacing_mm=spacing_mm)
+    volume.localizer.save("localizer.png", ContentFile(_localizer_png()), save=False)
+    volume.save()
+    reader = _Reader()
+    for i, label in enumerate(labels):
+        reader.scan(label, case=case, volume=volume, slice_index=i, slice_position_mm=round(i * spacing_mm, 4))
+    clinic.cases["volume"] = case
+    return volume

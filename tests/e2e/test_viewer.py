@@ -1,10 +1,13 @@
 """End to end, issue 14 (remaining parts): the one B-scan viewer on the scan page, the
 grading pages and the volume viewer; heatmap opacity, keyboard shortcuts and the
-side-by-side comparison; a blinded tier 2 grader's page never asks for a heatmap."""
+side-by-side comparison; a blinded tier 2 grader's page never asks for a heatmap; a
+multi-slice volume scrolled by wheel, keys and slider, its localizer line and slice strip
+following, and the jump to its most suspicious and key B-scans."""
 from __future__ import annotations
 
 import pytest
 
+from inference.selectors import volume_reading
 from tests import browser
 from tests.browser import requires_chromium
 from tests.e2e import clinic_data
@@ -86,6 +89,86 @@ def test_volume_viewer_shows_each_slice_in_the_viewer_with_its_heatmap(live_url,
     volume.locator("[data-viewer-overlay-toggle]").check()
     src = volume.locator("[data-viewer-overlay-image]").get_attribute("src")
     assert src.endswith(f"/analysis/scans/{clinic.volume.scans.get(slice_index=1).pk}/heatmap.png")
+
+
+VOLUME_LABELS = ("NORMAL", "NORMAL", "DRUSEN", "CNV", "NORMAL", "DME", "NORMAL")
+
+
+def test_volume_scrolls_by_wheel_keys_and_slider_and_jumps_to_the_most_suspicious_slice(live_url, browser_page,
+                                                                                       clinic):
+    page, base = browser_page, live_url
+    page.set_default_timeout(60_000)  # seven B-scans read by the real model first, on a shared machine
+    volume = clinic_data.volume_with_localizer(clinic, VOLUME_LABELS)
+    scans = list(volume.scans.order_by("slice_index"))
+    analysis = volume_reading(volume=volume)
+    browser.sign_in(page, base, "clinician")
+    page.goto(base + clinic.cases["volume"].get_absolute_url())
+    root = page.locator("[data-volume-viewer]")
+    page.wait_for_function("() => document.querySelector('[data-volume-viewer] [data-viewer-image]').naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('[data-localizer] img').naturalWidth > 0")
+    slider = root.locator("[data-slice-slider]")
+    line = root.locator("[data-localizer-line]")
+    viewer = root.locator("[data-viewer]")
+
+    def at(index: int) -> None:
+        """The slider, the strip's mark, the B-scan shown and the localizer line all say ``index``."""
+        page.wait_for_function(
+            "i => document.querySelector('[data-volume-viewer] [data-slice-slider]').value === String(i)", arg=index
+        )
+        marked = root.locator(".slice-strip li[aria-current=true]")
+        assert marked.count() == 1 and marked.get_attribute("data-index") == str(index)
+        assert "current" in (marked.get_attribute("class") or "")
+        assert viewer.get_attribute("data-src").endswith(f"/scans/{scans[index].pk}/image/")
+        assert float(line.get_attribute("data-position")) == pytest.approx(index / (len(scans) - 1), abs=1e-3)
+        assert root.locator("[data-slice-label]").inner_text() == f"B-scan {index + 1} of {len(scans)}"
+
+    def line_y() -> float:
+        """The line's height on the localizer, 0 (top) to 1 (bottom), as drawn."""
+        return line.evaluate("l => l.offsetTop / l.parentElement.clientHeight")
+
+    at(0)
+    top = line_y()
+    # The wheel over the localizer steps down and up; over the strip too.
+    root.locator("[data-localizer]").hover()
+    page.mouse.wheel(0, 120)
+    at(1)
+    assert line_y() > top
+    page.mouse.wheel(0, 120)
+    at(2)
+    page.mouse.wheel(0, -120)
+    at(1)
+    root.locator(".slice-strip").hover()
+    page.mouse.wheel(0, 120)
+    at(2)
+    # The arrow keys step while the slider has focus.
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    at(3)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    at(1)
+    # The slider itself.
+    slider.fill("5")
+    at(5)
+    assert line_y() == pytest.approx(5 / (len(scans) - 1), abs=0.02) and top == pytest.approx(0, abs=0.02)
+    # Jump to the most suspicious B-scan: the highest urgent probability.
+    suspicious = analysis.most_suspicious
+    assert suspicious is not None
+    expected = max(analysis.slices, key=lambda s: s["p_urgent"])["slice_index"]
+    assert suspicious == expected
+    slider.fill("0")
+    at(0)
+    root.locator("[data-goto-suspicious]").click()
+    at(suspicious)
+    # A key B-scan of the per-eye reading, then open it on its own page.
+    assert analysis.reading is not None and analysis.reading.key_slices
+    key = analysis.reading.key_slices[-1]
+    slider.fill("0")
+    root.locator(f'.eye-reading a[data-goto="{key}"]').click()
+    at(key)
+    root.locator("[data-slice-link]").click()
+    page.wait_for_url(f"**{scans[key].get_absolute_url()}")
+    assert page.locator("[data-viewer-image]").first.get_attribute("src").endswith(f"/scans/{scans[key].pk}/image/")
 
 
 def test_grading_pages_use_the_viewer_and_blinded_tier2_never_loads_a_heatmap(live_url, browser_page, clinic):

@@ -165,6 +165,33 @@ def test_request_analysis_enqueues_after_commit(fake_model, django_capture_on_co
     assert scan.status == Scan.Status.ANALYSED  # eager tasks: ran in process
 
 
+def test_a_volumes_scans_are_requested_as_model_batches_after_commit(fake_model, settings, monkeypatch,
+                                                                     django_capture_on_commit_callbacks):
+    from inference import tasks
+
+    settings.OCT_INFERENCE_BATCH_SIZE = 2
+    scans = [ScanFactory() for _ in range(5)]
+    published = []
+    monkeypatch.setattr(tasks.predict_batch, "apply_async", lambda args, **kw: published.append(args[0]))
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with transaction.atomic():
+            services.scans_request_analysis(scan_ids=[s.pk for s in scans])
+            assert set(Scan.objects.values_list("status", flat=True)) == {Scan.Status.QUEUED}
+            assert published == []  # nothing before the commit
+    assert len(callbacks) == 1
+    ids = [s.pk for s in scans]
+    assert published == [ids[0:2], ids[2:4], ids[4:5]]  # one task per batch, in slice order
+
+
+def test_a_batch_stores_every_reading_and_copies_it_onto_its_scan(fake_model):
+    scans = [queued_scan() for _ in range(3)]
+    assert services.predict_scans(scan_ids=[s.pk for s in scans]) == 3
+    for scan in scans:
+        scan.refresh_from_db()
+        assert scan.status == Scan.Status.ANALYSED and scan.current_class == "CNV" and scan.current_urgent
+    assert Prediction.objects.filter(scan__in=scans).count() == 3
+
+
 def test_broker_down_at_enqueue_keeps_scan_queued_and_sweep_recovers(
     fake_model, monkeypatch, django_capture_on_commit_callbacks, caplog
 ):

@@ -60,6 +60,26 @@ def test_selector_reads_only_analysed_visible_slices(settings):
 
 
 @pytest.mark.django_db
+def test_slices_carry_their_place_across_the_volume_and_the_most_suspicious_one():
+    case = CaseFactory()
+    volume = Volume.objects.create(case=case, source_format="dicom", laterality="OD", slice_count=4, sha256="d" * 64,
+                                   original_name="v.dcm")
+    positions = [0.0, 0.1, 0.3, 0.4]  # uneven: the file's positions, not the index, place a slice
+    scans = [ScanFactory(case=case, volume=volume, slice_index=i, slice_position_mm=mm, status=Scan.Status.ANALYSED)
+             for i, mm in enumerate(positions)]
+    for scan, label in zip(scans, ("NORMAL", "DME", "CNV", "NORMAL"), strict=True):
+        make_prediction(scan, predicted=label, confidence=0.9 if label == "CNV" else 0.8)
+    analysis = volume_reading(volume=volume)
+    assert [s["position"] for s in analysis.slices] == [0.0, 0.25, 0.75, 1.0]
+    assert analysis.most_suspicious == 2
+    # Hidden readings are never the most suspicious; without positions the index places a slice.
+    assert volume_reading(volume=volume, visible_ids={scans[1].pk}).most_suspicious == 1
+    assert volume_reading(volume=volume, visible_ids=set()).most_suspicious is None
+    Scan.objects.filter(pk=scans[3].pk).update(slice_position_mm=None)
+    assert [s["position"] for s in volume_reading(volume=volume).slices] == [0.0, 0.3333, 0.6667, 1.0]
+
+
+@pytest.mark.django_db
 def test_volume_reading_api_permission_matrix_and_body(api_client, clinician, grader_t1, no_role_user):
     case = CaseFactory()
     volume = Volume.objects.create(case=case, source_format="zip", laterality="OD", slice_count=2, sha256="d" * 64,

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import subprocess
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -90,8 +93,10 @@ def opt_bytes(
     spacing_mm: float = 0.12,
     declared_syntax: str | None = None,
     bits: int = 8,
+    jls_error: int = 0,
 ) -> bytes:
-    """A multi-frame OPT file of ``frames`` (uint8), uncompressed, JPEG baseline or JPEG 2000."""
+    """A multi-frame OPT file of ``frames`` (uint8), uncompressed or compressed by pydicom's encoders
+    (JPEG baseline by Pillow; JPEG 2000, RLE; JPEG-LS by pyjpegls, near-lossless within ``jls_error``)."""
     ds = _base(sop_class, series_uid=series_uid or generate_uid(), modality=modality, laterality=laterality,
                identifying=identifying)
     rows, cols = frames[0].shape
@@ -136,7 +141,7 @@ def opt_bytes(
     else:
         ds.PixelData = stack.tobytes()
         if transfer_syntax != ExplicitVRLittleEndian:
-            ds.compress(transfer_syntax)
+            ds.compress(transfer_syntax, **({"jls_error": jls_error} if jls_error else {}))
     return _write(ds)
 
 
@@ -146,6 +151,23 @@ def op_bytes(image: np.ndarray, *, series_uid: str, laterality: str = "R") -> by
     ds.Rows, ds.Columns = image.shape
     ds.PixelData = image.astype(np.uint8).tobytes()
     return _write(ds)
+
+
+DCMCJPLS = shutil.which("dcmcjpls")
+
+
+def dcmcjpls_bytes(data: bytes, *, near_lossless: int = 0) -> bytes:
+    """Re-encode an uncompressed DICOM file as JPEG-LS with dcmtk's ``dcmcjpls`` (a device-grade
+    encoder, independent of the decoders under test): lossless, or near-lossless within
+    ``near_lossless`` grey levels."""
+    if DCMCJPLS is None:
+        raise LookupError("dcmtk's dcmcjpls is not installed")
+    mode = ["+en", "+md", str(near_lossless)] if near_lossless else ["+el"]
+    with tempfile.TemporaryDirectory(prefix="jls-") as tmp:
+        src, dst = Path(tmp) / "in.dcm", Path(tmp) / "out.dcm"
+        src.write_bytes(data)
+        subprocess.run([DCMCJPLS, *mode, str(src), str(dst)], check=True, capture_output=True, timeout=120)
+        return dst.read_bytes()
 
 
 def _write(ds: Dataset) -> bytes:

@@ -48,7 +48,8 @@ def receiver():
 
 @pytest.fixture(autouse=True)
 def no_enqueue():
-    with mock.patch("intake.services.scan_request_analysis") as request:
+    with mock.patch("intake.services.scan_request_analysis"), \
+            mock.patch("intake.services.scans_request_analysis") as request:
         yield request
 
 

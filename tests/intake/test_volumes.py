@@ -4,6 +4,7 @@ real B-scans of ``../shared/oct``; the Heyex files are the fixtures of ``OCT_FOR
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -13,7 +14,16 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from PIL import Image
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid
+import pydicom
+from pydicom.pixels import pixel_array
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from cases.models import Case, Patient, Scan, Volume
 from inference.selectors import volume_reading
@@ -46,8 +56,14 @@ def formats_dir(settings) -> Path:
 @pytest.fixture(autouse=True)
 def no_enqueue():
     """The readings are requested (asserted) but not run: that is inference's business."""
-    with mock.patch("intake.services.scan_request_analysis") as request:
+    with mock.patch("intake.services.scan_request_analysis"), \
+            mock.patch("intake.services.scans_request_analysis") as request:
         yield request
+
+
+def _requested_ids(request) -> list[int]:
+    """The scan ids of every batch request, in the order asked."""
+    return [i for call in request.call_args_list for i in call.kwargs["scan_ids"]]
 
 
 def _png_pixels(field) -> np.ndarray:
@@ -94,7 +110,8 @@ def test_dicom_opt_with_localizer_becomes_one_volume_of_reviewed_queued_scans(ca
     # One review for the volume (graded as one eye), none per B-scan.
     assert Review.objects.filter(scan__volume=volume).count() == 0
     assert Review.objects.filter(volume=volume).count() == 1
-    assert no_enqueue.call_count == 4
+    # One request for the whole volume, in slice order (model batches, not a task per B-scan).
+    assert no_enqueue.call_count == 1 and _requested_ids(no_enqueue) == [s.pk for s in scans]
 
 
 @pytest.mark.parametrize(
@@ -107,6 +124,68 @@ def test_compressed_transfer_syntaxes_decode(case, clinician, frames, syntax, ma
     for scan, frame in zip(volume.scans.order_by("slice_index"), frames, strict=False):
         error = np.abs(_png_pixels(scan.image).astype(float) - frame.astype(float)).mean()
         assert error <= max_error
+
+
+@pytest.fixture
+def dcmcjpls() -> None:
+    if dicom_files.DCMCJPLS is None:
+        reason = "dcmtk's dcmcjpls is not installed (apt-get install dcmtk)"
+        if os.environ.get("OCT_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (OCT_REQUIRE_SERVICES=1: services are required here)")
+        pytest.skip(reason)
+
+
+def _decoded(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png))).astype(int)
+
+
+@pytest.mark.parametrize(
+    ("syntax", "jls_error", "bits"),
+    [(JPEGLSLossless, 0, 8), (JPEGLSLossless, 0, 16), (JPEGLSNearLossless, 2, 8)],
+    ids=["jpeg-ls-lossless", "jpeg-ls-lossless-12-bit", "jpeg-ls-near-lossless"],
+)
+def test_jpeg_ls_volumes_decode_to_the_real_bscans(case, clinician, frames, syntax, jls_error, bits):
+    data = dicom_files.opt_bytes(frames[:2], transfer_syntax=syntax, jls_error=jls_error, bits=bits)
+    assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == syntax
+    source = volumes.volume_source_read(data, name="jls.dcm")
+    scale = 16 if bits == 16 else 1  # 12-bit values in 16-bit words (dicom_files.opt_bytes)
+    for png, frame in zip(source.frames, frames, strict=False):
+        assert np.abs(_decoded(png) - frame.astype(int) * scale).max() <= jls_error
+    volume = volumes.volume_submit(case=case, source=source, uploaded_by=clinician)
+    assert volume.slice_count == 2 and volume.scans.count() == 2
+
+
+@pytest.mark.parametrize("near_lossless", [0, 3], ids=["lossless", "near-lossless"])
+def test_jpeg_ls_from_dcmtk_is_uploaded_with_its_localizer(api_client, clinician, case, frames, dcmcjpls,
+                                                           near_lossless):
+    series = generate_uid()
+    data = dicom_files.dcmcjpls_bytes(dicom_files.opt_bytes(frames, series_uid=series), near_lossless=near_lossless)
+    expected_syntax = JPEGLSNearLossless if near_lossless else JPEGLSLossless
+    assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == expected_syntax
+    # Both installed decoders (CharLS through pyjpegls, libjpeg through pylibjpeg) read dcmtk's stream alike.
+    for plugin in ("pyjpegls", "pylibjpeg"):
+        stack = pixel_array(io.BytesIO(data), decoding_plugin=plugin).astype(int)
+        assert np.abs(stack - np.stack(frames).astype(int)).max() <= near_lossless
+    localizer = dicom_files.op_bytes(frames[0][:128, :128], series_uid=series)
+    response = _api_upload(api_client, clinician, case, upload("oct.dcm", data), upload("slo.dcm", localizer))
+    assert response.status_code == 201, response.json()
+    volume = Volume.objects.get()
+    assert volume.slice_count == 4 and volume.localizer and volume.slice_spacing_mm == pytest.approx(0.12)
+    for scan, frame in zip(volume.scans.order_by("slice_index"), frames, strict=True):
+        assert np.abs(_png_pixels(scan.image).astype(int) - frame.astype(int)).max() <= near_lossless
+    assert Review.objects.filter(scan__volume=volume).count() == 4
+
+
+def test_jpeg_ls_from_dcmtk_is_imported_by_command_into_the_device_patient(db, tmp_path, frames, dcmcjpls, capsys):
+    path = tmp_path / "oct.dcm"
+    path.write_bytes(dicom_files.dcmcjpls_bytes(dicom_files.opt_bytes(frames, bits=16)))
+    call_command("import_volume", str(path))
+    volume = Volume.objects.get()
+    assert volume.case.patient.identifier == deid.patient_pseudonym(dicom_files.PATIENT_ID)
+    assert volume.slice_count == 4 and "B-scans" in capsys.readouterr().out
+    scan = volume.scans.get(slice_index=0)
+    assert scan.original_mode == "I;16"
+    assert np.array_equal(np.asarray(Image.open(scan.original)).astype(int), frames[0].astype(int) * 16)
 
 
 def test_nothing_identifying_is_stored_or_shown(case, clinician, frames, media_root, client, api_client):
@@ -207,8 +286,16 @@ def test_zip_of_mixed_sizes_is_refused(api_client, clinician, case, media_root):
     _nothing_stored(media_root)
 
 
-def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root, no_enqueue):
-    no_enqueue.side_effect = [None, None, RuntimeError("broker exploded")]
+def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root):
+    with mock.patch("intake.services.review_open", side_effect=[None, None, RuntimeError("review failed")]), \
+            pytest.raises(RuntimeError):
+        volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
+                              uploaded_by=clinician)
+    _nothing_stored(media_root)
+
+
+def test_a_failing_reading_request_rolls_back_the_whole_volume(case, clinician, frames, media_root, no_enqueue):
+    no_enqueue.side_effect = RuntimeError("database gone")
     with pytest.raises(RuntimeError):
         volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
                               uploaded_by=clinician)
