@@ -4,14 +4,16 @@ Counting a million rows (for "page 1 of 20,000") takes longer than fetching the 
 shown. ``CappedPaginator`` counts up to ``cap`` rows and says "1,000+" beyond; pages
 past the cap are still reached by "next". ``page_annotated`` adds expensive per-row
 annotations to the rows of one page only, after the page has been cut.
+``capped_counts`` counts several querysets up to a cap each, in one SQL statement.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
 from django.core.paginator import EmptyPage, Page, Paginator
+from django.db import connections
 from django.db.models import QuerySet
 
 
@@ -51,3 +53,20 @@ def page_annotated(page: Page, annotate: Callable[[QuerySet], QuerySet]) -> Page
     by_pk = {obj.pk: obj for obj in annotate(model.objects.filter(pk__in=[r.pk for r in rows]))}
     page.object_list = [by_pk[r.pk] for r in rows]
     return page
+
+
+def capped_counts(querysets: Sequence[QuerySet], *, cap: int) -> list[int]:
+    """The number of rows of each queryset, counting at most ``cap`` + 1 of each (so that
+    "more than ``cap``" shows), in one statement: ``SELECT (SELECT count(*) FROM (... LIMIT
+    cap + 1)), ...``. Each subquery is planned on its own and stops at the limit, so the
+    cost is bounded by the cap, not by the table. All querysets use the first one's database."""
+    if not querysets:
+        return []
+    parts, params = [], []
+    for i, qs in enumerate(querysets):
+        sql, p = qs.order_by().values("pk")[: cap + 1].query.sql_with_params()
+        parts.append(f"(SELECT count(*) FROM ({sql}) AS capped_{i})")
+        params.extend(p)
+    with connections[querysets[0].db].cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        return [int(n) for n in cursor.fetchone()]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditlog.models import LogEntry
 from django.conf import settings
@@ -29,6 +29,7 @@ from inference.selectors import (
     scans_with_reading,
 )
 from octportal.errors import Forbidden
+from octportal.paging import capped_counts
 
 from . import blinding
 from . import statistics
@@ -293,20 +294,50 @@ def explore_scans(*, user: Any) -> QuerySet[Scan]:
     )
 
 
-def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
+# Counts per category stop here ("10,000+"): an exact count would walk every matching
+# scan (a million at 1M), a capped one at most this many index entries per category.
+EXPLORE_COUNT_CAP = 10_000
+
+
+class CategoryCount(NamedTuple):
+    """One category's count on the explore page; ``n`` is at most ``EXPLORE_COUNT_CAP`` + 1."""
+
+    code: str
+    label: str
+    n: int
+
+    @property
+    def capped(self) -> bool:
+        return self.n > EXPLORE_COUNT_CAP
+
+    @property
+    def text(self) -> str:
+        return f"{EXPLORE_COUNT_CAP:,}+" if self.capped else f"{self.n:,}"
+
+
+def explore_counts(qs: QuerySet[Scan], *, user: Any) -> dict[str, list[CategoryCount]]:
     """Counts per category of a filtered explore queryset: predicted class and urgency
-    (over readings the user may see) and verification stage; three grouped queries."""
-    seen = qs.filter(reading_visible=True).exclude(reading_predicted="").order_by()
-
-    def grouped(rows: QuerySet[Any], key: str, labels: dict[str, str]) -> list[tuple[str, str, int]]:
-        counts = {row[key]: row["n"] for row in rows.values(key).annotate(n=Count("id")).order_by(key)}
-        return [(code, label, counts[code]) for code, label in labels.items() if counts.get(code)]
-
-    return {
-        "predicted": grouped(seen, "reading_predicted", dict(Diagnosis.choices)),
-        "urgency": grouped(seen, "reading_urgency", dict(Urgency.choices)),
-        "stage": grouped(qs.order_by(), "review__stage", dict(Review.Stage.choices)),
+    (over the readings ``user`` may see, by :mod:`.blinding`) and verification stage,
+    each capped at ``EXPLORE_COUNT_CAP``, all in one SQL statement. Empty categories are
+    left out."""
+    base = qs.order_by()
+    visible = blinding.reading_visible_q(user=user)
+    # The blinding condition itself, not the reading_visible annotation (a CASE over it),
+    # so that the database can plan it as a semi-join.
+    seen = base.filter(visible) if visible else base
+    groups: dict[str, tuple[QuerySet[Scan], str, Any]] = {
+        "predicted": (seen, "reading_predicted", Diagnosis.choices),
+        "urgency": (seen, "reading_urgency", Urgency.choices),
+        "stage": (base, "review__stage", Review.Stage.choices),
     }
+    cells = [(group, code, label, rows.filter(**{key: code})) for group, (rows, key, choices) in groups.items()
+             for code, label in choices]
+    counts = capped_counts([cell[3] for cell in cells], cap=EXPLORE_COUNT_CAP)
+    out: dict[str, list[CategoryCount]] = {group: [] for group in groups}
+    for (group, code, label, _), n in zip(cells, counts):
+        if n:
+            out[group].append(CategoryCount(code, str(label), n))
+    return out
 
 
 # --- reference gallery: verified examples of each class ---------------------------------
