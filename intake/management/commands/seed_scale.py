@@ -135,10 +135,10 @@ class Command(BaseCommand):
             )
             cur.execute(
                 f"""INSERT INTO {Review._meta.db_table} (scan_id, stage, required_grades, final_label,
-                    verified_by_id, verified_at, exclusion_reason, created_at, stage_changed_at)
+                    verified_by_id, verified_at, exclusion_reason, created_at, stage_changed_at, reference_pick)
                 SELECT id, st, 2, CASE WHEN st = 'verified' THEN 'CNV' ELSE '' END,
                        CASE WHEN st = 'verified' THEN {int(t3)} END, CASE WHEN st = 'verified' THEN uploaded_at END,
-                       CASE WHEN st = 'excluded' THEN 'severe_artifact' ELSE '' END, uploaded_at, uploaded_at
+                       CASE WHEN st = 'excluded' THEN 'severe_artifact' ELSE '' END, uploaded_at, uploaded_at, false
                 FROM (SELECT s.id, s.uploaded_at, {_stage_sql().replace('g %', 's.g %')} AS st
                       FROM ({numbered}) s) r"""
             )
