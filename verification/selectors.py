@@ -248,12 +248,17 @@ def statistics_snapshot(*, labels: list[str], fresh: bool = False) -> Statistics
     return snapshot
 
 
-def verified_reviews() -> QuerySet[Review]:
-    """Verified reviews with their scan, case and patient, oldest scan first."""
-    return (
-        Review.objects.filter(stage=Review.Stage.VERIFIED)
-        .select_related("scan", "scan__case", "scan__case__patient", "verified_by")
-        .order_by("scan__uploaded_at", "scan_id")
+def verified_reviews(*, after: Review | None = None) -> QuerySet[Review]:
+    """Verified reviews with their scan, case and patient, oldest scan first; with
+    ``after``, only those that come after that review in this order (keyset paging: a
+    batch walks the scans' ``(uploaded_at, id)`` index from there, whatever its depth)."""
+    qs = Review.objects.filter(stage=Review.Stage.VERIFIED)
+    if after is not None:
+        at = after.scan.uploaded_at
+        # The >= lets the index range start at ``at``; the OR breaks ties by scan id.
+        qs = qs.filter(scan__uploaded_at__gte=at).filter(Q(scan__uploaded_at__gt=at) | Q(scan_id__gt=after.scan_id))
+    return qs.select_related("scan", "scan__case", "scan__case__patient", "verified_by").order_by(
+        "scan__uploaded_at", "scan_id"
     )
 
 
