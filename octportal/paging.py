@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from django.core.paginator import EmptyPage, Page, Paginator
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import QuerySet
 
 
@@ -96,7 +96,12 @@ def capped_counts(querysets: Sequence[QuerySet], *, cap: int) -> list[int]:
     if not querysets:
         return []
     sql, params = capped_counts_sql(querysets, cap=cap)
-    with connections[querysets[0].db].cursor() as cursor:
+    alias = querysets[0].db
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "postgresql":
+            # A count that stops after cap rows never gains from parallel workers; starting
+            # them (even for a branch the planner knows is empty) costs more than the count.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         cursor.execute(sql, params)
         return [int(n) for n in cursor.fetchone()]
 
