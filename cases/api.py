@@ -21,6 +21,7 @@ from octportal.api import (
     CURSOR_PARAMETERS,
     FileContentNegotiation,
     PAGE_PARAMETERS,
+    CappedPageNumberPagination,
     QuerysetCursorPagination,
     api_reverse,
     error_responses,
@@ -47,7 +48,10 @@ class ClinicApi(APIView):
     ) -> Response:
         # /api/v1/ pages long lists by cursor; the unversioned aliases keep numbered pages.
         use_cursor = cursor and request.version is not None
-        paginator = QuerysetCursorPagination() if use_cursor else api_settings.DEFAULT_PAGINATION_CLASS()
+        if use_cursor:
+            paginator = QuerysetCursorPagination()
+        else:  # a long list (cursor on v1) keeps numbered pages on the aliases, its count capped
+            paginator = CappedPageNumberPagination() if cursor else api_settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = serializer_class(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)

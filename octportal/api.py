@@ -15,12 +15,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .errors import DomainError, validation_summary
+from .paging import CappedPaginator
 from .versioning import API_VERSION
 
 def api_reverse(name: str, *, request: Any = None, args: tuple[Any, ...] | list[Any] = ()) -> str:
@@ -121,6 +122,27 @@ class QuerysetCursorPagination(CursorPagination):
         if not order:
             return ("id",)
         return order if any(f.lstrip("-") in ("id", "pk") for f in order) else (*order, "id")
+
+
+class CappedPageNumberPagination(PageNumberPagination):
+    """Numbered pages of a long list (the unversioned aliases of the lists /api/v1/ pages by
+    cursor: scans, worklists) whose ``count`` stops at ``CappedPaginator.cap``: past it,
+    ``count`` is the cap and ``count_capped`` is true ("1,000 or more"), and ``next``
+    still follows while rows remain. Counting every row would cost more than the page."""
+
+    django_paginator_class = CappedPaginator
+
+    def get_paginated_response(self, data: Any) -> Response:
+        paginator = self.page.paginator
+        return Response(
+            {
+                "count": min(paginator.count, paginator.cap),
+                "count_capped": paginator.capped,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
 
 
 def validated(input_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

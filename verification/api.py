@@ -14,7 +14,6 @@ from rest_framework.generics import ListAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from cases.diagnoses import Diagnosis
@@ -22,6 +21,7 @@ from cases.models import Scan, Volume
 from cases.roles import GRADER_ROLES, HasRole, Role
 from octportal.api import (
     FileContentNegotiation,
+    CappedPageNumberPagination,
     QuerysetCursorPagination,
     api_reverse,
     error_responses,
@@ -144,13 +144,13 @@ class WorklistApi(ListAPIView):
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = GRADER_ROLES
     serializer_class = WorklistItemOutput
-    pagination_class = QuerysetCursorPagination  # v1 (and the schema); the /api/ alias keeps numbered pages
+    pagination_class = QuerysetCursorPagination  # v1 (and the schema); the /api/ alias keeps numbered pages, count capped
 
     @property
     def paginator(self):
         if not hasattr(self, "_paginator"):
             legacy = self.request.version is None
-            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS() if legacy else QuerysetCursorPagination()
+            self._paginator = CappedPageNumberPagination() if legacy else QuerysetCursorPagination()
         return self._paginator
 
     def get_queryset(self):

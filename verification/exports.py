@@ -116,43 +116,21 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
     """CSV lines (header first) of verified units with final labels, grades and the model's
     reading: one row per verified scan (``unit`` scan), then one per verified volume
     (``unit`` volume: the eye's final label, the per-eye reading as the model's, the key
-    B-scans the tier 2 grades marked)."""
+    B-scans the tier 2 grades marked).
+
+    Scans come in batches of ``batch``, keyset pages (``selectors.verified_reviews(after=...)``),
+    each with its joins, grades and readings fetched for that batch alone and sent as one chunk,
+    so memory stays constant and the first rows leave before the last are read, at any number
+    of verified scans."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
-    reviews = selectors.verified_reviews()
-    ids = list(reviews.values_list("pk", flat=True))
-    for start in range(0, len(ids), batch):
-        chunk = list(reviews.filter(pk__in=ids[start : start + batch]))
-        scans = [r.scan for r in chunk]
-        grades = blinding.grades_visible_by_scan(user=user, scans=scans)
-        predictions = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
-        for review in chunk:
-            scan = review.scan
-            by_tier = _by_tier(grades.get(scan.pk, []))
-            p = predictions.get(scan.pk)
-            yield writer.writerow(
-                [
-                    Unit.SCAN.value,
-                    scan_pseudonym(scan),
-                    "",
-                    1,
-                    patient_pseudonym(scan.case.patient.identifier),
-                    scan.case.eye,
-                    scan.case.exam_date.year,
-                    scan.source_label,
-                    review.final_label,
-                    review.verified_by.get_username() if review.verified_by else "",
-                    review.verified_at.isoformat() if review.verified_at else "",
-                    p.model_version.label if p else "",
-                    p.predicted if p else "",
-                    f"{p.confidence:.4f}" if p else "",
-                    *([f"{x:.4f}" for x in (p.p_cnv, p.p_dme, p.p_drusen, p.p_normal)] if p else ["", "", "", ""]),
-                    "; ".join(by_tier[1]),
-                    "; ".join(by_tier[2]),
-                    "; ".join(by_tier[3]),
-                    "",
-                ]
-            )
+    last = None
+    while True:
+        chunk = list(selectors.verified_reviews(after=last)[:batch])
+        if not chunk:
+            break
+        yield "".join(_csv_scan_lines(writer, user, chunk))
+        last = chunk[-1]
     volumes = selectors.verified_volume_reviews()
     ids = list(volumes.values_list("pk", flat=True))
     for start in range(0, len(ids), batch):
@@ -185,6 +163,39 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
                     "+".join(str(i) for i in key_slices_of(mine)),
                 ]
             )
+
+
+def _csv_scan_lines(writer: Any, user: Any, chunk: list[Any]) -> Iterator[str]:
+    scans = [r.scan for r in chunk]
+    grades = blinding.grades_visible_by_scan(user=user, scans=scans)
+    predictions = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
+    for review in chunk:
+        scan = review.scan
+        by_tier = _by_tier(grades.get(scan.pk, []))
+        p = predictions.get(scan.pk)
+        yield writer.writerow(
+            [
+                Unit.SCAN.value,
+                scan_pseudonym(scan),
+                "",
+                1,
+                patient_pseudonym(scan.case.patient.identifier),
+                scan.case.eye,
+                scan.case.exam_date.year,
+                scan.source_label,
+                review.final_label,
+                review.verified_by.get_username() if review.verified_by else "",
+                review.verified_at.isoformat() if review.verified_at else "",
+                p.model_version.label if p else "",
+                p.predicted if p else "",
+                f"{p.confidence:.4f}" if p else "",
+                *([f"{x:.4f}" for x in (p.p_cnv, p.p_dme, p.p_drusen, p.p_normal)] if p else ["", "", "", ""]),
+                "; ".join(by_tier[1]),
+                "; ".join(by_tier[2]),
+                "; ".join(by_tier[3]),
+                "",
+            ]
+        )
 
 
 class _Sink:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditlog.models import LogEntry
 from django.conf import settings
@@ -30,6 +30,7 @@ from inference.selectors import (
     volume_reading,
 )
 from octportal.errors import Forbidden
+from octportal.paging import capped_counts
 
 from . import blinding
 from . import statistics
@@ -327,12 +328,17 @@ def statistics_snapshot(*, labels: list[str], fresh: bool = False) -> Statistics
     return snapshot
 
 
-def verified_reviews() -> QuerySet[Review]:
-    """Verified reviews of scans with their scan, case and patient, oldest scan first."""
-    return (
-        Review.objects.filter(stage=Review.Stage.VERIFIED, scan__isnull=False)
-        .select_related("scan", "scan__case", "scan__case__patient", "verified_by")
-        .order_by("scan__uploaded_at", "scan_id")
+def verified_reviews(*, after: Review | None = None) -> QuerySet[Review]:
+    """Verified reviews of scans with their scan, case and patient, oldest scan first; with
+    ``after``, only those that come after that review in this order (keyset paging: a
+    batch walks the scans' ``(uploaded_at, id)`` index from there, whatever its depth)."""
+    qs = Review.objects.filter(stage=Review.Stage.VERIFIED, scan__isnull=False)
+    if after is not None:
+        at = after.scan.uploaded_at
+        # The >= lets the index range start at ``at``; the OR breaks ties by scan id.
+        qs = qs.filter(scan__uploaded_at__gte=at).filter(Q(scan__uploaded_at__gt=at) | Q(scan_id__gt=after.scan_id))
+    return qs.select_related("scan", "scan__case", "scan__case__patient", "verified_by").order_by(
+        "scan__uploaded_at", "scan_id"
     )
 
 
@@ -382,20 +388,59 @@ def explore_scans(*, user: Any) -> QuerySet[Scan]:
     )
 
 
-def explore_counts(qs: QuerySet[Scan]) -> dict[str, list[tuple[str, str, int]]]:
+# Counts per category stop here ("1,000+", as the page count does): an exact count would
+# walk every matching scan (a million at 1M), a capped one at most this many index
+# entries per category (14 categories: 10,000 cost ~1 s on the shared 2-core VM).
+EXPLORE_COUNT_CAP = 1_000
+
+
+class CategoryCount(NamedTuple):
+    """One category's count on the explore page; ``n`` is at most ``EXPLORE_COUNT_CAP`` + 1."""
+
+    code: str
+    label: str
+    n: int
+
+    @property
+    def capped(self) -> bool:
+        return self.n > EXPLORE_COUNT_CAP
+
+    @property
+    def text(self) -> str:
+        return f"{EXPLORE_COUNT_CAP:,}+" if self.capped else f"{self.n:,}"
+
+
+def explore_counts(qs: QuerySet[Scan], *, user: Any) -> dict[str, list[CategoryCount]]:
     """Counts per category of a filtered explore queryset: predicted class and urgency
-    (over readings the user may see) and verification stage; three grouped queries."""
-    seen = qs.filter(reading_visible=True).exclude(reading_predicted="").order_by()
+    (over the readings ``user`` may see, by :mod:`.blinding`) and verification stage,
+    each capped at ``EXPLORE_COUNT_CAP``, all in one SQL statement. Empty categories are
+    left out."""
+    cells = explore_count_querysets(qs, user=user)
+    counts = capped_counts([cell[3] for cell in cells], cap=EXPLORE_COUNT_CAP)
+    out: dict[str, list[CategoryCount]] = {group: [] for group, *_ in cells}
+    for (group, code, label, _), n in zip(cells, counts):
+        if n:
+            out[group].append(CategoryCount(code, str(label), n))
+    return out
 
-    def grouped(rows: QuerySet[Any], key: str, labels: dict[str, str]) -> list[tuple[str, str, int]]:
-        counts = {row[key]: row["n"] for row in rows.values(key).annotate(n=Count("id")).order_by(key)}
-        return [(code, label, counts[code]) for code, label in labels.items() if counts.get(code)]
 
-    return {
-        "predicted": grouped(seen, "reading_predicted", dict(Diagnosis.choices)),
-        "urgency": grouped(seen, "reading_urgency", dict(Urgency.choices)),
-        "stage": grouped(qs.order_by(), "review__stage", dict(Review.Stage.choices)),
+def explore_count_querysets(qs: QuerySet[Scan], *, user: Any) -> list[tuple[str, str, str, QuerySet[Scan]]]:
+    """``(group, code, label, scans)`` of each category ``explore_counts`` counts."""
+    base = qs.order_by()
+    visible = blinding.reading_visible_q(user=user)
+    # The blinding condition itself, not the reading_visible annotation (a CASE over it),
+    # so that the database can plan it as a semi-join.
+    seen = base.filter(visible) if visible else base
+    groups: dict[str, tuple[QuerySet[Scan], str, Any]] = {
+        "predicted": (seen, "reading_predicted", Diagnosis.choices),
+        "urgency": (seen, "reading_urgency", Urgency.choices),
+        "stage": (base, "review__stage", Review.Stage.choices),
     }
+    return [
+        (group, code, str(label), rows.filter(**{key: code}))
+        for group, (rows, key, choices) in groups.items()
+        for code, label in choices
+    ]
 
 
 # --- reference gallery: verified examples of each class ---------------------------------

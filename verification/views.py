@@ -262,7 +262,7 @@ def explore(request: HttpRequest) -> HttpResponse:
     context = {
         "filter": scans,
         "page": page,
-        "counts": selectors.explore_counts(qs),
+        "counts": selectors.explore_counts(qs, user=request.user),
         "versions": {v.pk: v.label for v in inference_selectors.model_version_list()},
         "query": query.urlencode(),
         "records": has_role(request.user, Role.CLINICIAN),

@@ -1,16 +1,19 @@
 """Issue 14: /explore/, every scan a user may see, filterable, counted, paged; blinding holds."""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 
 import pytest
 from django.urls import reverse
 
 from cases.models import Scan
+from cases.roles import Role
+from inference.selectors import prediction_current
 from tests.clinic.conftest import read_scan, verify
 from tests.factories import CaseFactory, ScanFactory
 from tests.inference.support import make_prediction, make_version
-from verification import services
+from verification import blinding, selectors, services
 from verification.models import Review
 
 pytestmark = pytest.mark.django_db
@@ -133,3 +136,78 @@ def test_explore_badges_low_confidence_readings_but_not_for_a_blinded_grader(cli
     html = explore(client, clinician).content.decode()
     assert html.count("data-low-confidence") == 1 and "Low confidence — needs review" in html
     assert "Low confidence" not in explore(client, grader_t2).content.decode()
+
+
+def naive_counts(user, scans) -> dict[str, dict[str, int]]:
+    """What the counts must be, scan by scan through the blinding rule and the current reading."""
+    predicted, urgency, stage = Counter(), Counter(), Counter()
+    for scan in scans:
+        review = Review.objects.filter(scan=scan).first()
+        if review is not None:
+            stage[review.stage] += 1
+        reading = prediction_current(scan=scan)
+        if reading is not None and reading.gate_passed and blinding.may_see_reading(user=user, scan=scan):
+            predicted[reading.predicted] += 1
+            urgency[reading.urgency] += 1
+    return {"predicted": dict(predicted), "urgency": dict(urgency), "stage": dict(stage)}
+
+
+def shown_counts(response) -> dict[str, dict[str, int]]:
+    return {group: {c.code: c.n for c in rows} for group, rows in response.context["counts"].items()}
+
+
+@pytest.fixture
+def mixed_scans(version, grader_t2, grader_t3):
+    """Scans of every class in several stages, one refused by the gate, two graded by grader_t2."""
+    stages = [Review.Stage.QUALITY_CONTROL, Review.Stage.GRADING, Review.Stage.VERIFICATION, Review.Stage.VERIFIED]
+    scans = []
+    for i, label in enumerate(["CNV", "CNV", "CNV", "DME", "DME", "DRUSEN", "NORMAL", "NORMAL", "CNV"]):
+        scan = read_scan(label, version=version)
+        stage = stages[i % len(stages)]
+        if stage == Review.Stage.VERIFIED:
+            verify(scan, label, grader_t3)
+        else:
+            Review.objects.filter(scan=scan).update(stage=stage)
+        scans.append(scan)
+    scans.append(read_scan("CNV", version=version, gate_passed=False))
+    for scan in (scans[1], scans[3]):  # a CNV and a DME, graded in tier 2, then on to verification
+        Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+        services.grade_submit(scan=scan, grader=grader_t2, label="CNV", findings=NO_FINDINGS, confidence=4)
+        Review.objects.filter(scan=scan).update(stage=Review.Stage.VERIFICATION)
+    return scans
+
+
+@pytest.mark.parametrize("who", ["clinician", "grader_t1", "grader_t2", "grader_t2_t3", "admin"])
+def test_counts_equal_a_naive_count_through_the_blinding_rule(client, settings, request, user_factory, mixed_scans, who):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    if who == "grader_t2_t3":
+        user = user_factory("both", Role.GRADER_T2, Role.GRADER_T3)
+    else:
+        user = request.getfixturevalue(who)
+    assert shown_counts(explore(client, user)) == naive_counts(user, mixed_scans)
+    # And over a filtered set: the counts follow the filters.
+    for stage in (Review.Stage.GRADING, Review.Stage.VERIFICATION):
+        matching = [s for s in mixed_scans if Review.objects.get(scan=s).stage == stage]
+        assert shown_counts(explore(client, user, stage=stage)) == naive_counts(user, matching)
+
+
+def test_blinded_tier2_counts_tell_nothing_of_hidden_readings(client, settings, grader_t2, mixed_scans):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    counts = shown_counts(explore(client, grader_t2))
+    # Only the two scans grader_t2 graded (CNV and DME) have a visible reading.
+    assert counts["predicted"] == {"CNV": 1, "DME": 1}
+    assert counts["urgency"] == {"urgent": 2}
+    assert sum(counts["stage"].values()) == len(mixed_scans)  # the stage is not blinded
+    html = explore(client, grader_t2).content.decode()
+    assert 'data-count-predicted="NORMAL"' not in html and 'data-count-predicted="DRUSEN"' not in html
+
+
+def test_counts_stop_at_the_cap_and_say_so(client, clinician, version, monkeypatch):
+    monkeypatch.setattr(selectors, "EXPLORE_COUNT_CAP", 2)
+    for label in ("CNV", "CNV", "CNV", "DME", "DME"):
+        read_scan(label, version=version)
+    response = explore(client, clinician)
+    counts = {c.code: (c.n, c.text) for c in response.context["counts"]["predicted"]}
+    assert counts == {"CNV": (3, "2+"), "DME": (2, "2")}
+    html = response.content.decode()
+    assert 'data-count-predicted="CNV">CNV <strong>2+</strong>' in html

@@ -35,6 +35,10 @@ STAGES = [
 ]
 # Predicted class by scan number modulo 20 (a retina clinic's mix); gate refusals apart.
 CLASS_OF = "CASE WHEN g % 20 < 8 THEN 'NORMAL' WHEN g % 20 < 11 THEN 'DRUSEN' WHEN g % 20 < 16 THEN 'CNV' ELSE 'DME' END"
+# The class of scan g's one reading, blank where the gate refused it (every 50th scan);
+# written onto the scan as its copy (current_*) in the same INSERT, so no UPDATE rewrites
+# a million rows (scan_reading_copy's rule: blank unless the reading passed the gate).
+SCAN_CLASS = f"CASE WHEN g % 50 = 49 THEN '' ELSE {CLASS_OF} END"
 
 
 GRADERS = {"grader1": Role.GRADER_T1, "grader2a": Role.GRADER_T2, "grader2b": Role.GRADER_T2, "grader3": Role.GRADER_T3}
@@ -108,13 +112,15 @@ class Command(BaseCommand):
             cur.execute(
                 f"""INSERT INTO {scan_table} (uid, case_id, original, image, sha256, original_name, format,
                     original_mode, file_size, width, height, colour_saturation, source_label, source_label_origin,
-                    status, status_detail, status_changed_at, analysis_attempts, uploaded_at)
+                    status, status_detail, status_changed_at, analysis_attempts, uploaded_at,
+                    current_class, current_urgency, current_urgent)
                 SELECT md5('{run}-' || g)::uuid, {int(first_case)} + g % {int(n_cases)}, '', 'scans/image/synthetic.png',
                        md5('a{run}' || g) || md5('b{run}' || g), 'synthetic-' || g || '.png', 'PNG', 'L',
                        50000, 512, 496, 0, '', '', 'analysed', '',
                        timestamp '2024-01-01' + g * interval '20 seconds', 1,
-                       timestamp '2024-01-01' + g * interval '20 seconds'
-                FROM generate_series(0, {int(scans)} - 1) g"""
+                       timestamp '2024-01-01' + g * interval '20 seconds',
+                       cls, {_urgency_sql('cls')}, {_urgency_sql('cls')} = 'urgent'
+                FROM (SELECT g, {SCAN_CLASS} AS cls FROM generate_series(0, {int(scans)} - 1) g) n"""
             )
             # g: the scan's number in this run, for the deterministic mixes below.
             numbered = f"SELECT id, id - {before} - 1 AS g, uploaded_at FROM {scan_table} WHERE id > {before}"
@@ -124,22 +130,15 @@ class Command(BaseCommand):
                     created_at)
                 SELECT id, {int(version.pk)}, 0.1, 0.1, 0.1, 0.1, p.cls, 0.7, {_urgency_sql('p.cls')}, 0.97, p.cls <> '', '', 8.5,
                        uploaded_at + interval '1 second'
-                FROM (SELECT s.id, s.uploaded_at,
-                             CASE WHEN s.g % 50 = 49 THEN '' ELSE {CLASS_OF.replace('g %', 's.g %')} END AS cls
+                FROM (SELECT s.id, s.uploaded_at, {SCAN_CLASS.replace('g %', 's.g %')} AS cls
                       FROM ({numbered}) s) p"""
             )
             cur.execute(
-                f"""UPDATE {scan_table} s SET current_class = p.predicted, current_urgency = p.urgency,
-                    current_urgent = (p.urgency = 'urgent')
-                    FROM {Prediction._meta.db_table} p
-                    WHERE p.scan_id = s.id AND s.id > {before} AND p.gate_passed"""
-            )
-            cur.execute(
                 f"""INSERT INTO {Review._meta.db_table} (scan_id, stage, required_grades, final_label,
-                    verified_by_id, verified_at, exclusion_reason, created_at, stage_changed_at)
+                    verified_by_id, verified_at, exclusion_reason, created_at, stage_changed_at, reference_pick)
                 SELECT id, st, 2, CASE WHEN st = 'verified' THEN 'CNV' ELSE '' END,
                        CASE WHEN st = 'verified' THEN {int(t3)} END, CASE WHEN st = 'verified' THEN uploaded_at END,
-                       CASE WHEN st = 'excluded' THEN 'severe_artifact' ELSE '' END, uploaded_at, uploaded_at
+                       CASE WHEN st = 'excluded' THEN 'severe_artifact' ELSE '' END, uploaded_at, uploaded_at, false
                 FROM (SELECT s.id, s.uploaded_at, {_stage_sql().replace('g %', 's.g %')} AS st
                       FROM ({numbered}) s) r"""
             )
