@@ -127,9 +127,9 @@ class Command(BaseCommand):
             cur.execute(
                 f"""INSERT INTO {Prediction._meta.db_table} (scan_id, model_version_id, p_cnv, p_dme, p_drusen,
                     p_normal, predicted, confidence, urgency, oct_score, gate_passed, heatmap, inference_ms,
-                    created_at)
+                    quality_score, low_confidence, quality, created_at)
                 SELECT id, {int(version.pk)}, 0.1, 0.1, 0.1, 0.1, p.cls, 0.7, {_urgency_sql('p.cls')}, 0.97, p.cls <> '', '', 8.5,
-                       uploaded_at + interval '1 second'
+                       0.2, false, '{{}}'::jsonb, uploaded_at + interval '1 second'
                 FROM (SELECT s.id, s.uploaded_at, {SCAN_CLASS.replace('g %', 's.g %')} AS cls
                       FROM ({numbered}) s) p"""
             )

@@ -1,0 +1,33 @@
+"""manage.py seed_scale (the 1M-scan bench database) writes rows every model accepts: a raw
+INSERT that misses a new NOT NULL column fails here, not on the bench machine."""
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from cases.models import Scan
+from inference.models import Prediction
+from verification.models import Grade, Review
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="seed_scale writes with PostgreSQL's generate_series")
+def test_seed_scale_fills_scans_readings_reviews_and_grades():
+    call_command("seed_scale", scans=200)
+    assert Scan.objects.count() == 200
+    assert Prediction.objects.count() == 200 and Review.objects.count() == 200
+    # 2.0 grades per scan on average, every review in a stage its grades imply.
+    assert 300 <= Grade.objects.count() <= 500
+    assert set(Review.objects.values_list("stage", flat=True)) >= {Review.Stage.QUALITY_CONTROL, Review.Stage.VERIFIED}
+    # The reading copy on the scan agrees with its prediction.
+    for scan in Scan.objects.all()[:20]:
+        assert scan.current_class == Prediction.objects.get(scan=scan).predicted
+
+
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="checks the refusal off PostgreSQL")
+def test_seed_scale_refuses_sqlite():
+    with pytest.raises(CommandError, match="PostgreSQL"):
+        call_command("seed_scale", scans=200)
