@@ -18,7 +18,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 
 from cases.diagnoses import Diagnosis
@@ -249,6 +249,13 @@ class Review(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(stage="excluded") | ~Q(exclusion_reason=""), name="review_excluded_has_reason"
+            ),
+        ]
+        indexes = [
+            # selectors.reference_examples: each class's newest verified reviews, chosen ones first.
+            models.Index(
+                "final_label", F("reference_pick").desc(), F("verified_at").desc(), F("id").desc(),
+                condition=Q(stage="verified"), name="review_reference_candidates",
             ),
         ]
 
