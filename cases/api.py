@@ -500,6 +500,10 @@ SIGN_REFUSALS = [
         response_only=True, status_codes=["409"],
     ),
     OpenApiExample(
+        "A scan still being read",
+        value={"detail": verification_reports.readings_pending_text(2)}, response_only=True, status_codes=["409"],
+    ),
+    OpenApiExample(
         "No scans to report",
         value={"detail": verification_reports.NOTHING_TO_SIGN}, response_only=True, status_codes=["409"],
     ),

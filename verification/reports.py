@@ -48,6 +48,17 @@ KEY_SCANS = 4
 KEY_SCAN_SIZE = (520, 400)
 SIGN_FORBIDDEN = "Only clinic staff can sign examination reports."
 NOTHING_TO_SIGN = "This examination has no scans yet: there is no report to sign."
+#: Scans in these states have no reading yet, and will have one: the report is not complete.
+READING_PENDING = (Scan.Status.RECEIVED, Scan.Status.QUEUED, Scan.Status.RUNNING)
+
+
+def readings_pending_text(n: int) -> str:
+    return f"{n} B-scan{'s are' if n != 1 else ' is'} still being read: sign the report when the readings are in."
+
+
+def readings_pending(*, case: Case) -> int:
+    """How many of the examination's scans are still waiting for their reading."""
+    return case.scans.filter(status__in=READING_PENDING).count()
 
 
 @dataclass
@@ -227,7 +238,8 @@ def report_latest(*, case: Case) -> ReportVersion | None:
 def report_sign(*, case: Case, user: Any) -> ReportVersion:
     """Sign the report of ``case`` as it reads now: store its PDF as the next version.
 
-    Refused (``Conflict``) when the examination has no scan (nothing to report) or the
+    Refused (``Conflict``) when the examination has no scan (nothing to report), when a
+    scan is still waiting for its reading (the report is not complete), or when the
     latest signed version already says the same (nothing changed since); the page and
     the API both call this, and the ``report.signed`` webhook follows the saved version.
     """
@@ -237,6 +249,9 @@ def report_sign(*, case: Case, user: Any) -> ReportVersion:
         locked = Case.objects.select_for_update().select_related("patient").get(pk=case.pk)
         if not locked.scans.exists():
             raise Conflict(NOTHING_TO_SIGN)
+        pending = readings_pending(case=locked)
+        if pending:
+            raise Conflict(readings_pending_text(pending))
         data = report_data(case=locked, user=user)
         fingerprint = report_fingerprint(data)
         latest = report_latest(case=locked)
@@ -259,6 +274,7 @@ class ReportState:
     latest: ReportVersion | None
     current: bool  # the latest signed version says what the report would say now
     has_scans: bool = True
+    pending: int = 0  # scans still waiting for their reading
 
     @property
     def status(self) -> str:
@@ -270,13 +286,14 @@ class ReportState:
     @property
     def signable(self) -> bool:
         """Whether ``report_sign`` would make a new version now."""
-        return self.has_scans and not self.current
+        return self.has_scans and not self.pending and not self.current
 
 
 def report_state(*, case: Case, user: Any) -> ReportState:
     """Whether the case's report is signed, and whether that signature is still current."""
     latest = report_latest(case=case)
+    pending = readings_pending(case=case)
     if latest is None:
-        return ReportState(None, False, case.scans.exists())
+        return ReportState(None, False, case.scans.exists(), pending)
     fingerprint = report_fingerprint(report_data(case=case, user=user, with_images=False))
-    return ReportState(latest, latest.fingerprint == fingerprint)
+    return ReportState(latest, latest.fingerprint == fingerprint, True, pending)

@@ -128,3 +128,19 @@ def test_rendering_a_report_leaves_pillows_truncated_image_guard_off(clinician, 
 
     reports.report_pdf(data=reports.report_data(case=case_with_readings, user=clinician))
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize("status", [Scan.Status.RECEIVED, Scan.Status.QUEUED, Scan.Status.RUNNING])
+def test_a_report_is_not_signed_while_a_scan_waits_for_its_reading(client, clinician, case_with_readings, status):
+    ScanFactory(case=case_with_readings, status=status)
+    state = reports.report_state(case=case_with_readings, user=clinician)
+    assert state.pending == 1 and not state.signable
+    with pytest.raises(Conflict, match="1 B-scan is still being read"):
+        reports.report_sign(case=case_with_readings, user=clinician)
+    assert not ReportVersion.objects.exists()
+    client.force_login(clinician)
+    page = client.get(reverse("cases:case_detail", args=[case_with_readings.pk])).content.decode()
+    assert "data-report-pending" in page and "data-report-sign" not in page
+    # Once read (or failed: a final state), it may be signed.
+    case_with_readings.scans.filter(status=status).update(status=Scan.Status.FAILED)
+    assert reports.report_sign(case=case_with_readings, user=clinician).number == 1

@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from cases.diagnoses import Diagnosis
-from cases.models import Volume
+from cases.models import Scan, Volume
 from integrations import services as token_services
 from integrations.models import ApiToken
 from tests.factories import ScanFactory, VolumeFactory, bscan_bytes
@@ -34,7 +34,8 @@ def media_root(settings, tmp_path) -> Path:
 
 @pytest.fixture
 def world(clinician, grader_t1, grader_t2, grader_t3, admin, no_role_user):
-    scan = ScanFactory(source_label=Diagnosis.CNV)
+    # Not waiting for a reading (the report may be signed), and a re-run is allowed.
+    scan = ScanFactory(source_label=Diagnosis.CNV, status=Scan.Status.FAILED)
     volume = Volume.objects.create(case=scan.case, source_format="ZIP", laterality="OD", slice_count=1,
                                    sha256="0" * 64, original_name="MRN-0042 Smith.zip")
     scan.volume, scan.slice_index = volume, 0
@@ -78,9 +79,10 @@ def endpoints(scan, volume) -> list[tuple[str, str, set[str], object]]:
         ("get", f"/api/v1/verification/volumes/{eye.pk}/", READERS, None),
         ("post", "/api/v1/patients/", CLINIC, {"identifier": "NEW-1"}),
         ("post", "/api/v1/cases/", CLINIC, {"patient": patient.pk, "eye": "OS", "exam_date": "2026-01-02"}),
+        # Signed before the upload and the re-run below leave B-scans waiting for their reading.
+        ("post", f"/api/v1/cases/{case.pk}/report/sign/", CLINIC, None),  # signs version 1
         ("post", f"/api/v1/cases/{case.pk}/scans/", CLINIC, "upload"),
         ("post", f"/api/v1/scans/{scan.pk}/rerun/", CLINIC, None),
-        ("post", f"/api/v1/cases/{case.pk}/report/sign/", CLINIC, None),  # signs version 1
         ("post", f"/api/v1/verification/scans/{scan.pk}/grades/", {"t1"}, {"tier": 1, "decision": "accept"}),
         ("post", f"/api/v1/verification/volumes/{eye.pk}/grades/", {"t1"}, {"tier": 1, "decision": "accept"}),
     ]

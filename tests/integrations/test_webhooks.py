@@ -128,7 +128,7 @@ def test_verified_scans_and_signed_reports_are_posted(receiver, django_capture_o
                                                       clinician, grader_t1, grader_t2, grader_t2b, grader_t3):
     r = receiver()
     Webhook.objects.update(events=["scan.verified", "report.signed"])
-    scan = ScanFactory()
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
     with django_capture_on_commit_callbacks(execute=True):
         grading.quality_submit(scan=scan, grader=grader_t1, accept=True)
         grading.grade_submit(scan=scan, grader=grader_t2, label="DME", findings=NO_FINDINGS, confidence=3)
