@@ -89,6 +89,42 @@ def _shadow_gain(w: int, rng: np.random.Generator) -> np.ndarray:
     return gain
 
 
+def _log_speckle(arr: np.ndarray, rng: np.random.Generator, *, min_looks: float, max_grain: float) -> np.ndarray:
+    """Speckle of ``min_looks``-16 looks, additive in the log-compressed display (5 nepers
+    over 255 levels), with grains of 1-``max_grain`` px, at the array's own resolution."""
+    h, w = arr.shape
+    looks = float(np.exp(rng.uniform(np.log(min_looks), np.log(16.0))))
+    grain = rng.uniform(1.0, max_grain)
+    gw, gh = max(2, round(w / grain)), max(2, round(h / grain))
+    log_s = 0.5 * np.log(np.maximum(rng.gamma(looks, 1.0 / looks, size=(gh, gw)), 1e-6)).astype(np.float32)
+    log_s -= log_s.mean()
+    return arr + 51.0 * np.asarray(Image.fromarray(log_s).resize((w, h), Image.BILINEAR))
+
+
+def _export_and_finish(
+    arr: np.ndarray, rng: np.random.Generator, cfg: dict[str, Any], *, p_jpeg: float, min_quality: int
+) -> np.ndarray:
+    """JPEG recompression (p_jpeg, quality min_quality-89), then v1.3.0's blur, resize to the
+    input, contrast stretch, photometric jitter and flip; the normalised view."""
+    size = int(cfg["input_size"])
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if rng.random() < p_jpeg:
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(min_quality, 90)))
+        buf.seek(0)
+        img = Image.open(buf).convert("L")
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
+    arr = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    arr = P.stretch_contrast(arr, cfg)
+    if rng.random() < 0.7:
+        arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
+        arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+
+
 def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
     """One random view simulating another device's acquisition and export (issue #13).
 
@@ -100,7 +136,6 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
     jitter. Degradations act at the crop's own resolution, before the resize to the
     input, because that is where a device's noise and artefacts live.
     """
-    size = int(cfg["input_size"])
     shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
     flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
     width = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else 1.0
@@ -117,30 +152,8 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
     if rng.random() < 0.4:
         arr = arr * _shadow_gain(w, rng)[None, :]
     if rng.random() < 0.5:
-        # Speckle, additive in the log-compressed display (5 nepers over 255 levels),
-        # with grains of 1-2.5 px.
-        looks = float(np.exp(rng.uniform(0.0, np.log(16.0))))
-        grain = rng.uniform(1.0, 2.5)
-        gw, gh = max(2, round(w / grain)), max(2, round(h / grain))
-        log_s = 0.5 * np.log(np.maximum(rng.gamma(looks, 1.0 / looks, size=(gh, gw)), 1e-6)).astype(np.float32)
-        log_s -= log_s.mean()
-        arr = arr + 51.0 * np.asarray(Image.fromarray(log_s).resize((w, h), Image.BILINEAR))
-    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    if rng.random() < 0.3:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(20, 90)))
-        buf.seek(0)
-        img = Image.open(buf).convert("L")
-    if rng.random() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
-    arr = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
-    arr = P.stretch_contrast(arr, cfg)
-    if rng.random() < 0.7:
-        arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
-        arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
-    if rng.random() < 0.5:
-        arr = arr[:, ::-1]
-    return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+        arr = _log_speckle(arr, rng, min_looks=1.0, max_grain=2.5)
+    return _export_and_finish(arr, rng, cfg, p_jpeg=0.3, min_quality=20)
 
 
 def _off_fovea_extent(rng: np.random.Generator) -> tuple[float, float]:
@@ -169,7 +182,6 @@ def robust_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: 
       speckle of 2-16 looks (p = 0.4), JPEG quality 35-89 (p = 0.2);
     - then v1.3.0's blur, photometric jitter and flip.
     """
-    size = int(cfg["input_size"])
     shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
     flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
     if label == NORMAL_LABEL and rng.random() < 0.3:
@@ -189,25 +201,5 @@ def robust_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: 
     if rng.random() < 0.4:
         arr = arr * _shadow_gain(w, rng)[None, :]
     if rng.random() < 0.4:
-        looks = float(np.exp(rng.uniform(np.log(2.0), np.log(16.0))))
-        grain = rng.uniform(1.0, 2.0)
-        gw, gh = max(2, round(w / grain)), max(2, round(h / grain))
-        log_s = 0.5 * np.log(np.maximum(rng.gamma(looks, 1.0 / looks, size=(gh, gw)), 1e-6)).astype(np.float32)
-        log_s -= log_s.mean()
-        arr = arr + 51.0 * np.asarray(Image.fromarray(log_s).resize((w, h), Image.BILINEAR))
-    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    if rng.random() < 0.2:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(35, 90)))
-        buf.seek(0)
-        img = Image.open(buf).convert("L")
-    if rng.random() < 0.3:
-        img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 2.0))))
-    arr = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32)
-    arr = P.stretch_contrast(arr, cfg)
-    if rng.random() < 0.7:
-        arr = np.clip(arr, 0, 1) ** float(np.exp(rng.uniform(-0.35, 0.35)))
-        arr = np.clip((arr - 0.5) * rng.uniform(0.75, 1.25) + 0.5 + rng.uniform(-0.08, 0.08), 0, 1)
-    if rng.random() < 0.5:
-        arr = arr[:, ::-1]
-    return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
+        arr = _log_speckle(arr, rng, min_looks=2.0, max_grain=2.0)
+    return _export_and_finish(arr, rng, cfg, p_jpeg=0.2, min_quality=35)

@@ -76,7 +76,22 @@ class GradeQuerySet(models.QuerySet):
         return self.filter(superseded_by__isnull=True)
 
 
-class Grade(models.Model):
+class OfUnit:
+    """What a review or a grade is about: one scan, or one volume graded as one eye."""
+
+    scan_id: int | None
+    volume_id: int | None
+
+    @property
+    def unit(self) -> Scan | Volume:
+        return self.volume if self.volume_id else self.scan  # type: ignore[attr-defined]
+
+    @property
+    def unit_kind(self) -> str:
+        return Unit.VOLUME if self.volume_id else Unit.SCAN
+
+
+class Grade(OfUnit, models.Model):
     """One grader's decision on one review unit (a scan or a volume) in one tier. Never
     edited after submission."""
 
@@ -171,14 +186,6 @@ class Grade(models.Model):
         what = f"volume {self.volume_id}" if self.volume_id else f"scan {self.scan_id}"
         return f"Tier {self.tier} grade of {what} by {self.grader}"
 
-    @property
-    def unit(self) -> Scan | Volume:
-        return self.volume if self.volume_id else self.scan
-
-    @property
-    def unit_kind(self) -> str:
-        return Unit.VOLUME if self.volume_id else Unit.SCAN
-
     def save(self, *args, **kwargs) -> None:
         # Append-only: a submitted grade is corrected by superseding it, never edited.
         if not self._state.adding:
@@ -202,7 +209,7 @@ class Grade(models.Model):
         }
 
 
-class Review(models.Model):
+class Review(OfUnit, models.Model):
     """Where a review unit (a scan or a volume) stands in tiered verification (one row per
     unit, the row we lock)."""
 
@@ -262,14 +269,6 @@ class Review(models.Model):
     def __str__(self) -> str:
         what = f"volume {self.volume_id}" if self.volume_id else f"scan {self.scan_id}"
         return f"Review of {what}: {self.get_stage_display()}"
-
-    @property
-    def unit(self) -> Scan | Volume:
-        return self.volume if self.volume_id else self.scan
-
-    @property
-    def unit_kind(self) -> str:
-        return Unit.VOLUME if self.volume_id else Unit.SCAN
 
     def get_absolute_url(self) -> str:
         if self.volume_id:

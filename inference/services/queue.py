@@ -90,6 +90,12 @@ def scans_request_analysis(*, scan_ids: Sequence[int]) -> None:
         return
     Scan.objects.filter(pk__in=ids).update(status=Scan.Status.QUEUED, status_detail="", status_changed_at=timezone.now())
 
+    _batches_enqueue_on_commit(ids)
+
+
+def _batches_enqueue_on_commit(ids: list[int]) -> None:
+    """After commit, publish ``ids`` as ``predict_batch`` tasks of ``OCT_INFERENCE_BATCH_SIZE``, in order."""
+
     def enqueue() -> None:
         batch = _task(TASK_PREDICT_BATCH)
         size = settings.OCT_INFERENCE_BATCH_SIZE
@@ -125,13 +131,7 @@ def stale_scans_requeue(*, older_than: timedelta | None = None, limit: int = 500
     with transaction.atomic():
         Scan.objects.filter(stale, id__in=ids).update(status=Scan.Status.QUEUED, status_changed_at=now)
 
-        def enqueue() -> None:
-            batch = _task(TASK_PREDICT_BATCH)
-            size = settings.OCT_INFERENCE_BATCH_SIZE
-            for start in range(0, len(ids), size):
-                _publish(batch, ids[start : start + size])
-
-        transaction.on_commit(enqueue)
+        _batches_enqueue_on_commit(ids)
     logger.info("re-enqueued %d stale scans", len(ids))
     return len(ids)
 
