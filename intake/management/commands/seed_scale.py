@@ -122,8 +122,13 @@ class Command(BaseCommand):
                        cls, {_urgency_sql('cls')}, {_urgency_sql('cls')} = 'urgent'
                 FROM (SELECT g, {SCAN_CLASS} AS cls FROM generate_series(0, {int(scans)} - 1) g) n"""
             )
-            # g: the scan's number in this run, for the deterministic mixes below.
-            numbered = f"SELECT id, id - {before} - 1 AS g, uploaded_at FROM {scan_table} WHERE id > {before}"
+            # g: the scan's number in this run, for the deterministic mixes below, counted
+            # by id order (ids follow generate_series' order), not as id - before: the id
+            # sequence may have moved past max(id) (rolled-back inserts), and the readings
+            # must then still match the class copied onto each scan.
+            numbered = (
+                f"SELECT id, row_number() OVER (ORDER BY id) - 1 AS g, uploaded_at FROM {scan_table} WHERE id > {before}"
+            )
             cur.execute(
                 f"""INSERT INTO {Prediction._meta.db_table} (scan_id, model_version_id, p_cnv, p_dme, p_drusen,
                     p_normal, predicted, confidence, urgency, oct_score, gate_passed, heatmap, inference_ms,
