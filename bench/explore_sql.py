@@ -28,7 +28,6 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.contrib.auth.models import Group  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.http import QueryDict  # noqa: E402
@@ -38,11 +37,7 @@ from octportal.paging import capped_counts_sql  # noqa: E402
 from verification import selectors  # noqa: E402
 from verification.filters import ExploreFilter  # noqa: E402
 
-
-def user(username: str, role: str):
-    u, _ = get_user_model().objects.get_or_create(username=username)
-    u.groups.add(Group.objects.get_or_create(name=role)[0])
-    return u
+from pages import user  # noqa: E402  (bench/pages.py: the same bench users)
 
 
 def before_sql(qs) -> list[tuple[str, list]]:

@@ -125,6 +125,18 @@ def _export_and_finish(
     return P.normalise(np.ascontiguousarray(arr, dtype=np.float32), cfg)
 
 
+def _partly_flattened(grey: np.ndarray, band: P.Band, rng: np.random.Generator) -> np.ndarray:
+    """Flattened with a jittered gain half the time: other devices' curvature is not always removed perfectly."""
+    shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
+    return P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
+
+
+def _framed(flat: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any], x0: float, x1: float) -> Image.Image:
+    """The band window between ``x0`` and ``x1`` (fractions of the width), jittered in scale and position."""
+    box = P.window(band, cfg, scale=float(np.exp(rng.uniform(-0.3, 0.3))), dy=float(rng.uniform(-0.15, 0.15)), x0=x0, x1=x1)
+    return Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
+
+
 def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
     """One random view simulating another device's acquisition and export (issue #13).
 
@@ -136,12 +148,10 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
     jitter. Degradations act at the crop's own resolution, before the resize to the
     input, because that is where a device's noise and artefacts live.
     """
-    shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
-    flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
+    flat = _partly_flattened(grey, band, rng)
     width = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else 1.0
     x0 = rng.uniform(0.0, 1.0 - width)
-    box = P.window(band, cfg, scale=float(np.exp(rng.uniform(-0.3, 0.3))), dy=float(rng.uniform(-0.15, 0.15)), x0=x0, x1=x0 + width)
-    img = Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
+    img = _framed(flat, band, rng, cfg, x0, x0 + width)
     w, h = img.size
     if rng.random() < 0.4:
         # Another export size: fewer pixels, and another aspect ratio (e.g. 500x280).
@@ -159,8 +169,7 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
 def _off_fovea_extent(rng: np.random.Generator) -> tuple[float, float]:
     """A cut of 25-55% of the width whose centre is at least 20% of the width off the middle."""
     width = rng.uniform(0.25, 0.55)
-    lo, hi = width / 2.0, 0.3  # centre range on the left side; mirrored for the right
-    c = rng.uniform(lo, max(lo, hi))
+    c = rng.uniform(width / 2.0, 0.3)  # the centre, on the left side; mirrored for the right
     if rng.random() < 0.5:
         c = 1.0 - c
     return c - width / 2.0, c + width / 2.0
@@ -182,16 +191,14 @@ def robust_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: 
       speckle of 2-16 looks (p = 0.4), JPEG quality 35-89 (p = 0.2);
     - then v1.3.0's blur, photometric jitter and flip.
     """
-    shift_gain = rng.uniform(0.6, 1.15) if rng.random() < 0.5 else 1.0
-    flat = P.flatten(grey, np.round(band.shifts * shift_gain).astype(np.int32))
+    flat = _partly_flattened(grey, band, rng)
     if label == NORMAL_LABEL and rng.random() < 0.3:
         x0, x1 = _off_fovea_extent(rng)
     else:
         width = rng.uniform(0.45, 1.0) if rng.random() < 0.6 else 1.0
         x0 = rng.uniform(0.0, 1.0 - width)
         x1 = x0 + width
-    box = P.window(band, cfg, scale=float(np.exp(rng.uniform(-0.3, 0.3))), dy=float(rng.uniform(-0.15, 0.15)), x0=x0, x1=x1)
-    img = Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
+    img = _framed(flat, band, rng, cfg, x0, x1)
     w, h = img.size
     if rng.random() < 0.3:
         f = rng.uniform(0.5, 1.0)

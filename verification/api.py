@@ -186,6 +186,19 @@ VolumeWorklistApi = extend_schema(
 )(VolumeWorklistApi)
 
 
+def _review_fields(review: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """What a scan's and a volume's verification state share."""
+    return {
+        "stage": review.stage,
+        "required_grades": review.required_grades,
+        "final_label": review.final_label,
+        "verified_by": review.verified_by.get_username() if review.verified_by else None,
+        "verified_at": review.verified_at,
+        "exclusion_reason": review.exclusion_reason,
+        "may_see_reference": state["may_see_reference"],
+    }
+
+
 def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
     state = selectors.review_state(user=user, scan=scan)
     review = state["review"]
@@ -196,13 +209,7 @@ def review_payload(*, user: Any, scan: Scan) -> dict[str, Any]:
         "unit": Unit.SCAN.value,
         "graded_as_volume": unit.pk if isinstance(unit, Volume) else None,
         "scan": scan.pk,
-        "stage": review.stage,
-        "required_grades": review.required_grades,
-        "final_label": review.final_label,
-        "verified_by": review.verified_by.get_username() if review.verified_by else None,
-        "verified_at": review.verified_at,
-        "exclusion_reason": review.exclusion_reason,
-        "may_see_reference": state["may_see_reference"],
+        **_review_fields(review, state),
         "reference": None
         if ref is None
         else {
@@ -232,13 +239,7 @@ def volume_review_payload(*, user: Any, volume: Volume) -> dict[str, Any]:
         "unit": Unit.VOLUME.value,
         "volume": volume.pk,
         "slice_count": volume.slice_count,
-        "stage": review.stage,
-        "required_grades": review.required_grades,
-        "final_label": review.final_label,
-        "verified_by": review.verified_by.get_username() if review.verified_by else None,
-        "verified_at": review.verified_at,
-        "exclusion_reason": review.exclusion_reason,
-        "may_see_reference": state["may_see_reference"],
+        **_review_fields(review, state),
         "eye_reading": None
         if eye is None
         else {
