@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from cases.roles import Role
 from tests.clinic.conftest import read_scan, verify
-from tests.factories import ScanFactory
+from tests.factories import ScanFactory, review_update
 from tests.inference.support import make_prediction, png_bytes
 from verification import selectors
 from verification.models import Grade, Review, Tier
@@ -56,7 +56,7 @@ def test_grading_pages_use_the_viewer_with_the_heatmap(client, request, tier, wh
 def test_blinded_tier2_grader_gets_the_viewer_without_any_heatmap(client, grader_t2, settings):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     scan = heatmap_scan()
-    Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+    review_update(scans=scan, stage=Review.Stage.GRADING)
     client.force_login(grader_t2)
     html = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()
     assert "data-viewer-stage" in html
@@ -70,7 +70,7 @@ def test_blinded_tier2_grader_gets_the_viewer_without_any_heatmap(client, grader
 def test_tier2_grader_sees_the_heatmap_once_they_have_graded(client, grader_t2, settings):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     scan = heatmap_scan()
-    Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+    review_update(scans=scan, stage=Review.Stage.GRADING)
     t2_grade(scan, grader_t2, "CNV")
     client.force_login(grader_t2)
     html = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()

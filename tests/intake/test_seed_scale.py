@@ -25,9 +25,11 @@ def test_seed_scale_fills_scans_readings_reviews_and_grades():
     # 2.0 grades per scan on average, every review in a stage its grades imply.
     assert 300 <= Grade.objects.count() <= 500
     assert set(Review.objects.values_list("stage", flat=True)) >= {Review.Stage.QUALITY_CONTROL, Review.Stage.VERIFIED}
-    # The reading copy on the scan agrees with its prediction.
-    for scan in Scan.objects.all():
+    # The reading's and the review's copies on the scan agree with the rows they copy.
+    for scan in Scan.objects.select_related("review"):
         assert scan.current_class == Prediction.objects.get(scan=scan).predicted
+        assert scan.review_stage == scan.review.stage
+        assert scan.review_label == (scan.review.final_label if scan.review.stage == Review.Stage.VERIFIED else "")
 
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="checks the refusal off PostgreSQL")

@@ -113,14 +113,15 @@ class Command(BaseCommand):
                 f"""INSERT INTO {scan_table} (uid, case_id, original, image, sha256, original_name, format,
                     original_mode, file_size, width, height, colour_saturation, source_label, source_label_origin,
                     status, status_detail, status_changed_at, analysis_attempts, uploaded_at,
-                    current_class, current_urgency, current_urgent)
+                    current_class, current_urgency, current_urgent, review_stage, review_label)
                 SELECT md5('{run}-' || g)::uuid, {int(first_case)} + g % {int(n_cases)}, '', 'scans/image/synthetic.png',
                        md5('a{run}' || g) || md5('b{run}' || g), 'synthetic-' || g || '.png', 'PNG', 'L',
                        50000, 512, 496, 0, '', '', 'analysed', '',
                        timestamp '2024-01-01' + g * interval '20 seconds', 1,
                        timestamp '2024-01-01' + g * interval '20 seconds',
-                       cls, {_urgency_sql('cls')}, {_urgency_sql('cls')} = 'urgent'
-                FROM (SELECT g, {SCAN_CLASS} AS cls FROM generate_series(0, {int(scans)} - 1) g) n"""
+                       cls, {_urgency_sql('cls')}, {_urgency_sql('cls')} = 'urgent',
+                       st, CASE WHEN st = 'verified' THEN 'CNV' ELSE '' END
+                FROM (SELECT g, {SCAN_CLASS} AS cls, {_stage_sql()} AS st FROM generate_series(0, {int(scans)} - 1) g) n"""
             )
             # g: the scan's number in this run, for the deterministic mixes below, counted
             # by id order (ids follow generate_series' order), not as id - before: the id
