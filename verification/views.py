@@ -262,7 +262,9 @@ def explore(request: HttpRequest) -> HttpResponse:
     context = {
         "filter": scans,
         "page": page,
-        "counts": selectors.explore_counts(qs, user=request.user),
+        "counts": selectors.explore_counts(
+            qs, user=request.user, sampled=scans.filters_other_tables(), filtered=scans.filters_copies()
+        ),
         "versions": {v.pk: v.label for v in inference_selectors.model_version_list()},
         "query": query.urlencode(),
         "records": has_role(request.user, Role.CLINICIAN),
