@@ -350,6 +350,19 @@ def verified_volume_reviews() -> QuerySet[Review]:
     )
 
 
+def key_slices_of(grades: list[Grade]) -> list[int]:
+    """The key B-scans of a volume: every one a current tier 2 grade marked, in order."""
+    superseded = {g.supersedes_id for g in grades if g.supersedes_id}
+    return sorted({i for g in grades if g.tier == Tier.GRADING and g.pk not in superseded for i in g.key_slices})
+
+
+def volume_key_scans(*, volume: Volume) -> QuerySet[Scan]:
+    """The key B-scans of a volume (every one a current tier 2 grade marked), in slice order.
+    Not scoped to a user: callers (exports, webhooks) are tier 3, admins or the system."""
+    keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
+    return Scan.objects.filter(volume=volume, slice_index__in=keys).order_by("slice_index")
+
+
 def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
     """Audit log entries of a scan, its review and its grades, newest first (admins only)."""
     types = ContentType.objects.get_for_models(Scan, Review, Grade)
