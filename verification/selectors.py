@@ -102,6 +102,33 @@ def verified_reviews_by_scan(*, scan_ids: list[int]) -> dict[int, Review]:
     return {r.scan_id: r for r in rows}
 
 
+def with_gate_rejected(scans: QuerySet[Scan]) -> QuerySet[Scan]:
+    """Annotate ``gate_rejected``: the scan failed because its current reading's input gate
+    judged it not an OCT B-scan (``model_gate_passed`` false). A scan that failed for another
+    reason, has no reading yet or passed is not gate-rejected. Tier 1 hides these by default."""
+    return scans.annotate(
+        model_gate_passed=prediction_current_value("gate_passed"),
+        gate_rejected=Case(
+            When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
+            default=False,
+            output_field=BooleanField(),
+        ),
+    )
+
+
+def volume_gate_rejected() -> Case:
+    """For a Volume queryset: whether the input gate rejected every one of its B-scans
+    (``with_gate_rejected``). One B-scan still waiting, passed or failed otherwise keeps the
+    volume in view: a volume the gate refused only in part has readable B-scans and a per-eye
+    reading, and its tier 1 decides for all of it."""
+    slices = with_gate_rejected(Scan.objects.filter(volume=OuterRef("pk")))
+    return Case(
+        When(Exists(slices) & ~Exists(slices.filter(gate_rejected=False)), then=True),
+        default=False,
+        output_field=BooleanField(),
+    )
+
+
 def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Scan]:
     """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
 
@@ -120,22 +147,13 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     """
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
-    qs = (
+    qs = with_gate_rejected(
         # B-scans of a volume of more than one are graded with their volume (volume_worklist_for),
         # even where a B-scan review from before volumes were one unit is still open.
         Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
         .exclude(IN_VOLUME_UNIT)
         .exclude(Exists(Grade.objects.filter(scan=OuterRef("pk"), grader=user)))
-        .annotate(
-            model_gate_passed=prediction_current_value("gate_passed"),
-            gate_rejected=Case(
-                When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
-                default=False,
-                output_field=BooleanField(),
-            ),
-        )
-        .select_related("review", "case", "case__patient")
-    )
+    ).select_related("review", "case", "case__patient")
     if tier == Tier.QUALITY and not include_gate_rejected:
         qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
@@ -147,21 +165,26 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     return qs.annotate(model_urgent=Value(None, output_field=BooleanField(null=True))).order_by("uploaded_at", "id")
 
 
-def volume_worklist_for(*, user: Any, tier: int) -> QuerySet[Volume]:
+def volume_worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Volume]:
     """Volumes (of more than one B-scan, each one review unit) the signed-in grader may take
     next in ``tier``, in the scans' order: urgent first where ``blinding.worklist_uses_reading``
     allows it (``model_urgent``: any of its B-scans' current reading is urgent), then oldest.
 
     Excludes volumes the grader already acted on in any tier. ``tier2_count`` as in
-    ``worklist_for``.
+    ``worklist_for``. Tier 1 leaves out volumes the input gate rejected all of
+    (``volume_gate_rejected``) unless ``include_gate_rejected``, as ``worklist_for`` does
+    scans (``gate_rejected`` marks them).
     """
     if not may_act_in_tier(user, tier):
         return Volume.objects.none()
     qs = (
         Volume.objects.filter(slice_count__gt=1, review__stage__in=WORKLIST_STAGES[tier])
         .exclude(Exists(Grade.objects.filter(volume=OuterRef("pk"), grader=user)))
+        .annotate(gate_rejected=volume_gate_rejected())
         .select_related("review", "case", "case__patient")
     )
+    if tier == Tier.QUALITY and not include_gate_rejected:
+        qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
         current = Grade.objects.filter(volume=OuterRef("pk"), tier=Tier.GRADING, superseded_by__isnull=True)
         qs = qs.annotate(tier2_count=Subquery(current.values("volume").annotate(n=Count("pk")).values("n")[:1]))
