@@ -491,21 +491,30 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     """Verified examples of each class for the learn pages and the viewer's comparison:
     reviews a tier 3 grader verified; those a tier 3 grader chose (``reference_pick``)
     first, then the highest tier 2 agreement with the final label (then the newest
-    verification), at most ``per_class`` per class.
+    verification), at most ``per_class`` per class. Each review's ``example`` is the B-scan
+    to show: a scan's own, or for a volume verified as one eye its key B-scan
+    (``_volume_examples``); a volume whose tier 2 grades marked no key B-scan is no example
+    (the eye's label is not every B-scan's).
 
     Bounded at any size: per class, the ``REFERENCE_CANDIDATES`` newest verified reviews
     (chosen ones first) are taken by an index walk, one query per class, and only those are
-    ranked by agreement, in one more query. (Ranking every verified review took 11 s at a
-    million scans: the agreement count joins all their grades.)
+    ranked by agreement, in one more query; two more find the key B-scans of the volumes
+    among the examples, if any. (Ranking every verified review took 11 s at a million scans:
+    the agreement count joins all their grades.)
 
     Patient images: nobody without a role (anonymous visitors included) gets any, and
-    a blinded tier 2 grader only scans whose label they may see (``blinding``)."""
+    a blinded tier 2 grader only units whose label they may see (``blinding``)."""
     out: dict[str, list[Review]] = {code: [] for code in Diagnosis.values}
     if not cases_selectors.may_see_images(user=user):
         return out
+    keyed = Grade.objects.current().filter(volume=OuterRef("volume_id"), tier=Tier.GRADING).exclude(key_slices=[])
+    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False).filter(
+        Q(scan__isnull=False) | Exists(keyed)
+    )
     visible = blinding.reading_visible_q(user=user)
-    scans = Scan.objects.filter(visible) if visible else Scan.objects.all()
-    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False, scan__in=scans)
+    if visible:  # a blinded tier 2 grader: only the units whose reading they may see
+        volumes = Volume.objects.filter(blinding.volume_reading_visible_q(user=user), pk=OuterRef("volume_id"))
+        base = base.filter(Exists(Scan.objects.filter(visible, pk=OuterRef("scan_id"))) | Exists(volumes))
     if exclude_scan_id is not None:
         base = base.exclude(scan_id=exclude_scan_id)
     candidates: list[int] = []
@@ -514,17 +523,42 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
         candidates += newest.values_list("pk", flat=True)[:REFERENCE_CANDIDATES]
     if not candidates:
         return out
-    grades_t2 = Q(scan__grades__tier=Tier.GRADING, scan__grades__superseded_by__isnull=True)
+    current_t2 = {"tier": Tier.GRADING, "superseded_by__isnull": True}
+    # A review is of a scan or of a volume: one of the two joins is empty for each row.
+    of_scan = Q(**{f"scan__grades__{k}": v for k, v in current_t2.items()})
+    of_volume = Q(**{f"volume__grades__{k}": v for k, v in current_t2.items()})
     ranked = (
         Review.objects.filter(pk__in=candidates)
         .annotate(
-            agreement=Count("scan__grades", filter=grades_t2 & Q(scan__grades__label=F("final_label")), distinct=True),
-            grades_t2=Count("scan__grades", filter=grades_t2, distinct=True),
+            agreement=Count("scan__grades", filter=of_scan & Q(scan__grades__label=F("final_label")), distinct=True)
+            + Count("volume__grades", filter=of_volume & Q(volume__grades__label=F("final_label")), distinct=True),
+            grades_t2=Count("scan__grades", filter=of_scan, distinct=True)
+            + Count("volume__grades", filter=of_volume, distinct=True),
         )
-        .select_related("scan", "verified_by")
+        .select_related("scan", "volume", "verified_by")
         .order_by("final_label", F("reference_pick").desc(), F("agreement").desc(), F("verified_at").desc(), F("pk").desc())
     )
     for review in ranked:
         if len(out[review.final_label]) < per_class:
+            review.example = review.scan
             out[review.final_label].append(review)
-    return out
+    _volume_examples([r for reviews in out.values() for r in reviews if r.volume_id])
+    return {code: [r for r in reviews if r.example is not None] for code, reviews in out.items()}
+
+
+def _volume_examples(reviews: list[Review]) -> None:
+    """Set each volume review's ``example``: the key B-scan most of its current tier 2 grades
+    marked (the lower slice on a tie), in two queries for all of them."""
+    if not reviews:
+        return
+    votes: dict[int, Counter[int]] = {r.volume_id: Counter() for r in reviews}
+    marked = Grade.objects.current().filter(volume_id__in=list(votes), tier=Tier.GRADING)
+    for volume_id, keys in marked.values_list("volume_id", "key_slices"):
+        votes[volume_id].update(set(keys))
+    chosen = {v: min(c, key=lambda i: (-c[i], i)) for v, c in votes.items() if c}
+    where = Q(pk__in=[])
+    for volume_id, index in chosen.items():
+        where |= Q(volume_id=volume_id, slice_index=index)
+    scans = {(s.volume_id, s.slice_index): s for s in Scan.objects.filter(where)}
+    for review in reviews:
+        review.example = scans.get((review.volume_id, chosen.get(review.volume_id)))
