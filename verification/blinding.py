@@ -111,49 +111,23 @@ def reading_visible_ids(*, user: Any, scan_ids: Iterable[int]) -> set[int]:
     return ids - _blinded_tier2_ids(user, ids)
 
 
-def _tier2_sees_q(user: Any, *, unit: str, ref: str, review: str) -> Q:
-    """The blinded tier 2 part of the rule in SQL: ``user`` graded the unit in tier 2 (grades
-    whose ``unit`` is ``OuterRef(ref)``) or, holding tier 3 or admin too, the unit's review
-    (the relation ``review``) is past tier 2."""
-    seen = Q(Exists(Grade.objects.filter(**{unit: OuterRef(ref)}, tier=Tier.GRADING, grader=user)))
-    if sees_everything(user):
-        seen |= Q(**{f"{review}__isnull": False}) & ~Q(**{f"{review}__stage__in": OPEN_FOR_TIER2})
-    return seen
-
-
-def _blinding_applies(user: Any) -> bool | None:
-    """None: no role, nothing visible; False: every reading visible; True: tier 2 blinding applies."""
-    held = user_roles(user)
-    if not held:
-        return None
-    return settings.VERIFICATION_READING_CENTRE_MODE and Role.GRADER_T2.value in held
-
-
 def reading_visible_q(*, user: Any) -> Q:
     """``may_see_reading`` as a condition on scan querysets, so that lists can be filtered
     by the model's reading in SQL without revealing it to a blinded tier 2 grader."""
-    applies = _blinding_applies(user)
-    if applies is None:
+    held = user_roles(user)
+    if not held:
         return Q(pk__in=[])
-    if not applies:
+    if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
         return Q()
-    graded = _tier2_sees_q(user, unit="scan", ref="pk", review="review")
-    volume_graded = _tier2_sees_q(user, unit="volume", ref="volume", review="volume__review")
+    graded = Q(Exists(Grade.objects.filter(scan=OuterRef("pk"), tier=Tier.GRADING, grader=user)))
+    volume_graded = Q(Exists(Grade.objects.filter(volume=OuterRef("volume"), tier=Tier.GRADING, grader=user)))
+    if sees_everything(user):
+        graded |= Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2)
+        volume_graded |= Q(volume__review__isnull=False) & ~Q(volume__review__stage__in=OPEN_FOR_TIER2)
     # Spelled out rather than ~IN_VOLUME_UNIT: negating a condition across the nullable
     # join drops the scans without a volume.
     alone = Q(volume__isnull=True) | Q(volume__slice_count__lte=1)
     return (IN_VOLUME_UNIT & volume_graded) | (alone & graded)
-
-
-def volume_reading_visible_q(*, user: Any) -> Q:
-    """``may_see_reading(volume=...)`` as a condition on Volume querysets (volumes of more
-    than one B-scan: their B-scans follow it in ``reading_visible_q``)."""
-    applies = _blinding_applies(user)
-    if applies is None:
-        return Q(pk__in=[])
-    if not applies:
-        return Q()
-    return _tier2_sees_q(user, unit="volume", ref="pk", review="review")
 
 
 def grades_visible(
@@ -208,6 +182,21 @@ def grades_visible_by_volume(*, user: Any, volumes: list[Any]) -> dict[int, list
             continue
         out[g.volume_id].append(g)
     return out
+
+
+def volume_reading_visible_q(*, user: Any) -> Q:
+    """``may_see_reading(volume=...)`` as a condition on Volume querysets (volumes of more
+    than one B-scan), as ``reading_visible_q`` is for scans: a blinded tier 2 grader sees the
+    volumes they graded in tier 2 and, holding tier 3 or admin too, those past tier 2."""
+    held = user_roles(user)
+    if not held:
+        return Q(pk__in=[])
+    if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
+        return Q()
+    graded = Q(Exists(Grade.objects.filter(volume=OuterRef("pk"), tier=Tier.GRADING, grader=user)))
+    if sees_everything(user):
+        graded |= Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2)
+    return graded
 
 
 def may_see_file_names(user: Any) -> bool:
