@@ -168,20 +168,27 @@ class VolumeWorklistFilter(WorklistFilter):
 
 
 class VolumeWorklistApi(WorklistApi):
-    """GET: the volumes (each graded as one eye) the caller may take next in a tier. Cursor pages under /api/v1/."""
+    """GET: the volumes (each graded as one eye) the caller may take next in a tier (tier 1:
+    ``?rejected=1`` includes the volumes the input gate rejected every B-scan of, as the
+    page's toggle does). Cursor pages under /api/v1/."""
 
     serializer_class = VolumeWorklistItemOutput
 
     def get_queryset(self):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
-        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier)
+        rejected = self.request.query_params.get("rejected") == "1"
+        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
         return filtered(VolumeWorklistFilter, self.request, qs)
 
 
 VolumeWorklistApi = extend_schema(
     summary="The caller's worklist of volumes in a tier (cursor pages, in the worklist's order)",
-    parameters=[*filter_parameters(VolumeWorklistFilter)],
+    parameters=[
+        OpenApiParameter("rejected", OpenApiTypes.STR, enum=["1"],
+                         description="Tier 1: include volumes the input gate rejected every B-scan of."),
+        *filter_parameters(VolumeWorklistFilter),
+    ],
     responses={200: VolumeWorklistItemOutput(many=True), **error_responses(404)},
 )(VolumeWorklistApi)
 

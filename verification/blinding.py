@@ -200,6 +200,21 @@ def grades_visible_by_volume(*, user: Any, volumes: list[Any]) -> dict[int, list
     return out
 
 
+def volume_reading_visible_q(*, user: Any) -> Q:
+    """``may_see_reading(volume=...)`` as a condition on Volume querysets (volumes of more
+    than one B-scan), as ``reading_visible_q`` is for scans: a blinded tier 2 grader sees the
+    volumes they graded in tier 2 and, holding tier 3 or admin too, those past tier 2."""
+    held = user_roles(user)
+    if not held:
+        return Q(pk__in=[])
+    if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
+        return Q()
+    graded = Q(Exists(Grade.objects.filter(volume=OuterRef("pk"), tier=Tier.GRADING, grader=user)))
+    if sees_everything(user):
+        graded |= Q(review__isnull=False) & ~Q(review__stage__in=OPEN_FOR_TIER2)
+    return graded
+
+
 def may_see_file_names(user: Any) -> bool:
     """Uploaded file names (which may carry patient names or record numbers) and the
     uploaded bytes are for clinic staff and admins only."""

@@ -102,6 +102,33 @@ def verified_reviews_by_scan(*, scan_ids: list[int]) -> dict[int, Review]:
     return {r.scan_id: r for r in rows}
 
 
+def with_gate_rejected(scans: QuerySet[Scan]) -> QuerySet[Scan]:
+    """Annotate ``gate_rejected``: the scan failed because its current reading's input gate
+    judged it not an OCT B-scan (``model_gate_passed`` false). A scan that failed for another
+    reason, has no reading yet or passed is not gate-rejected. Tier 1 hides these by default."""
+    return scans.annotate(
+        model_gate_passed=prediction_current_value("gate_passed"),
+        gate_rejected=Case(
+            When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
+            default=False,
+            output_field=BooleanField(),
+        ),
+    )
+
+
+def volume_gate_rejected() -> Case:
+    """For a Volume queryset: whether the input gate rejected every one of its B-scans
+    (``with_gate_rejected``). One B-scan still waiting, passed or failed otherwise keeps the
+    volume in view: a volume the gate refused only in part has readable B-scans and a per-eye
+    reading, and its tier 1 decides for all of it."""
+    slices = with_gate_rejected(Scan.objects.filter(volume=OuterRef("pk")))
+    return Case(
+        When(Exists(slices) & ~Exists(slices.filter(gate_rejected=False)), then=True),
+        default=False,
+        output_field=BooleanField(),
+    )
+
+
 def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Scan]:
     """Scans the signed-in grader may take next in ``tier``, urgent first, then oldest.
 
@@ -120,22 +147,13 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     """
     if not may_act_in_tier(user, tier):
         return Scan.objects.none()
-    qs = (
+    qs = with_gate_rejected(
         # B-scans of a volume of more than one are graded with their volume (volume_worklist_for),
         # even where a B-scan review from before volumes were one unit is still open.
         Scan.objects.filter(review__stage__in=WORKLIST_STAGES[tier])
         .exclude(IN_VOLUME_UNIT)
         .exclude(Exists(Grade.objects.filter(scan=OuterRef("pk"), grader=user)))
-        .annotate(
-            model_gate_passed=prediction_current_value("gate_passed"),
-            gate_rejected=Case(
-                When(status=Scan.Status.FAILED, model_gate_passed=False, then=True),
-                default=False,
-                output_field=BooleanField(),
-            ),
-        )
-        .select_related("review", "case", "case__patient")
-    )
+    ).select_related("review", "case", "case__patient")
     if tier == Tier.QUALITY and not include_gate_rejected:
         qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
@@ -147,21 +165,26 @@ def worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -
     return qs.annotate(model_urgent=Value(None, output_field=BooleanField(null=True))).order_by("uploaded_at", "id")
 
 
-def volume_worklist_for(*, user: Any, tier: int) -> QuerySet[Volume]:
+def volume_worklist_for(*, user: Any, tier: int, include_gate_rejected: bool = False) -> QuerySet[Volume]:
     """Volumes (of more than one B-scan, each one review unit) the signed-in grader may take
     next in ``tier``, in the scans' order: urgent first where ``blinding.worklist_uses_reading``
     allows it (``model_urgent``: any of its B-scans' current reading is urgent), then oldest.
 
     Excludes volumes the grader already acted on in any tier. ``tier2_count`` as in
-    ``worklist_for``.
+    ``worklist_for``. Tier 1 leaves out volumes the input gate rejected all of
+    (``volume_gate_rejected``) unless ``include_gate_rejected``, as ``worklist_for`` does
+    scans (``gate_rejected`` marks them).
     """
     if not may_act_in_tier(user, tier):
         return Volume.objects.none()
     qs = (
         Volume.objects.filter(slice_count__gt=1, review__stage__in=WORKLIST_STAGES[tier])
         .exclude(Exists(Grade.objects.filter(volume=OuterRef("pk"), grader=user)))
+        .annotate(gate_rejected=volume_gate_rejected())
         .select_related("review", "case", "case__patient")
     )
+    if tier == Tier.QUALITY and not include_gate_rejected:
+        qs = qs.filter(gate_rejected=False)
     if tier == Tier.GRADING:
         current = Grade.objects.filter(volume=OuterRef("pk"), tier=Tier.GRADING, superseded_by__isnull=True)
         qs = qs.annotate(tier2_count=Subquery(current.values("volume").annotate(n=Count("pk")).values("n")[:1]))
@@ -350,6 +373,19 @@ def verified_volume_reviews() -> QuerySet[Review]:
     )
 
 
+def key_slices_of(grades: list[Grade]) -> list[int]:
+    """The key B-scans of a volume: every one a current tier 2 grade marked, in order."""
+    superseded = {g.supersedes_id for g in grades if g.supersedes_id}
+    return sorted({i for g in grades if g.tier == Tier.GRADING and g.pk not in superseded for i in g.key_slices})
+
+
+def volume_key_scans(*, volume: Volume) -> QuerySet[Scan]:
+    """The key B-scans of a volume (every one a current tier 2 grade marked), in slice order.
+    Not scoped to a user: callers (exports, webhooks) are tier 3, admins or the system."""
+    keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
+    return Scan.objects.filter(volume=volume, slice_index__in=keys).order_by("slice_index")
+
+
 def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
     """Audit log entries of a scan, its review and its grades, newest first (admins only)."""
     types = ContentType.objects.get_for_models(Scan, Review, Grade)
@@ -529,21 +565,30 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     """Verified examples of each class for the learn pages and the viewer's comparison:
     reviews a tier 3 grader verified; those a tier 3 grader chose (``reference_pick``)
     first, then the highest tier 2 agreement with the final label (then the newest
-    verification), at most ``per_class`` per class.
+    verification), at most ``per_class`` per class. Each review's ``example`` is the B-scan
+    to show: a scan's own, or for a volume verified as one eye its key B-scan
+    (``_volume_examples``); a volume whose tier 2 grades marked no key B-scan is no example
+    (the eye's label is not every B-scan's).
 
     Bounded at any size: per class, the ``REFERENCE_CANDIDATES`` newest verified reviews
     (chosen ones first) are taken by an index walk, one query per class, and only those are
-    ranked by agreement, in one more query. (Ranking every verified review took 11 s at a
-    million scans: the agreement count joins all their grades.)
+    ranked by agreement, in one more query; two more find the key B-scans of the volumes
+    among the examples, if any. (Ranking every verified review took 11 s at a million scans:
+    the agreement count joins all their grades.)
 
     Patient images: nobody without a role (anonymous visitors included) gets any, and
-    a blinded tier 2 grader only scans whose label they may see (``blinding``)."""
+    a blinded tier 2 grader only units whose label they may see (``blinding``)."""
     out: dict[str, list[Review]] = {code: [] for code in Diagnosis.values}
     if not cases_selectors.may_see_images(user=user):
         return out
+    keyed = Grade.objects.current().filter(volume=OuterRef("volume_id"), tier=Tier.GRADING).exclude(key_slices=[])
+    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False).filter(
+        Q(scan__isnull=False) | Exists(keyed)
+    )
     visible = blinding.reading_visible_q(user=user)
-    scans = Scan.objects.filter(visible) if visible else Scan.objects.all()
-    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False, scan__in=scans)
+    if visible:  # a blinded tier 2 grader: only the units whose reading they may see
+        volumes = Volume.objects.filter(blinding.volume_reading_visible_q(user=user), pk=OuterRef("volume_id"))
+        base = base.filter(Exists(Scan.objects.filter(visible, pk=OuterRef("scan_id"))) | Exists(volumes))
     if exclude_scan_id is not None:
         base = base.exclude(scan_id=exclude_scan_id)
     candidates: list[int] = []
@@ -552,17 +597,42 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
         candidates += newest.values_list("pk", flat=True)[:REFERENCE_CANDIDATES]
     if not candidates:
         return out
-    grades_t2 = Q(scan__grades__tier=Tier.GRADING, scan__grades__superseded_by__isnull=True)
+    current_t2 = {"tier": Tier.GRADING, "superseded_by__isnull": True}
+    # A review is of a scan or of a volume: one of the two joins is empty for each row.
+    of_scan = Q(**{f"scan__grades__{k}": v for k, v in current_t2.items()})
+    of_volume = Q(**{f"volume__grades__{k}": v for k, v in current_t2.items()})
     ranked = (
         Review.objects.filter(pk__in=candidates)
         .annotate(
-            agreement=Count("scan__grades", filter=grades_t2 & Q(scan__grades__label=F("final_label")), distinct=True),
-            grades_t2=Count("scan__grades", filter=grades_t2, distinct=True),
+            agreement=Count("scan__grades", filter=of_scan & Q(scan__grades__label=F("final_label")), distinct=True)
+            + Count("volume__grades", filter=of_volume & Q(volume__grades__label=F("final_label")), distinct=True),
+            grades_t2=Count("scan__grades", filter=of_scan, distinct=True)
+            + Count("volume__grades", filter=of_volume, distinct=True),
         )
-        .select_related("scan", "verified_by")
+        .select_related("scan", "volume", "verified_by")
         .order_by("final_label", F("reference_pick").desc(), F("agreement").desc(), F("verified_at").desc(), F("pk").desc())
     )
     for review in ranked:
         if len(out[review.final_label]) < per_class:
+            review.example = review.scan
             out[review.final_label].append(review)
-    return out
+    _volume_examples([r for reviews in out.values() for r in reviews if r.volume_id])
+    return {code: [r for r in reviews if r.example is not None] for code, reviews in out.items()}
+
+
+def _volume_examples(reviews: list[Review]) -> None:
+    """Set each volume review's ``example``: the key B-scan most of its current tier 2 grades
+    marked (the lower slice on a tie), in two queries for all of them."""
+    if not reviews:
+        return
+    votes: dict[int, Counter[int]] = {r.volume_id: Counter() for r in reviews}
+    marked = Grade.objects.current().filter(volume_id__in=list(votes), tier=Tier.GRADING)
+    for volume_id, keys in marked.values_list("volume_id", "key_slices"):
+        votes[volume_id].update(set(keys))
+    chosen = {v: min(c, key=lambda i: (-c[i], i)) for v, c in votes.items() if c}
+    where = Q(pk__in=[])
+    for volume_id, index in chosen.items():
+        where |= Q(volume_id=volume_id, slice_index=index)
+    scans = {(s.volume_id, s.slice_index): s for s in Scan.objects.filter(where)}
+    for review in reviews:
+        review.example = scans.get((review.volume_id, chosen.get(review.volume_id)))

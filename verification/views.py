@@ -42,7 +42,7 @@ def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
     scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
     page = CappedPaginator(scans, 50).get_page(request.GET.get("page"))
-    volumes = selectors.volume_worklist_for(user=request.user, tier=tier)
+    volumes = selectors.volume_worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
     context = {
         "tier": tier,
         "tier_label": Tier(tier).label,
