@@ -124,7 +124,7 @@ def reading_visible_q(*, user: Any) -> Q:
         return Q()
     mine = Grade.objects.filter(tier=Tier.GRADING, grader=user).order_by()
     alone = Q(volume__isnull=True) | Q(volume__slice_count__lte=1)
-    if mine[:GRADED_DRIVE_MAX + 1].count() <= GRADED_DRIVE_MAX:
+    if _few_grades(user, mine):
         # Few grades of their own: one IN over a UNION ALL of them (not an OR of two
         # EXISTS), so that the database starts from those grades, not from every scan.
         graded = (
@@ -144,6 +144,16 @@ def reading_visible_q(*, user: Any) -> Q:
         # a B-scan of a volume unit); blank (no review) counts as open.
         visible |= ~Q(review_stage__in=[*OPEN_FOR_TIER2, ""])
     return visible
+
+
+def _few_grades(user: Any, mine: QuerySet[Grade]) -> bool:
+    """Whether ``user`` has at most ``GRADED_DRIVE_MAX`` tier 2 grades, asked once per user
+    object (a request's): it chooses how the same condition is written, never its result."""
+    few = getattr(user, "_oct_few_tier2_grades", None)
+    if few is None:
+        few = mine[: GRADED_DRIVE_MAX + 1].count() <= GRADED_DRIVE_MAX
+        user._oct_few_tier2_grades = few
+    return few
 
 
 def grades_visible(
