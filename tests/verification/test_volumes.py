@@ -262,6 +262,14 @@ def test_the_grade_page_of_a_bscan_of_a_volume_opens_the_volume(client, volume, 
     assert response.status_code == 302 and response.url == reverse("verification:grade_volume", args=[volume.pk, 1])
 
 
+def test_the_tier_1_page_of_a_read_volume_shows_the_eyes_reading(client, volume, grader_t1):
+    # The form's data-reference once failed on volumes ("reference" is a scan's): a 500.
+    read(volume)
+    response = login(client, grader_t1).get(reverse("verification:grade_volume", args=[volume.pk, 1]))
+    assert response.status_code == 200
+    assert 'data-reference="CNV"' in response.content.decode()
+
+
 def test_key_bscans_out_of_range_on_the_page_are_refused(client, volume, grader_t1, grader_t2):
     services.quality_submit(volume=volume, grader=grader_t1, accept=True)
     response = login(client, grader_t2).post(reverse("verification:grade_volume", args=[volume.pk, 2]),
