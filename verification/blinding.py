@@ -31,7 +31,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from cases.models import Scan
 from cases.roles import Role, has_role, user_roles
 
-from .models import IN_VOLUME_UNIT, Grade, Review, Tier, review_unit_of, unit_filter
+from .models import ALONE, IN_VOLUME_UNIT, Grade, Review, Tier, review_unit_of, unit_filter
 
 OPEN_FOR_TIER2 = (Review.Stage.RECEIVED, Review.Stage.QUALITY_CONTROL, Review.Stage.GRADING)
 #: Up to this many tier 2 grades of their own, ``reading_visible_q`` lists a grader's
@@ -123,12 +123,11 @@ def reading_visible_q(*, user: Any) -> Q:
     if not settings.VERIFICATION_READING_CENTRE_MODE or Role.GRADER_T2.value not in held:
         return Q()
     mine = Grade.objects.filter(tier=Tier.GRADING, grader=user).order_by()
-    alone = Q(volume__isnull=True) | Q(volume__slice_count__lte=1)
     if _few_grades(user, mine):
         # Few grades of their own: one IN over a UNION ALL of them (not an OR of two
         # EXISTS), so that the database starts from those grades, not from every scan.
         graded = (
-            Scan.objects.filter(alone, pk__in=mine.values("scan_id")).order_by().values("pk")
+            Scan.objects.filter(ALONE, pk__in=mine.values("scan_id")).order_by().values("pk")
             .union(Scan.objects.filter(IN_VOLUME_UNIT, volume_id__in=mine.values("volume_id")).order_by().values("pk"), all=True)
         )
         visible = Q(pk__in=graded)
@@ -136,9 +135,7 @@ def reading_visible_q(*, user: Any) -> Q:
         # Many: the database tests each scan against a hash of them (hashed subplans).
         scans = Q(Exists(mine.filter(scan=OuterRef("pk"))))
         eyes = Q(Exists(mine.filter(volume=OuterRef("volume"))))
-        # Spelled out rather than ~IN_VOLUME_UNIT: negating a condition across the nullable
-        # join drops the scans without a volume.
-        visible = (IN_VOLUME_UNIT & eyes) | (alone & scans)
+        visible = (IN_VOLUME_UNIT & eyes) | (ALONE & scans)
     if sees_everything(user):
         # Past tier 2 grading: the copy of the unit's stage on the scan (its volume's for
         # a B-scan of a volume unit); blank (no review) counts as open.
