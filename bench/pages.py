@@ -34,7 +34,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from cases.models import Case, Patient, Scan  # noqa: E402
+from cases.models import Case, Patient, Scan, Volume  # noqa: E402
 from cases.roles import Role  # noqa: E402
 
 
@@ -126,6 +126,16 @@ def main() -> None:
         ("API v1 worklist tier 2", "t2", "/api/v1/verification/worklist/2/"),
         ("API worklist tier 1", "t1", "/api/verification/worklist/1/"),
     ]
+    # Volumes reviewed as one eye (seed_scale --volumes): their worklists and pages.
+    volume = Volume.objects.filter(review__stage="quality_control").order_by("-id").first()
+    if volume is not None:
+        extra += [
+            ("volume examination page", "clinic", f"/cases/{volume.case_id}/"),
+            ("volume grading tier 1", "t1", f"/verification/volumes/{volume.pk}/tier/1/"),
+            ("API v1 volume worklist tier 1", "t1", "/api/v1/verification/worklist/1/volumes/"),
+            ("API v1 volume worklist tier 2", "t2", "/api/v1/verification/worklist/2/volumes/"),
+            ("API v1 volume worklist tier 3", "t3", "/api/v1/verification/worklist/3/volumes/"),
+        ]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}: a shared machine gives noisy figures; compare ratios")
     print(f"{'page':28} {'p50 ms':>9} {'p95 ms':>9} {'queries':>8} {'KB':>8} {'x base':>8}  status")
     base = None

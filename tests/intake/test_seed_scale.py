@@ -32,6 +32,34 @@ def test_seed_scale_fills_scans_readings_reviews_and_grades():
         assert scan.review_label == (scan.review.final_label if scan.review.stage == Review.Stage.VERIFIED else "")
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="seed_scale writes with PostgreSQL's generate_series")
+def test_seed_scale_adds_volumes_reviewed_as_one_eye():
+    from cases.models import Volume
+    from verification import selectors
+
+    call_command("seed_scale", scans=100, volumes=20, slices=5)
+    assert Volume.objects.count() == 20 and Scan.objects.filter(volume__isnull=False).count() == 100
+    assert Review.objects.filter(volume__isnull=False).count() == 20
+    assert not Review.objects.filter(scan__volume__isnull=False).exists()  # no review per B-scan
+    for volume in Volume.objects.select_related("review"):
+        review = volume.review
+        slices = list(volume.scans.order_by("slice_index"))
+        assert [s.slice_index for s in slices] == list(range(5)) and volume.case.scans.count() == 5
+        assert {(s.review_stage, s.review_label) for s in slices} == {
+            (review.stage, review.final_label if review.stage == Review.Stage.VERIFIED else "")
+        }
+        assert all(s.current_class == Prediction.objects.get(scan=s).predicted for s in slices)
+        grades = Grade.objects.filter(volume=volume)
+        assert grades.filter(tier=3).exists() == (review.stage == Review.Stage.VERIFIED)
+        assert grades.filter(tier=2).count() == {"grading": 1, "verification": 2, "arbitration": 2, "verified": 2}.get(
+            review.stage, 0
+        )
+    grader = Grade.objects.filter(tier=1).first().grader
+    assert selectors.volume_worklist_for(user=grader, tier=1).count() == Review.objects.filter(
+        volume__isnull=False, stage=Review.Stage.QUALITY_CONTROL
+    ).count()
+
+
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="checks the refusal off PostgreSQL")
 def test_seed_scale_refuses_sqlite():
     with pytest.raises(CommandError, match="PostgreSQL"):
