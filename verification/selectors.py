@@ -572,7 +572,7 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
 
     Bounded at any size: per class, the ``REFERENCE_CANDIDATES`` newest verified reviews
     (chosen ones first) are taken by an index walk, one query per class, and only those are
-    ranked by agreement, in one more query; two more find the key B-scans of the volumes
+    ranked by agreement, in one more query (scans and volumes apart: two per class); two more find the key B-scans of the volumes
     among the examples, if any. (Ranking every verified review took 11 s at a million scans:
     the agreement count joins all their grades.)
 
@@ -582,19 +582,22 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     if not cases_selectors.may_see_images(user=user):
         return out
     keyed = Grade.objects.current().filter(volume=OuterRef("volume_id"), tier=Tier.GRADING).exclude(key_slices=[])
-    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False).filter(
-        Q(scan__isnull=False) | Exists(keyed)
-    )
+    base = Review.objects.filter(stage=Review.Stage.VERIFIED, verified_by__isnull=False)
+    # Scans' and volumes' reviews walked apart: as one OR the database hashed every keyed
+    # tier 2 grade first (a scan of 2M grades, 160 ms per class at 1.25M scans).
+    units = (base.filter(scan__isnull=False), base.filter(Exists(keyed), volume__isnull=False))
     visible = blinding.reading_visible_q(user=user)
     if visible:  # a blinded tier 2 grader: only the units whose reading they may see
         volumes = Volume.objects.filter(blinding.volume_reading_visible_q(user=user), pk=OuterRef("volume_id"))
-        base = base.filter(Exists(Scan.objects.filter(visible, pk=OuterRef("scan_id"))) | Exists(volumes))
+        units = (units[0].filter(Exists(Scan.objects.filter(visible, pk=OuterRef("scan_id")))),
+                 units[1].filter(Exists(volumes)))
     if exclude_scan_id is not None:
-        base = base.exclude(scan_id=exclude_scan_id)
+        units = tuple(u.exclude(scan_id=exclude_scan_id) for u in units)
     candidates: list[int] = []
     for code in Diagnosis.values:
-        newest = base.filter(final_label=code).order_by("-reference_pick", "-verified_at", "-pk")
-        candidates += newest.values_list("pk", flat=True)[:REFERENCE_CANDIDATES]
+        for unit in units:
+            newest = unit.filter(final_label=code).order_by("-reference_pick", "-verified_at", "-pk")
+            candidates += newest.values_list("pk", flat=True)[:REFERENCE_CANDIDATES]
     if not candidates:
         return out
     current_t2 = {"tier": Tier.GRADING, "superseded_by__isnull": True}
