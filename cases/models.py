@@ -70,7 +70,7 @@ class Case(Recorded):
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
     eye = models.CharField(max_length=2, choices=Eye.choices)
-    exam_date = models.DateField()
+    exam_date = models.DateField(db_index=True)  # explore's date filter walks it (verification.filters)
     # Indexed: explore's device filter matches the few device names in use
     # (cases.selectors.devices_matching), then the examinations by name.
     device = models.CharField(max_length=120, blank=True, db_index=True, help_text="e.g. Heidelberg Spectralis")

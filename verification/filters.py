@@ -59,6 +59,16 @@ class ExploreFilter(django_filters.FilterSet):
     #: newest matching scans (``selectors.explore_counts``, ``sampled``).
     OTHER_TABLES = ("model_version", "date_from", "date_to", "device")
 
+    @property
+    def qs(self) -> QuerySet:
+        qs = super().qs
+        if self._any_of(("date_from", "date_to")):
+            # By exam date, newest first, when filtered by it: a walk of the examinations'
+            # exam_date index within the range, where the newest uploads first would pass
+            # every newer scan before the first old examination (0.5 s at 1.25M scans).
+            qs = qs.order_by("-case__exam_date", "-uploaded_at", "-id")
+        return qs
+
     def filters_other_tables(self) -> bool:
         return self._any_of(self.OTHER_TABLES)
 

@@ -495,12 +495,12 @@ def explore_counts(qs: QuerySet[Scan], *, user: Any, sampled: bool = False, filt
 
     Each is capped at ``EXPLORE_COUNT_CAP``, all in one SQL statement of index-only ranges,
     where the filters are on the scan's own copies (class, urgency, stage, verified label).
-    ``sampled`` (a filter on another table): exact counts among the
-    ``EXPLORE_COUNT_SAMPLE`` newest matching scans, in one statement; ``sample`` says so
-    when more scans match."""
+    ``sampled`` (a filter on another table): exact counts among the first
+    ``EXPLORE_COUNT_SAMPLE`` matching scans in the page's order (newest first), in one
+    statement; ``sample`` says so when more scans match."""
     cells = _explore_cells(user=user)
     if sampled:
-        newest = qs.order_by("-uploaded_at", "-id").values("pk")[:EXPLORE_COUNT_SAMPLE]
+        newest = qs.values("pk")[:EXPLORE_COUNT_SAMPLE]  # the page's own order: the first rows it shows
         rows = Scan.objects.filter(pk__in=newest)
         aggregates = {f"c{i}": Count("pk", filter=cell[-1]) for i, cell in enumerate(cells)}
         found = rows.aggregate(all=Count("pk"), **aggregates)

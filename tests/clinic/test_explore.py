@@ -279,3 +279,13 @@ def test_bscans_of_a_volume_show_and_filter_by_the_eyes_stage(client, clinician,
     assert shown(explore(client, clinician, stage=Review.Stage.QUALITY_CONTROL)) == {alone.pk}
     html = explore(client, clinician).content.decode()
     assert html.count('data-stage="grading"') == 3 and "Eye: Independent grading (tier 2)" in html
+
+
+def test_a_date_filter_orders_by_exam_date_newest_first(client, clinician, version):
+    march = read_scan("CNV", version=version, case=CaseFactory(exam_date=date(2021, 3, 1)))
+    january = read_scan("DME", version=version, case=CaseFactory(exam_date=date(2021, 1, 10)))  # uploaded last
+    read_scan("NORMAL", version=version, case=CaseFactory(exam_date=date(2022, 5, 1)))
+    response = explore(client, clinician, date_from="2021-01-01", date_to="2021-12-31")
+    assert [s.pk for s in response.context["page"].object_list] == [march.pk, january.pk]
+    # Without it, newest upload first.
+    assert [s.pk for s in explore(client, clinician, predicted="DME").context["page"].object_list] == [january.pk]
