@@ -15,6 +15,7 @@ the test with the reason, unless ``OCT_REQUIRE_SERVICES=1`` (CI), where it fails
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,6 +180,10 @@ class Worker:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def succeeded(self, task: str) -> int:
+        """How many tasks whose name starts with ``task`` this worker finished, by its log."""
+        return len(re.findall(rf"Task {re.escape(task)}\w*\[[^\]]+\] succeeded", self.text()))
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the main process and its pool child."""
