@@ -112,5 +112,6 @@ def test_the_api_keeps_to_its_schema_beside_a_real_worker_that_reads_the_fuzzed_
     assert sorted(readings.values_list("scan_id", flat=True)) == sorted(uploaded)
     assert all(p.gate_passed and p.predicted for p in readings)
     assert reading_worker.succeeded("inference.tasks.predict_") >= 1, "the worker process read them"
-    assert reading_worker.alive()
-    print(f"{len(tested)} operations fuzzed; {len(uploaded)} uploaded scans read by the worker\n{output[-2500:]}")
+    assert reading_worker.alive() and "WorkerLostError" not in reading_worker.text(), "its pool process died"
+    seed = next((line.strip() for line in output.splitlines() if line.startswith("Seed:")), "")
+    print(f"{len(tested)} operations fuzzed; {len(uploaded)} uploaded scans read by the worker; {seed}")
