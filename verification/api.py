@@ -32,7 +32,7 @@ from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, exports, selectors, services
 from .forms import FORM_FOR_TIER
-from .models import Grade, Tier, Unit, is_volume_unit, review_unit_of
+from .models import ExclusionReason, Grade, Tier, Unit, is_volume_unit, review_unit_of
 
 SUBMIT = {
     Tier.QUALITY: services.quality_submit,
@@ -51,6 +51,12 @@ class GradeOutput(serializers.ModelSerializer):
         child=serializers.IntegerField(min_value=0, max_value=100_000), read_only=True,
         help_text="Tier 2 of a volume: its key B-scans, 0-based slice indices.",
     )
+    # Declared: DRF drops allow_blank from read-only model fields, and the schema then
+    # said a tier 1 decision's label and a tier 2 grade's exclusion reason could not be "".
+    exclusion_reason = serializers.ChoiceField(choices=ExclusionReason.choices, allow_blank=True, read_only=True,
+                                               help_text="Tier 1, an excluded image: why; blank otherwise.")
+    label = serializers.ChoiceField(choices=Diagnosis.choices, allow_blank=True, read_only=True,
+                                    help_text="Tiers 2 and 3: the label; blank for a tier 1 decision.")
 
     class Meta:
         model = Grade
