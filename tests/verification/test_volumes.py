@@ -454,3 +454,24 @@ def test_the_examination_report_says_the_eyes_verified_label(volume, clinician, 
     assert eye.verified and eye.review.final_label == Diagnosis.CNV
     assert {row.in_volume for row in data.scans} == {volume.pk}
     assert report_fingerprint(data) != before
+
+
+def test_volume_pages_run_as_many_queries_for_9_bscans_as_for_3(client, grader_t1, clinician):
+    # A deferred volume_id once cost one query per B-scan (volume_reading's only()).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for n in (3, 9):
+        volume = VolumeFactory(slice_count=n)
+        read(volume)
+        pages = [(grader_t1, reverse("verification:grade_volume", args=[volume.pk, 1])),
+                 (clinician, reverse("cases:case_detail", args=[volume.case_id]))]
+        per_page = []
+        for user, url in pages:
+            login(client, user).get(url)
+            with CaptureQueriesContext(connection) as ctx:
+                assert client.get(url).status_code == 200
+            per_page.append(len(ctx.captured_queries))
+        counts.append(per_page)
+    assert counts[0] == counts[1]
