@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--rss-slices", type=int, default=97)
     ap.add_argument("--rss-make", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--files-out", type=Path, help="write the uncompressed OPT file of --slices B-scans (volume.dcm) "
+                                                   "and their files as in the data set (single-NNN.jpeg) here, for "
+                                                   "bench/e2e.py --volume")
     args = ap.parse_args()
     root = Path(os.environ.get("OCT_DATA_DIR", REPO.parent / "shared" / "oct"))
     if args.rss:
@@ -100,6 +103,13 @@ def main() -> None:
         return
     if args.rss_child:
         _rss_child(args)
+        return
+    if args.files_out:
+        frames, files = _frames(root, args.slices, size=(512, 496))
+        args.files_out.mkdir(parents=True, exist_ok=True)
+        (args.files_out / "volume.dcm").write_bytes(dicom_files.opt_bytes(frames))
+        for index, data in enumerate(files):
+            (args.files_out / f"single-{index:03d}.jpeg").write_bytes(data)
         return
     get_model()  # a worker loads it at start (worker_process_init)
     frames, files = _frames(root, args.slices, size=(512, 496))
@@ -196,8 +206,61 @@ def _profile(path: Path, data: bytes) -> None:
     profiler.dump_stats(str(path))
     print(" ".join(f"{k} {v:.2f} s" for k, v in step.items()))
     stats = pstats.Stats(str(path))
+    _stages(stats)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(60)
+
+
+# The volume path's stages and, indented, what they spend it on: (depth, label, functions
+# whose cumulative CPU time adds up to the stage; a function absent from the profile counts 0).
+STAGES = [
+    (0, "read (parse, de-identify, decode)", ["intake/formats.py:volume_source_read"]),
+    (1, "frames encoded as PNG", ["intake/source.py:frame_png"]),
+    (0, "submit (volume_submit)", ["intake/volumes.py:volume_submit"]),
+    (1, "scan rows saved (audit log included)", ["cases/services.py:scan_register>django/db/models/base.py:save"]),
+    (2, "audit log entries", ["auditlog/receivers.py:log_create"]),
+    (1, "image files written", ["cases/services.py:scan_register>django/db/models/fields/files.py:save"]),
+    (1, "full_clean", ["cases/services.py:_full_clean"]),
+    (1, "review opened per B-scan", ["verification/services.py:review_open"]),
+    (0, "reading (predict_scans)", ["inference/services/run.py:predict_scans"]),
+    (1, "stored B-scans loaded and decoded", ["inference/services/run.py:_load_image"]),
+    (1, "model (preprocess, ONNX run, heatmap grid, quality)", ["inference/runtime.py:predict_images"]),
+    (2, "ONNX session run", ["inference/runtime.py:run_arrays"]),
+    (2, "preprocessing", ["inference/preprocessing.py:preprocess"]),
+    (2, "heatmap mapped onto the image grid", ["inference/preprocessing.py:heatmap_to_grid"]),
+    (1, "heatmap overlay PNG rendered", ["inference/heatmap.py:heatmap_overlay_png"]),
+    (1, "heatmap stored (grid or file)", ["inference/services/run.py:_prediction_from>django/db/models/fields/files.py:save",
+                                          "inference/heatmap.py:heatmap_grid_png"]),
+    (1, "readings stored (rows, status, locks)", ["inference/services/run.py:_finish",
+                                                   "inference/services/run.py:_store_batch"]),
+    (1, "readings copied onto the scans", ["inference/services/run.py:scans_reading_copy"]),
+    (1, "claims", ["inference/services/run.py:_claim"]),
+    (0, "per-eye rule (volume_reading)", ["inference/selectors.py:volume_reading"]),
+]
+
+
+def _stages(stats) -> None:
+    """Print the CPU seconds of each stage of the volume path (cumulative, from the profile)."""
+    entries = stats.stats  # (file, line, function) -> (calls, primitive calls, tottime, cumtime, callers)
+    total = max(ct for _, _, _, ct, _ in entries.values())
+
+    def matches(key, spec: str) -> bool:
+        path, func = spec.rsplit(":", 1)
+        return key[0].endswith(path) and key[2] == func
+
+    def cumulative(spec: str) -> float:
+        if ">" not in spec:
+            return sum(v[3] for k, v in entries.items() if matches(k, spec))
+        # "caller>callee": the callee's cumulative time spent under that caller only.
+        caller, callee = spec.split(">")
+        return sum(c[3] for k, v in entries.items() if matches(k, callee)
+                   for ck, c in v[4].items() if matches(ck, caller))
+
+    print(f"{'stage (CPU seconds, cProfile)':58s} {'s':>6s} {'share':>6s}")
+    for depth, label, specs in STAGES:
+        seconds = sum(cumulative(spec) for spec in specs)
+        print(f"{'  ' * depth + label:58s} {seconds:6.3f} {seconds / total:6.1%}")
+    print(f"{'total':58s} {total:6.3f}")
 
 
 def _rss(args, root: Path) -> None:
