@@ -15,7 +15,6 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
@@ -25,7 +24,7 @@ from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, Urgency, urgency_fo
 from cases.models import Scan
 
 from .. import runtime
-from ..heatmap import heatmap_overlay_png
+from ..heatmap import heatmap_grid_png
 from ..models import ModelVersion, Prediction
 from ..selectors import prediction_current, predictions_current_by_scan
 from .registry import model_version_for
@@ -130,7 +129,7 @@ def _predict(model: Any, outcomes: dict[int, _Outcome]) -> None:
             outcomes[sid].failure = MSG_INTERNAL.format(id=sid)
 
 
-def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: Image.Image) -> Prediction:
+def _prediction_from(scan_id: int, version: ModelVersion, reading: Any) -> Prediction:
     probs = {str(k).upper(): float(v) for k, v in reading.probabilities.items()}
     passed = bool(reading.gate_passed)
     predicted = str(reading.predicted).upper() if passed else ""
@@ -154,12 +153,14 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
         prediction.low_confidence = bool(passed and quality.flagged)
         prediction.quality = quality.as_dict()
     if passed and reading.heatmap is not None:
+        # Few overlays are ever looked at: keep the grid they are drawn from and the name
+        # the overlay will be stored under when first asked for (prediction_heatmap_png).
         try:
-            png = heatmap_overlay_png(image, reading.heatmap)
-        except Exception:  # noqa: BLE001 - the reading stands without its overlay
-            logger.exception("heatmap overlay failed for scan id %s", scan_id)
+            prediction.heatmap_grid = heatmap_grid_png(reading.heatmap)
+        except Exception:  # noqa: BLE001 - the reading stands without its heatmap
+            logger.exception("heatmap grid failed for scan id %s", scan_id)
         else:
-            prediction.heatmap.save("heatmap.png", ContentFile(png), save=False)
+            prediction.heatmap.name = Prediction._meta.get_field("heatmap").generate_filename(prediction, "heatmap.png")
     return prediction
 
 
@@ -176,9 +177,7 @@ def _finish(
     with transaction.atomic():
         if locked is None:
             locked = Scan.objects.select_for_update().filter(pk=scan_id).exists()
-        if not locked:  # deleted while it was being read
-            if prediction is not None and prediction.heatmap:
-                prediction.heatmap.delete(save=False)
+        if not locked:  # deleted while it was being read (its heatmap was never written)
             return None
         stored = None
         if prediction is not None:
@@ -188,8 +187,6 @@ def _finish(
                 stored = prediction
             except IntegrityError:
                 # Another run of the same scan and version won: keep theirs.
-                if prediction.heatmap:
-                    prediction.heatmap.delete(save=False)
                 stored = Prediction.objects.get(scan_id=scan_id, model_version=prediction.model_version)
         if stored is not None and not stored.gate_passed:
             failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
@@ -238,7 +235,7 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
         prediction = None
         failure = outcome.failure
         if outcome.reading is not None and not failure:
-            prediction = _prediction_from(sid, version, outcome.reading, outcome.image)
+            prediction = _prediction_from(sid, version, outcome.reading)
             if not prediction.gate_passed:
                 reason = _sentence(str(getattr(outcome.reading, "gate_reason", ""))) or GATE_DEFAULT_REASON
                 failure = MSG_GATE.format(reason=reason)

@@ -1,6 +1,7 @@
 """Services of automated reading: claim, idempotence, failure states, sweep, re-run."""
 from __future__ import annotations
 
+import io
 import logging
 from datetime import timedelta
 
@@ -8,9 +9,11 @@ import kombu.exceptions
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from cases.models import Scan
 from inference import services
+from inference.heatmap import heatmap_overlay_png
 from inference.models import ModelVersion, Prediction
 from octportal.errors import Conflict, Forbidden
 from tests.factories import ScanFactory
@@ -38,7 +41,9 @@ def test_prediction_run_stores_reading_and_marks_analysed(fake_model):
     assert scan.analysis_attempts == 1
     assert prediction.predicted == "CNV" and prediction.urgency == "urgent"
     assert prediction.probabilities == {"CNV": 0.7, "DME": 0.1, "DRUSEN": 0.1, "NORMAL": 0.1}
-    assert prediction.heatmap and prediction.heatmap.storage.exists(prediction.heatmap.name)
+    # The overlay is drawn when first asked for: the reading keeps its grid and the file's name.
+    assert prediction.heatmap and prediction.heatmap_grid
+    assert not prediction.heatmap.storage.exists(prediction.heatmap.name)
     assert prediction.model_version.sha256 == fake_model.sha256
     assert prediction.model_version.is_active  # first version seen becomes active
     assert prediction.model_version.metrics == {"macro_f1": 0.5}
@@ -317,8 +322,14 @@ def test_real_model_reads_a_real_bscan(oct_data):
     assert 0.0 <= prediction.quality_score <= 1.0 and set(prediction.quality_components) == {
         "noise", "contrast", "pit", "uncertainty", "gate"}
     assert prediction.low_confidence == (prediction.quality_score >= model.quality_cfg["threshold"])
-    with prediction.heatmap.open("rb") as fh:
-        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Drawn on demand from the stored grid: the very overlay rendering it at reading time gave.
+    with scan.image.open("rb") as fh:
+        image = Image.open(io.BytesIO(fh.read()))
+        image.load()
+    reading = model.predict_images([image])[0]
+    png = services.prediction_heatmap_png(prediction=Prediction.objects.get(pk=prediction.pk))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == heatmap_overlay_png(image, reading.heatmap)
+    assert prediction.heatmap.storage.exists(prediction.heatmap.name)
 
 
 def test_real_model_batch_matches_single_reads(oct_data, settings):
