@@ -15,7 +15,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
-from cases.images import window_to_uint8
+from cases.images import grey_png, window_to_uint8
 from octportal.errors import DomainError
 
 LATERALITY_BY_CODE = {"R": "OD", "L": "OS", "OD": "OD", "OS": "OS"}
@@ -74,7 +74,7 @@ def frame_png(arr: np.ndarray) -> bytes:
     elif arr.ndim != 2:
         raise VolumeRejected(f"A frame has an unexpected shape {tuple(arr.shape)}; expected a 2-D grey image.")
     elif arr.dtype == np.uint8:
-        image = Image.fromarray(arr)
+        return grey_png(arr)  # the grey copy itself (cases.images.slice_convert keeps it)
     elif arr.dtype.kind in "ui" and arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535:
         image = Image.fromarray(arr.astype(np.uint16))  # mode I;16
     else:
