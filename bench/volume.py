@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--rss-slices", type=int, default=97)
     ap.add_argument("--rss-make", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--readings-out", type=Path, help="write every B-scan's reading (probabilities, class, gate, "
+                                                      "scores) of one uncompressed volume and of the lone uploads "
+                                                      "here as JSON, to compare two checkouts' model outputs")
     ap.add_argument("--files-out", type=Path, help="write the uncompressed OPT file of --slices B-scans (volume.dcm) "
                                                    "and their files as in the data set (single-NNN.jpeg) here, for "
                                                    "bench/e2e.py --volume")
@@ -115,6 +118,9 @@ def main() -> None:
     frames, files = _frames(root, args.slices, size=(512, 496))
     if args.profile:
         _profile(args.profile, dicom_files.opt_bytes(frames))
+        return
+    if args.readings_out:
+        _readings_out(args.readings_out, dicom_files.opt_bytes(frames), files[: args.singles])
         return
     syntaxes = {"uncompressed": ExplicitVRLittleEndian, "jpeg-baseline": JPEGBaseline8Bit,
                 "jpeg2000-lossless": JPEG2000Lossless, "jpeg-ls-lossless": JPEGLSLossless}
@@ -190,6 +196,40 @@ def _singles(files: list[bytes]) -> tuple[float, float]:
         predict_scans(scan_ids=[scan.pk])
     n = max(1, len(files))
     return (time.perf_counter() - started) / n, (time.process_time() - cpu) / n
+
+
+def _readings_out(path: Path, data: bytes, files: list[bytes]) -> None:
+    """Write the readings of one volume's B-scans (slice order) and of the lone uploads."""
+    import json  # noqa: PLC0415
+
+    from django.core.files.base import ContentFile  # noqa: PLC0415
+
+    from inference.models import Prediction  # noqa: PLC0415
+    from inference.services import predict_scans  # noqa: PLC0415
+    from intake.services import scan_submit  # noqa: PLC0415
+    from tests.factories import CaseFactory  # noqa: PLC0415
+
+    fields = ("p_cnv", "p_dme", "p_drusen", "p_normal", "predicted", "confidence", "gate_passed", "oct_score",
+              "quality_score", "low_confidence")
+
+    def rows(scan_ids: list[int]) -> list[dict]:
+        by_scan = {p["scan_id"]: p for p in Prediction.objects.filter(scan_id__in=scan_ids).values("scan_id", *fields)}
+        return [{k: by_scan[i][k] for k in fields} for i in scan_ids]
+
+    _, _ = _volume_once(data)
+    from cases.models import Volume  # noqa: PLC0415
+
+    volume = Volume.objects.order_by("-id").first()
+    out = {"volume": rows(list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))}
+    case = CaseFactory()
+    lone = []
+    for index, blob in enumerate(files):
+        scan = scan_submit(case=case, file=ContentFile(blob, name=f"lone-{index}.jpeg"), uploaded_by=None)
+        predict_scans(scan_ids=[scan.pk])
+        lone.append(scan.pk)
+    out["lone"] = rows(lone)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"{len(out['volume'])} volume and {len(out['lone'])} lone readings written to {path}")
 
 
 def _profile(path: Path, data: bytes) -> None:
