@@ -29,6 +29,7 @@ from cases.models import Case, Patient, Scan, Volume
 from inference.selectors import volume_reading
 from inference.services import predict_scans
 from intake import deid, volumes
+from intake import services as intake_services
 from intake.formats import volume_source_from_path
 from tests.cases.conftest import case, media_root, stored_files, upload  # noqa: F401 - fixtures
 from tests.factories import CaseFactory, bscan_bytes
@@ -287,10 +288,27 @@ def test_zip_of_mixed_sizes_is_refused(api_client, clinician, case, media_root):
 
 
 def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root):
-    with mock.patch("intake.services.review_open", side_effect=[None, None, RuntimeError("review failed")]), \
+    register = intake_services.scan_register
+    calls = []
+
+    def third_fails(**kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("slice failed")
+        return register(**kwargs)
+
+    with mock.patch("intake.services.scan_register", side_effect=third_fails), pytest.raises(RuntimeError):
+        volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
+                              uploaded_by=clinician)
+    _nothing_stored(media_root)
+
+
+def test_a_failing_review_rolls_back_the_whole_volume(case, clinician, frames, media_root):
+    with mock.patch("intake.services.review_open", side_effect=RuntimeError("review failed")) as opened, \
             pytest.raises(RuntimeError):
         volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
                               uploaded_by=clinician)
+    assert opened.call_count == 1  # one review for the volume, opened once
     _nothing_stored(media_root)
 
 
