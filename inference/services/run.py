@@ -291,9 +291,27 @@ def _waiting_scan_ids(*, exclude: int, limit: int) -> list[int]:
     )
 
 
+def batches_of(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` in order, cut into as few batches of at most ``size`` as can be, of even sizes.
+
+    49 B-scans in batches of 16 are 13 + 12 + 12 + 12, not 16 + 16 + 16 + 1: workers that
+    share a volume's batches then finish together (two workers: 25 B-scans each instead of 32 and 17)."""
+    ids = list(ids)
+    if not ids:
+        return []
+    count = -(-len(ids) // max(1, size))
+    base, extra = divmod(len(ids), count)
+    out, start = [], 0
+    for index in range(count):
+        end = start + base + (1 if index < extra else 0)
+        out.append(ids[start:end])
+        start = end
+    return out
+
+
 def predict_scans(*, scan_ids: Sequence[int]) -> int:
-    """Analyse many queued scans in batches of OCT_INFERENCE_BATCH_SIZE; return how many
-    ended ANALYSED. Each batch is claimed just before it runs, so other workers can
+    """Analyse many queued scans in batches of at most OCT_INFERENCE_BATCH_SIZE; return how
+    many ended ANALYSED. Each batch is claimed just before it runs, so other workers can
     share a long list."""
     ids = list(dict.fromkeys(int(i) for i in scan_ids))
     if not ids:
@@ -301,9 +319,8 @@ def predict_scans(*, scan_ids: Sequence[int]) -> int:
     model = get_model()
     version = model_version_for(model=model)
     analysed = 0
-    size = settings.OCT_INFERENCE_BATCH_SIZE
-    for start in range(0, len(ids), size):
-        claimed = _claim(ids[start : start + size])
+    for batch in batches_of(ids, settings.OCT_INFERENCE_BATCH_SIZE):
+        claimed = _claim(batch)
         if not claimed:
             continue
         started = time.perf_counter()

@@ -188,6 +188,14 @@ def test_a_volumes_scans_are_requested_as_model_batches_after_commit(fake_model,
     assert published == [ids[0:2], ids[2:4], ids[4:5]]  # one task per batch, in slice order
 
 
+@pytest.mark.parametrize("count,size,sizes", [(49, 16, [13, 12, 12, 12]), (5, 2, [2, 2, 1]), (16, 16, [16]),
+                                              (17, 16, [9, 8]), (97, 16, [14, 14, 14, 14, 14, 14, 13]), (0, 16, [])])
+def test_a_long_list_is_cut_into_as_few_batches_of_even_sizes(count, size, sizes):
+    ids = list(range(100, 100 + count))
+    batches = services.run.batches_of(ids, size)
+    assert [len(b) for b in batches] == sizes and [i for b in batches for i in b] == ids  # in order
+
+
 def test_a_batch_stores_every_reading_and_copies_it_onto_its_scan(fake_model):
     scans = [queued_scan() for _ in range(3)]
     assert services.predict_scans(scan_ids=[s.pk for s in scans]) == 3
