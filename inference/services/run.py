@@ -164,38 +164,21 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any) -> Predi
     return prediction
 
 
-def _finish(
-    scan_id: int, *, prediction: Prediction | None, failure: str, copy_reading: bool = True,
-    locked: bool | None = None,
-) -> Prediction | None:
-    """Store the outcome of one scan: the prediction (if any) and its final status, atomically.
-
-    ``copy_reading=False``: the caller copies the readings of its whole batch at once
-    (``scans_reading_copy``) in the same transaction. ``locked``: whether the caller's
-    transaction already locked the scan's row (True) or found it deleted (False); None
-    locks it here."""
+def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Prediction | None:
+    """Store the outcome of one scan: the prediction (if any) and its final status, atomically
+    (a batch's are stored together by ``_store_batch``)."""
     with transaction.atomic():
-        if locked is None:
-            locked = Scan.objects.select_for_update().filter(pk=scan_id).exists()
-        if not locked:  # deleted while it was being read (its heatmap was never written)
+        if not Scan.objects.select_for_update().filter(pk=scan_id).exists():  # deleted meanwhile
             return None
-        stored = None
-        if prediction is not None:
-            try:
-                with transaction.atomic():
-                    prediction.save()
-                stored = prediction
-            except IntegrityError:
-                # Another run of the same scan and version won: keep theirs.
-                stored = Prediction.objects.get(scan_id=scan_id, model_version=prediction.model_version)
+        # Another run of the same scan and version may have won: then keep theirs.
+        stored = _prediction_save(prediction) if prediction is not None else None
         if stored is not None and not stored.gate_passed:
             failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
         status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
         Scan.objects.filter(pk=scan_id).update(
             status=status, status_detail=failure[:500], status_changed_at=timezone.now()
         )
-        if copy_reading:
-            scan_reading_copy(scan_id=scan_id)
+        scan_reading_copy(scan_id=scan_id)
     logger.info("scan id %s %s", scan_id, status)
     return stored
 
@@ -240,16 +223,58 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
                 reason = _sentence(str(getattr(outcome.reading, "gate_reason", ""))) or GATE_DEFAULT_REASON
                 failure = MSG_GATE.format(reason=reason)
         finished.append((sid, prediction, failure))
-    # The batch's readings are stored in one transaction: one commit (a disk flush on
-    # SQLite and PostgreSQL) instead of one per scan, and one copy of the readings.
+    results.update(_store_batch(finished))
+    return results
+
+
+def _store_batch(finished: list[tuple[int, Prediction | None, str]]) -> dict[int, Prediction | None]:
+    """Store a batch's outcomes: its predictions, each scan's final status, the readings' copy.
+
+    In one transaction: one commit (a disk flush on SQLite and PostgreSQL) instead of one
+    per scan; the predictions in one savepoint (the per-scan fallback only when another
+    run of one of them won the race); the statuses in one update per distinct outcome.
+    """
+    results: dict[int, Prediction | None] = {}
     with transaction.atomic():
         ids = [sid for sid, _, _ in finished]
         present = set(Scan.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
-        for sid, prediction, failure in finished:
-            results[sid] = _finish(sid, prediction=prediction, failure=failure, copy_reading=False,
-                                   locked=sid in present)
+        # A scan deleted while it was read gets nothing (its heatmap was never written).
+        rows = [(sid, prediction, failure) for sid, prediction, failure in finished if sid in present]
+        predictions = [prediction for _, prediction, _ in rows if prediction is not None]
+        try:
+            with transaction.atomic():
+                for prediction in predictions:
+                    prediction.save()
+        except IntegrityError:
+            for prediction in predictions:  # rolled back: saved again one by one
+                prediction.pk, prediction._state.adding = None, True
+            predictions = [_prediction_save(prediction) for prediction in predictions]
+        stored = {prediction.scan_id: prediction for prediction in predictions}
+        outcomes: dict[tuple[str, str], list[int]] = {}
+        for sid, _, failure in rows:
+            prediction = stored.get(sid)
+            if prediction is not None and not prediction.gate_passed:
+                failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
+            status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
+            outcomes.setdefault((status, failure[:500]), []).append(sid)
+            results[sid] = prediction
+        now = timezone.now()
+        for (status, detail), members in outcomes.items():
+            Scan.objects.filter(pk__in=members).update(status=status, status_detail=detail, status_changed_at=now)
         scans_reading_copy(scan_ids=ids)
+    for (status, _), members in outcomes.items():
+        logger.info("scan ids %s %s", members, status)
     return results
+
+
+def _prediction_save(prediction: Prediction) -> Prediction:
+    """Save ``prediction``, or return the one another run of the same scan and version stored first."""
+    try:
+        with transaction.atomic():
+            prediction.save()
+        return prediction
+    except IntegrityError:
+        return Prediction.objects.get(scan_id=prediction.scan_id, model_version=prediction.model_version)
 
 
 def _sentence(text: str) -> str:

@@ -156,6 +156,29 @@ def test_duplicate_prediction_from_a_racing_run_is_absorbed(fake_model):
     assert Prediction.objects.filter(scan=scan).count() == 1
 
 
+def test_a_batch_racing_another_run_keeps_one_prediction_per_scan(fake_model, monkeypatch):
+    """Another run stores a reading of one of the batch's scans while the batch is read:
+    the batch's savepoint rolls back and its readings are stored one by one, keeping theirs."""
+    scans = [queued_scan() for _ in range(3)]
+    real = services.run._prediction_from
+    theirs = {}
+
+    def racing(scan_id, version, reading):
+        if scan_id == scans[1].pk:
+            theirs["p"] = Prediction.objects.create(
+                scan_id=scan_id, model_version=version, p_cnv=0.1, p_dme=0.1, p_drusen=0.1, p_normal=0.7,
+                predicted="NORMAL", confidence=0.7, urgency="observation", oct_score=0.9, gate_passed=True,
+                inference_ms=1)
+        return real(scan_id, version, reading)
+
+    monkeypatch.setattr(services.run, "_prediction_from", racing)
+    assert services.predict_scans(scan_ids=[s.pk for s in scans]) == 3
+    assert sorted(Prediction.objects.values_list("scan_id", flat=True)) == sorted(s.pk for s in scans)
+    assert Prediction.objects.get(scan=scans[1]).pk == theirs["p"].pk
+    assert {Scan.objects.get(pk=s.pk).current_class for s in scans} == {"CNV", "NORMAL"}
+    assert set(Scan.objects.filter(pk__in=[s.pk for s in scans]).values_list("status", flat=True)) == {"analysed"}
+
+
 # --- enqueueing and the sweep -------------------------------------------------------------
 
 
