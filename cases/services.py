@@ -218,7 +218,9 @@ def scan_register(
         **details,
     )
     try:
-        with transaction.atomic():
+        # A volume's B-scan needs no savepoint of its own: its volume is stored in one
+        # transaction, all or nothing (intake.volumes.volume_submit); two statements saved.
+        with transaction.atomic(savepoint=volume is None):
             # The stored name carries the detected format's extension, never the uploaded one.
             if settings.OCT_KEEP_UPLOADED_FILES:
                 scan.original.save("original" + converted.extension, ContentFile(data), save=False)

@@ -50,7 +50,9 @@ def scan_submit(
     ``open_review=False`` leaves the review to the caller too (``slices_open_review``:
     a volume's B-scans share one).
     """
-    with transaction.atomic():
+    # A volume's B-scan is submitted inside its volume's transaction: all or nothing, so no
+    # savepoint of its own (two statements per B-scan).
+    with transaction.atomic(savepoint=details.get("volume") is None):
         scan = scan_register(case=case, file=file, uploaded_by=uploaded_by, **details)
         try:
             if open_review:
