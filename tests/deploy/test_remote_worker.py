@@ -2,7 +2,7 @@
 the host by a veth pair, reaching PostgreSQL, Redis and the S3 server only over the
 host side of that pair, with an empty MEDIA_ROOT of its own. Uploads made through the
 web side (this process, the Django test client, S3 storage) are read by that worker:
-every scan gets exactly one prediction and its heatmap lands in the bucket.
+every scan gets exactly one prediction (with its heatmap grid) and its grey image lands in the bucket.
 
 Needs root and ``ip netns`` (iproute2), PostgreSQL (the worker and this process share
 the test database), Redis (``CELERY_TEST_BROKER_URL``, default
