@@ -252,7 +252,8 @@ def _profile(path: Path, data: bytes) -> None:
 
 
 # The volume path's stages and, indented, what they spend it on: (depth, label, functions
-# whose cumulative CPU time adds up to the stage; a function absent from the profile counts 0).
+# whose cumulative CPU time adds up to the stage; a function absent from the profile counts 0,
+# "a>b" is b's time under a only, "-" subtracts what another line of the table counts).
 STAGES = [
     (0, "read (parse, de-identify, decode)", ["intake/formats.py:volume_source_read"]),
     (1, "frames encoded as PNG", ["intake/source.py:frame_png"]),
@@ -272,7 +273,9 @@ STAGES = [
     (1, "heatmap stored (grid or file)", ["inference/services/run.py:_prediction_from>django/db/models/fields/files.py:save",
                                           "inference/heatmap.py:heatmap_grid_png"]),
     (1, "readings stored (rows, status, locks)", ["inference/services/run.py:_finish",
-                                                   "inference/services/run.py:_store_batch"]),
+                                                   "inference/services/run.py:_store_batch",
+                                                   "-inference/services/run.py:_store_batch>"
+                                                   "inference/services/run.py:scans_reading_copy"]),
     (1, "readings copied onto the scans", ["inference/services/run.py:scans_reading_copy"]),
     (1, "claims", ["inference/services/run.py:_claim"]),
     (0, "per-eye rule (volume_reading)", ["inference/selectors.py:volume_reading"]),
@@ -289,6 +292,8 @@ def _stages(stats) -> None:
         return key[0].endswith(path) and key[2] == func
 
     def cumulative(spec: str) -> float:
+        if spec.startswith("-"):  # counted under another line of the table
+            return -cumulative(spec[1:])
         if ">" not in spec:
             return sum(v[3] for k, v in entries.items() if matches(k, spec))
         # "caller>callee": the callee's cumulative time spent under that caller only.
