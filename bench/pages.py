@@ -34,7 +34,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from cases.models import Case, Patient, Scan  # noqa: E402
+from cases.models import Case, Patient, Scan, Volume  # noqa: E402
 from cases.roles import Role  # noqa: E402
 
 
@@ -49,6 +49,7 @@ def user(username: str, role: str):
 def timed(client: Client, url: str, repeat: int) -> tuple[list[float], int, int, int]:
     times, queries, size, status = [], 0, 0, 0
     for i in range(repeat + 1):
+        connection.queries_log.clear()  # its 9,000-entry cap would stop the counts
         with CaptureQueriesContext(connection) as ctx:
             t0 = time.perf_counter()
             response = client.get(url, HTTP_HOST="127.0.0.1")
@@ -115,6 +116,9 @@ def main() -> None:
         ("explore urgent", "clinic", "/explore/?urgency=urgent"),
         ("explore DRUSEN, grading", "clinic", "/explore/?predicted=DRUSEN&stage=grading"),
         ("explore device, page 40", "clinic", "/explore/?device=spectralis&page=40"),
+        ("explore verified CNV, arbitration", "clinic", "/explore/?verified=CNV&stage=arbitration"),
+        ("explore disagree", "clinic", "/explore/?agreement=disagree"),
+        ("explore exam dates", "clinic", "/explore/?date_from=2021-01-01&date_to=2021-03-31"),
         ("explore tier 2 (blinded)", "t2", "/explore/"),
         ("explore tier 2 (graded)", "t2a", "/explore/"),
         ("explore tier 3", "t3", "/explore/"),
@@ -123,6 +127,16 @@ def main() -> None:
         ("API v1 worklist tier 2", "t2", "/api/v1/verification/worklist/2/"),
         ("API worklist tier 1", "t1", "/api/verification/worklist/1/"),
     ]
+    # Volumes reviewed as one eye (seed_scale --volumes): their worklists and pages.
+    volume = Volume.objects.filter(review__stage="quality_control").order_by("-id").first()
+    if volume is not None:
+        extra += [
+            ("volume examination page", "clinic", f"/cases/{volume.case_id}/"),
+            ("volume grading tier 1", "t1", f"/verification/volumes/{volume.pk}/tier/1/"),
+            ("API v1 volume worklist tier 1", "t1", "/api/v1/verification/worklist/1/volumes/"),
+            ("API v1 volume worklist tier 2", "t2", "/api/v1/verification/worklist/2/volumes/"),
+            ("API v1 volume worklist tier 3", "t3", "/api/v1/verification/worklist/3/volumes/"),
+        ]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}: a shared machine gives noisy figures; compare ratios")
     print(f"{'page':28} {'p50 ms':>9} {'p95 ms':>9} {'queries':>8} {'KB':>8} {'x base':>8}  status")
     base = None

@@ -70,8 +70,10 @@ class Case(Recorded):
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
     eye = models.CharField(max_length=2, choices=Eye.choices)
-    exam_date = models.DateField()
-    device = models.CharField(max_length=120, blank=True, help_text="e.g. Heidelberg Spectralis")
+    exam_date = models.DateField(db_index=True)  # explore's date filter walks it (verification.filters)
+    # Indexed: explore's device filter matches the few device names in use
+    # (cases.selectors.devices_matching), then the examinations by name.
+    device = models.CharField(max_length=120, blank=True, db_index=True, help_text="e.g. Heidelberg Spectralis")
     referring_clinician = models.CharField(max_length=120, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     notes = models.TextField(blank=True)
@@ -217,6 +219,12 @@ class Scan(Uploaded):
     current_class = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
     current_urgency = models.CharField(max_length=16, blank=True)
     current_urgent = models.BooleanField(default=False, help_text="current_urgency is urgent (worklist order).")
+    # A copy of where the scan's review unit stands (its own review, or its volume's for a
+    # B-scan of a multi-slice volume), kept by verification.services whenever a review
+    # changes, so that explore filters and counts stages and verified labels on the scan
+    # row alone. Blank without a review; review_label is blank unless verified.
+    review_stage = models.CharField(max_length=16, blank=True)
+    review_label = models.CharField(max_length=8, choices=Diagnosis.choices, blank=True)
     analysis_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
@@ -244,6 +252,12 @@ class Scan(Uploaded):
             # Explore's capped counts of a class under an urgency filter (or the reverse):
             # an index-only range, also where the pair is empty (e.g. urgent DRUSEN).
             models.Index(fields=["current_class", "current_urgency"], name="scan_class_urgency"),
+            # Explore's capped counts of every category under any mix of class, urgency,
+            # stage, verified-label and agreement filters: an index-only range each
+            # (verification.selectors.explore_count_querysets spells out every column).
+            models.Index(
+                fields=["current_class", "current_urgency", "review_stage", "review_label"], name="scan_explore_cells"
+            ),
             models.Index(fields=["uploaded_at", "id"], name="scan_upload_order"),
         ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Max, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -146,3 +147,24 @@ def volume_image_get(*, user: Any, volume_id: int) -> Volume:
         return Volume.objects.select_related("case__patient").get(pk=volume_id)
     except Volume.DoesNotExist:
         raise NotFound(f"There is no volume #{volume_id}.") from None
+
+
+def devices_in_use() -> list[str]:
+    """The distinct device names of the examinations, by a walk of the index on
+    ``Case.device`` (one step per name, not per examination: a few names among 200,000
+    examinations cost a few index probes)."""
+    table = Case._meta.db_table
+    sql = f"""WITH RECURSIVE d(device) AS (
+        SELECT min(device) FROM {table}
+        UNION ALL
+        SELECT (SELECT min(device) FROM {table} WHERE device > d.device) FROM d WHERE d.device IS NOT NULL
+    ) SELECT device FROM d WHERE device IS NOT NULL AND device <> ''"""
+    with connection.cursor() as cur:
+        cur.execute(sql)
+        return [row[0] for row in cur.fetchall()]
+
+
+def devices_matching(text: str) -> list[str]:
+    """The device names in use that contain ``text`` (case-insensitively)."""
+    needle = text.casefold()
+    return [d for d in devices_in_use() if needle in d.casefold()]

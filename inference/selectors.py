@@ -365,11 +365,9 @@ def volume_reading(*, volume: Volume, visible_ids: set[int] | None = None) -> Vo
     ``visible_ids``: the scans whose readings the user may see (``verification.blinding``);
     None means all. Only analysed slices whose reading passed the input gate count.
     """
-    # "volume" too: the related manager sets each row's volume from its volume_id, and a
-    # deferred volume_id cost one query per slice.
-    scans = list(
-        volume.scans.order_by("slice_index").only("pk", "volume", "slice_index", "slice_position_mm", "status")
-    )
+    # volume_id too: the related manager sets each scan's volume, which loads a deferred
+    # volume_id one query per B-scan (25 queries a 25-slice volume).
+    scans = list(volume.scans.order_by("slice_index").only("pk", "volume_id", "slice_index", "slice_position_mm", "status"))
     current = predictions_current_by_scan(scan_ids=[s.pk for s in scans])
     read: list[SliceReading] = []
     strip: list[dict[str, Any]] = []

@@ -25,7 +25,7 @@ class IntegrationsConfig(AppConfig):
         signed_out_everywhere.connect(_revoke_tokens, dispatch_uid="integrations-revoke-tokens")
         # Webhook events: post_save of the rows the services write (defined low, connected here).
         post_save.connect(webhooks.on_prediction_saved, sender=Prediction, dispatch_uid="webhook-reading-ready")
-        post_save.connect(webhooks.on_review_saved, sender=Review, dispatch_uid="webhook-scan-verified")
+        post_save.connect(webhooks.on_review_saved, sender=Review, dispatch_uid="webhook-review-verified")
         post_save.connect(webhooks.on_report_saved, sender=ReportVersion, dispatch_uid="webhook-report-signed")
 
 

@@ -57,6 +57,7 @@ class ApiToken(models.Model):
 class Event(models.TextChoices):
     READING_READY = "reading.ready", "A scan's automated reading is ready"
     SCAN_VERIFIED = "scan.verified", "A scan is verified (final label)"
+    VOLUME_VERIFIED = "volume.verified", "A volume (one eye's acquisition) is verified (final label)"
     REPORT_SIGNED = "report.signed", "An examination report is signed"
 
 

@@ -3,9 +3,11 @@
 The events are hooked in without upward imports: Django's own ``post_save`` (defined
 low) of the rows the services write (a Prediction, a verified Review, a ReportVersion)
 is connected here, in the top layer (``IntegrationsConfig.ready``). Nothing below knows.
+A verified review is ``scan.verified`` or, for a volume reviewed as one unit (one eye),
+``volume.verified``.
 
 A body names the patient only by the keyed pseudonym of the exports (never the
-identifier), the scan by its neutral code. ``X-OCT-Signature: sha256=<hex>`` is
+identifier), a scan by its neutral code, a volume by its id (never a file name or date). ``X-OCT-Signature: sha256=<hex>`` is
 HMAC-SHA256 of the exact body bytes with the webhook's secret.
 """
 from __future__ import annotations
@@ -23,10 +25,11 @@ from celery import current_app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cases.models import Scan
+from cases.models import Scan, Volume
 from inference.models import Prediction
 from verification.exports import patient_pseudonym
 from verification.models import ReportVersion, Review
+from verification.selectors import volume_key_scans
 
 from .models import Delivery, Event, Webhook
 
@@ -139,7 +142,8 @@ def on_prediction_saved(sender, instance: Prediction, created: bool, **kwargs: A
 def on_review_saved(sender, instance: Review, **kwargs: Any) -> None:
     if instance.stage != Review.Stage.VERIFIED or instance.verified_at is None:
         return
-    if instance.scan_id is None:  # a volume's review: scan.verified describes a scan, not an eye
+    if instance.volume_id is not None:
+        _volume_verified(instance)
         return
     if not (subscribers := _subscribers(Event.SCAN_VERIFIED)):
         return
@@ -147,6 +151,30 @@ def on_review_saved(sender, instance: Review, **kwargs: Any) -> None:
     data = {**_scan_data(scan), "final_label": instance.final_label, "verified_at": instance.verified_at.isoformat()}
     key = f"{Event.SCAN_VERIFIED}:scan:{scan.pk}:{instance.verified_at.isoformat()}"
     event_emit(event=Event.SCAN_VERIFIED, key=key, data=data, webhooks=subscribers)
+
+
+def _volume_verified(review: Review) -> None:
+    """``volume.verified``: the eye's final label, and the key B-scans its tier 2 grades marked
+    (their scan ids and neutral codes, so a receiver can fetch them through the API)."""
+    if not (subscribers := _subscribers(Event.VOLUME_VERIFIED)):
+        return
+    volume = Volume.objects.select_related("case__patient").get(pk=review.volume_id)
+    data = {
+        "volume": volume.pk,
+        "case": volume.case_id,
+        "eye": volume.laterality,
+        "slice_count": volume.slice_count,
+        "patient_pseudonym": patient_pseudonym(volume.case.patient.identifier),
+        "final_label": review.final_label,
+        "verified_at": review.verified_at.isoformat(),
+        "key_slices": [
+            {"slice_index": scan.slice_index, "scan": scan.pk, "scan_code": scan.code}
+            for scan in volume_key_scans(volume=volume).only("pk", "slice_index")
+        ],
+    }
+    # A later tier 3 correction has a new verification time: a new event, like scan.verified.
+    key = f"{Event.VOLUME_VERIFIED}:volume:{volume.pk}:{review.verified_at.isoformat()}"
+    event_emit(event=Event.VOLUME_VERIFIED, key=key, data=data, webhooks=subscribers)
 
 
 def on_report_saved(sender, instance: ReportVersion, created: bool, **kwargs: Any) -> None:

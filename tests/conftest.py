@@ -1,4 +1,5 @@
-"""Shared fixtures: one user per role, and an API client."""
+"""Shared fixtures: one user per role, an API client, a browser page, the live server's URL;
+the real worker's come from tests/integration/workers.py."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ from django.contrib.auth.models import Group
 from cases.roles import Role
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The real Celery worker fixtures (worker_factory, reading_worker, broker_url, ...).
+pytest_plugins = ["tests.integration.workers"]
 
 
 def oct_data_dir() -> Path:

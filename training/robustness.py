@@ -521,6 +521,20 @@ def loso_summary(card: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def flip_averaged(model: Any) -> None:
+    """Test-time averaging over a horizontal flip, on this model object only: its
+    probabilities and OCT score become the mean over the input and its mirror image
+    (the heatmap stays the input's). Two runs of the model per image: serving at 2x."""
+    run = model.run_arrays
+
+    def averaged(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs, heat, score = run(batch)
+        probs_f, _, score_f = run(np.ascontiguousarray(batch[..., ::-1]))
+        return (probs + probs_f) / 2, heat, (score + score_f) / 2
+
+    model.run_arrays = averaged  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="the .onnx file (its model.json beside it, or the shipped card)")
@@ -545,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         help="judge the shipping rule of docs/training.md on two validation-split outputs and exit (0: ship)",
     )
     ap.add_argument("--loso-json", type=Path, help="with --check-rule: the candidate recipe's loso.json")
+    ap.add_argument("--tta", choices=("flip",), default=None,
+                    help="evaluation only: average the probabilities over the image and its horizontal flip")
     ap.add_argument(
         "--calibrate-quality",
         action="store_true",
@@ -580,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
         print("the quality flag is calibrated on the validation split only", file=sys.stderr)
         return 2
     model = R.load_model(args.model, intra_op_threads=args.threads, inter_op_threads=1)
+    if args.tta:
+        if args.calibrate_quality:
+            print("--tta is an evaluation of the model, not of the flag's calibration", file=sys.stderr)
+            return 2
+        flip_averaged(model)
     items = select_items(args.split, args.limit, root)
     stresses = tuple(s for s in STRESSES if not args.stress or s.name in args.stress or (args.calibrate_quality and s.name == "clean"))
     rows = run_suite(model, items, root, seed=args.seed, stresses=stresses, calibrate_quality=args.calibrate_quality)
@@ -590,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "model": {"path": str(args.model or model.path), "name": model.name, "version": model.version, "sha256": model.sha256},
         "split": args.split,
+        "tta": args.tta,
         "limit": args.limit,
         "seed": args.seed,
         "n_images": len(items),

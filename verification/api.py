@@ -32,7 +32,7 @@ from octportal.errors import DomainError, Forbidden, NotFound
 
 from . import blinding, exports, selectors, services
 from .forms import FORM_FOR_TIER
-from .models import Grade, Tier, Unit, is_volume_unit, review_unit_of
+from .models import ExclusionReason, Grade, Tier, Unit, is_volume_unit, review_unit_of
 
 SUBMIT = {
     Tier.QUALITY: services.quality_submit,
@@ -51,6 +51,12 @@ class GradeOutput(serializers.ModelSerializer):
         child=serializers.IntegerField(min_value=0, max_value=100_000), read_only=True,
         help_text="Tier 2 of a volume: its key B-scans, 0-based slice indices.",
     )
+    # Declared: DRF drops allow_blank from read-only model fields, and the schema then
+    # said a tier 1 decision's label and a tier 2 grade's exclusion reason could not be "".
+    exclusion_reason = serializers.ChoiceField(choices=ExclusionReason.choices, allow_blank=True, read_only=True,
+                                               help_text="Tier 1, an excluded image: why; blank otherwise.")
+    label = serializers.ChoiceField(choices=Diagnosis.choices, allow_blank=True, read_only=True,
+                                    help_text="Tiers 2 and 3: the label; blank for a tier 1 decision.")
 
     class Meta:
         model = Grade
@@ -168,20 +174,27 @@ class VolumeWorklistFilter(WorklistFilter):
 
 
 class VolumeWorklistApi(WorklistApi):
-    """GET: the volumes (each graded as one eye) the caller may take next in a tier. Cursor pages under /api/v1/."""
+    """GET: the volumes (each graded as one eye) the caller may take next in a tier (tier 1:
+    ``?rejected=1`` includes the volumes the input gate rejected every B-scan of, as the
+    page's toggle does). Cursor pages under /api/v1/."""
 
     serializer_class = VolumeWorklistItemOutput
 
     def get_queryset(self):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
-        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier)
+        rejected = self.request.query_params.get("rejected") == "1"
+        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
         return filtered(VolumeWorklistFilter, self.request, qs)
 
 
 VolumeWorklistApi = extend_schema(
     summary="The caller's worklist of volumes in a tier (cursor pages, in the worklist's order)",
-    parameters=[*filter_parameters(VolumeWorklistFilter)],
+    parameters=[
+        OpenApiParameter("rejected", OpenApiTypes.STR, enum=["1"],
+                         description="Tier 1: include volumes the input gate rejected every B-scan of."),
+        *filter_parameters(VolumeWorklistFilter),
+    ],
     responses={200: VolumeWorklistItemOutput(many=True), **error_responses(404)},
 )(VolumeWorklistApi)
 

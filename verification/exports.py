@@ -27,11 +27,11 @@ from typing import Any
 from django.conf import settings
 from PIL import Image
 
-from cases.models import Scan
 from inference.selectors import predictions_current_by_scan, volume_reading
 
 from . import blinding, selectors
 from .models import Grade, Tier, Unit
+from .selectors import key_slices_of
 
 # Zip entries carry this instead of the upload time (a date is a quasi-identifier).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -104,12 +104,6 @@ def _by_tier(grades: list[Grade]) -> dict[int, list[str]]:
     for g in grades:
         by_tier[g.tier].append(_grade_text(g))
     return by_tier
-
-
-def key_slices_of(grades: list[Grade]) -> list[int]:
-    """The key B-scans of a volume: every one a current tier 2 grade marked, in order."""
-    superseded = {g.supersedes_id for g in grades if g.supersedes_id}
-    return sorted({i for g in grades if g.tier == Tier.GRADING and g.pk not in superseded for i in g.key_slices})
 
 
 def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
@@ -250,9 +244,7 @@ def verified_zip_stream(*, user: Any) -> Iterator[bytes]:
             yield sink.drain()
         for review in selectors.verified_volume_reviews().iterator(chunk_size=50):
             volume = review.volume
-            keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
-            slices = Scan.objects.filter(volume=volume, slice_index__in=keys).select_related("case__patient")
-            for scan in slices.order_by("slice_index"):
+            for scan in selectors.volume_key_scans(volume=volume).select_related("case__patient"):
                 entry(zf, scan, review.final_label, Unit.VOLUME.value, volume_pseudonym(volume), str(scan.slice_index))
                 yield sink.drain()
         zf.writestr(zipfile.ZipInfo("MANIFEST.csv", date_time=ZIP_DATE), "\n".join(manifest) + "\n")

@@ -53,8 +53,14 @@ def unit_filter(unit: Scan | Volume) -> dict[str, int]:
     return {"volume_id": unit.pk} if isinstance(unit, Volume) else {"scan_id": unit.pk}
 
 
-# Scans (as a condition on a Scan queryset) that are B-scans of a volume unit.
-IN_VOLUME_UNIT = Q(volume__slice_count__gt=1)
+# Scans (as a condition on a Scan queryset) that are B-scans of a volume unit, and those
+# that are not (``ALONE``: no volume, or a volume of one). A subquery on the volume table,
+# not a condition across the nullable join: the planner took the join's NULLs for rare and
+# estimated a tier 1 worklist of 1.25M scans at one row, then walked every examination
+# for each (minutes, bench/pages.py with seed_scale --volumes). Negated, Django keeps the
+# scans without a volume (``volume_id IS NOT NULL`` inside the NOT).
+IN_VOLUME_UNIT = Q(volume_id__in=Volume.objects.filter(slice_count__gt=1).values("pk"))
+ALONE = ~IN_VOLUME_UNIT
 
 
 class Tier(models.IntegerChoices):

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from cases.diagnoses import Diagnosis
@@ -50,7 +51,20 @@ def review_open(*, scan: Scan | None = None, volume: Volume | None = None) -> Re
         **{unit_kind(unit).value: unit},
         defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
+    # Only the B-scan submitted now: its volume's other B-scans got the copy with theirs.
+    review_copy(review, scans=Scan.objects.filter(pk=scan.pk) if scan is not None else None)
     return review
+
+
+def review_copy(review: Review, *, scans: QuerySet[Scan] | None = None) -> None:
+    """Copy where ``review`` stands onto its scans (``Scan.review_stage``, and
+    ``Scan.review_label`` once verified): every B-scan of a volume unit, or ``scans``.
+    The one place those copies are written: after every change of stage or final label
+    here, and after any change made to reviews outside these services (a data fix)."""
+    if scans is None:
+        scans = Scan.objects.filter(volume_id=review.volume_id) if review.volume_id else Scan.objects.filter(pk=review.scan_id)
+    label = review.final_label if review.stage == Review.Stage.VERIFIED else ""
+    scans.exclude(review_stage=review.stage, review_label=label).update(review_stage=review.stage, review_label=label)
 
 
 def _unit(scan: Scan | None, volume: Volume | None) -> Unit:
@@ -68,11 +82,14 @@ def _unit(scan: Scan | None, volume: Volume | None) -> Unit:
 
 
 def _lock_review(unit: Unit) -> Review:
-    Review.objects.get_or_create(
+    _, created = Review.objects.get_or_create(
         **{unit_kind(unit).value: unit},
         defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
-    return Review.objects.select_for_update().get(**unit_filter(unit))
+    review = Review.objects.select_for_update().get(**unit_filter(unit))
+    if created:
+        review_copy(review)
+    return review
 
 
 def _time_ms(time_taken: int | float | timedelta | None) -> int | None:
@@ -94,6 +111,7 @@ def _set_stage(review: Review, stage: str, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(review, name, value)
     review.save()
+    review_copy(review)
 
 
 def _check_may_act(*, review: Review, grader: Any, tier: int) -> None:

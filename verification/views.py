@@ -42,7 +42,7 @@ def worklist(request: HttpRequest, tier: int) -> HttpResponse:
     rejected = tier == Tier.QUALITY and request.GET.get("rejected") == "1"
     scans = selectors.worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
     page = CappedPaginator(scans, 50).get_page(request.GET.get("page"))
-    volumes = selectors.volume_worklist_for(user=request.user, tier=tier)
+    volumes = selectors.volume_worklist_for(user=request.user, tier=tier, include_gate_rejected=rejected)
     context = {
         "tier": tier,
         "tier_label": Tier(tier).label,
@@ -262,7 +262,9 @@ def explore(request: HttpRequest) -> HttpResponse:
     context = {
         "filter": scans,
         "page": page,
-        "counts": selectors.explore_counts(qs, user=request.user),
+        "counts": selectors.explore_counts(
+            qs, user=request.user, sampled=scans.filters_other_tables(), filtered=scans.filters_copies()
+        ),
         "versions": {v.pk: v.label for v in inference_selectors.model_version_list()},
         "query": query.urlencode(),
         "records": has_role(request.user, Role.CLINICIAN),

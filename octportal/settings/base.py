@@ -103,6 +103,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # upgrade ("database is locked").
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+elif DATABASES["default"]["ENGINE"].endswith(("postgresql", "postgis")) and env.bool("OCT_PG_JIT_OFF", default=True):
+    # No JIT compilation: the planner's cost estimate of a worklist query with per-row
+    # subqueries (a volume worklist on an empty volume table) passes jit_above_cost, and
+    # compiling took 780 ms for a query that ran in 0.05 ms (bench/pages.py at 1M scans).
+    # Short OLTP queries gain nothing from it.
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = f"{options.get('options', '')} -c jit=off".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

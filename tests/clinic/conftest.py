@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from cases.models import Scan
-from tests.factories import ScanFactory
+from tests.factories import ScanFactory, review_update
 from tests.inference.support import make_prediction, make_version
 from verification.models import Review
 
@@ -36,7 +36,7 @@ def read_scan(predicted: str = "CNV", *, version=None, confidence: float = 0.8, 
 
 def verify(scan: Scan, label: str, by) -> Review:
     """Mark the scan's review verified with ``label`` (display tests; the services are tested elsewhere)."""
-    Review.objects.filter(scan=scan).update(
-        stage=Review.Stage.VERIFIED, final_label=label, verified_by=by, verified_at=timezone.now()
+    review_update(
+        scans=scan, stage=Review.Stage.VERIFIED, final_label=label, verified_by=by, verified_at=timezone.now()
     )
     return Review.objects.get(scan=scan)

@@ -11,7 +11,7 @@ from cases.models import Scan
 from cases.roles import Role
 from inference.selectors import prediction_current
 from tests.clinic.conftest import read_scan, verify
-from tests.factories import CaseFactory, ScanFactory
+from tests.factories import CaseFactory, ScanFactory, review_update
 from tests.inference.support import make_prediction, make_version
 from verification import blinding, selectors, services
 from verification.models import Review
@@ -90,10 +90,22 @@ def test_explore_pages_and_keeps_queries_bounded(client, clinician, version, dja
     assert reverse("cases:scan_thumbnail", args=[response.context["page"].object_list[0].pk]) in response.content.decode()
 
 
+def test_a_blinded_tier2_graders_explore_keeps_queries_bounded(client, settings, grader_t2, version,
+                                                               django_assert_max_num_queries):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    for i in range(30):
+        read_scan(("CNV", "DME", "DRUSEN", "NORMAL")[i % 4], version=version)
+    client.force_login(grader_t2)
+    client.get(reverse("explore:scans"))
+    with django_assert_max_num_queries(12):
+        response = client.get(reverse("explore:scans"), {"stage": Review.Stage.QUALITY_CONTROL})
+    assert response.context["page"].paginator.count == 30
+
+
 def test_blinded_tier2_grader_sees_no_class_and_cannot_filter_by_it(client, settings, grader_t1, grader_t2, version):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     blinded, graded = read_scan("CNV", version=version), read_scan("CNV", version=version)
-    Review.objects.filter(scan__in=[blinded, graded]).update(stage=Review.Stage.GRADING)
+    review_update(scans=[blinded, graded], stage=Review.Stage.GRADING)
     services.grade_submit(scan=graded, grader=grader_t2, label="CNV", findings=NO_FINDINGS, confidence=4)
     response = explore(client, grader_t2)
     assert shown(response) == {blinded.pk, graded.pk}
@@ -167,13 +179,13 @@ def mixed_scans(version, grader_t2, grader_t3):
         if stage == Review.Stage.VERIFIED:
             verify(scan, label, grader_t3)
         else:
-            Review.objects.filter(scan=scan).update(stage=stage)
+            review_update(scans=scan, stage=stage)
         scans.append(scan)
     scans.append(read_scan("CNV", version=version, gate_passed=False))
     for scan in (scans[1], scans[3]):  # a CNV and a DME, graded in tier 2, then on to verification
-        Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+        review_update(scans=scan, stage=Review.Stage.GRADING)
         services.grade_submit(scan=scan, grader=grader_t2, label="CNV", findings=NO_FINDINGS, confidence=4)
-        Review.objects.filter(scan=scan).update(stage=Review.Stage.VERIFICATION)
+        review_update(scans=scan, stage=Review.Stage.VERIFICATION)
     return scans
 
 
@@ -211,3 +223,69 @@ def test_counts_stop_at_the_cap_and_say_so(client, clinician, version, monkeypat
     assert counts == {"CNV": (3, "2+"), "DME": (2, "2")}
     html = response.content.decode()
     assert 'data-count-predicted="CNV">CNV <strong>2+</strong>' in html
+
+
+def test_device_text_matches_every_device_name_that_contains_it(client, clinician):
+    a = read_scan("CNV", case=CaseFactory(device="Heidelberg Spectralis HRA+OCT"))
+    b = read_scan("DME", case=CaseFactory(device="Heidelberg Spectralis"))
+    read_scan("DME", case=CaseFactory(device="Topcon Maestro2"))
+    assert shown(explore(client, clinician, device="SPECTRALIS")) == {a.pk, b.pk}
+    assert shown(explore(client, clinician, device="cirrus")) == set()
+    from cases import selectors as cases_selectors
+
+    assert cases_selectors.devices_in_use() == ["Heidelberg Spectralis", "Heidelberg Spectralis HRA+OCT", "Topcon Maestro2"]
+
+
+def test_counts_under_a_filter_on_the_examination_are_taken_among_the_newest_and_say_so(
+    client, clinician, version, monkeypatch
+):
+    case = CaseFactory(device="Heidelberg Spectralis")
+    for label in ("CNV", "DME", "DME", "NORMAL"):  # uploaded in this order: NORMAL newest
+        read_scan(label, version=version, case=case)
+    everything = explore(client, clinician, device="spectralis")
+    assert everything.context["counts"].sample is None  # all four counted: exact
+    assert shown_counts(everything)["predicted"] == {"CNV": 1, "DME": 2, "NORMAL": 1}
+    monkeypatch.setattr(selectors, "EXPLORE_COUNT_SAMPLE", 2)
+    newest = explore(client, clinician, device="spectralis")
+    assert newest.context["counts"].sample == 2
+    assert shown_counts(newest)["predicted"] == {"DME": 1, "NORMAL": 1}
+    assert "Counted among the newest 2 matching scans" in newest.content.decode()
+    assert shown(newest) == set(Scan.objects.filter(case=case).values_list("pk", flat=True))  # the page is not sampled
+
+
+@pytest.mark.parametrize("drive_max", [0, 5_000])
+def test_both_ways_of_asking_what_a_tier2_grader_may_see_agree(client, settings, monkeypatch, grader_t2, user_factory,
+                                                                 mixed_scans, drive_max):
+    """``reading_visible_q`` lists a grader's graded scans from their grades (few) or asks
+    per scan (many): the same scans either way."""
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    monkeypatch.setattr(blinding, "GRADED_DRIVE_MAX", drive_max)
+    both = user_factory("both", Role.GRADER_T2, Role.GRADER_T3)
+    for user in (grader_t2, both):
+        user.__dict__.pop("_oct_few_tier2_grades", None)
+        visible = set(Scan.objects.filter(blinding.reading_visible_q(user=user)).values_list("pk", flat=True))
+        assert visible == {s.pk for s in mixed_scans if blinding.may_see_reading(user=user, scan=s)}
+        assert shown_counts(explore(client, user)) == naive_counts(user, mixed_scans)
+
+
+def test_bscans_of_a_volume_show_and_filter_by_the_eyes_stage(client, clinician, grader_t1, version):
+    from tests.factories import VolumeFactory
+
+    volume = VolumeFactory(slice_count=3)
+    services.quality_submit(volume=volume, grader=grader_t1, accept=True)
+    alone = read_scan("CNV", version=version)
+    slices = set(volume.scans.values_list("pk", flat=True))
+    assert shown(explore(client, clinician, stage=Review.Stage.GRADING)) == slices
+    assert shown(explore(client, clinician, stage=Review.Stage.QUALITY_CONTROL)) == {alone.pk}
+    html = explore(client, clinician).content.decode()
+    assert html.count('data-stage="grading"') == 3 and "Eye: Independent grading (tier 2)" in html
+
+
+def test_a_date_filter_orders_by_exam_date_newest_first(client, clinician, version):
+    march = read_scan("CNV", version=version, case=CaseFactory(exam_date=date(2021, 3, 1)))
+    january = read_scan("DME", version=version, case=CaseFactory(exam_date=date(2021, 1, 10)))  # uploaded last
+    read_scan("NORMAL", version=version, case=CaseFactory(exam_date=date(2022, 5, 1)))
+    response = explore(client, clinician, date_from="2021-01-01", date_to="2021-12-31")
+    assert [s.pk for s in response.context["page"].object_list] == [march.pk, january.pk]
+    # Without it, newest upload first.
+    assert [s.pk for s in explore(client, clinician, predicted="DME").context["page"].object_list] == [january.pk]

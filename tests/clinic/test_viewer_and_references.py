@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from cases.roles import Role
 from tests.clinic.conftest import read_scan, verify
-from tests.factories import ScanFactory
+from tests.factories import ScanFactory, VolumeFactory, review_update
 from tests.inference.support import make_prediction, png_bytes
 from verification import selectors
 from verification.models import Grade, Review, Tier
@@ -56,7 +56,7 @@ def test_grading_pages_use_the_viewer_with_the_heatmap(client, request, tier, wh
 def test_blinded_tier2_grader_gets_the_viewer_without_any_heatmap(client, grader_t2, settings):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     scan = heatmap_scan()
-    Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+    review_update(scans=scan, stage=Review.Stage.GRADING)
     client.force_login(grader_t2)
     html = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()
     assert "data-viewer-stage" in html
@@ -70,7 +70,7 @@ def test_blinded_tier2_grader_gets_the_viewer_without_any_heatmap(client, grader
 def test_tier2_grader_sees_the_heatmap_once_they_have_graded(client, grader_t2, settings):
     settings.VERIFICATION_READING_CENTRE_MODE = True
     scan = heatmap_scan()
-    Review.objects.filter(scan=scan).update(stage=Review.Stage.GRADING)
+    review_update(scans=scan, stage=Review.Stage.GRADING)
     t2_grade(scan, grader_t2, "CNV")
     client.force_login(grader_t2)
     html = client.get(reverse("verification:grade", args=[scan.pk, 2])).content.decode()
@@ -105,7 +105,7 @@ def verified_examples(grader_t3, user_factory):
 def test_reference_examples_rank_by_agreement_and_bound_per_class(verified_examples, clinician, django_assert_max_num_queries):
     # The caller's roles, one bounded candidate query per class, one ranking query: at any
     # number of verified scans.
-    with django_assert_max_num_queries(1 + len(selectors.Diagnosis.values) + 1):
+    with django_assert_max_num_queries(1 + 2 * len(selectors.Diagnosis.values) + 1):
         refs = selectors.reference_examples(user=clinician, per_class=2)
     cnv = [r.scan_id for r in refs["CNV"]]
     assert cnv == [verified_examples["best"].pk, verified_examples["middle"].pk]
@@ -141,7 +141,7 @@ def test_learn_page_shows_examples_to_signed_in_staff_only(client, verified_exam
 
 def test_learn_page_queries_are_bounded(client, verified_examples, clinician, django_assert_max_num_queries):
     client.force_login(clinician)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(12):  # 2 per class: scans and volumes apart
         assert client.get(reverse("cases:learn", args=["cnv"])).status_code == 200
 
 
@@ -189,3 +189,74 @@ def test_only_tier3_picks_and_only_verified_scans(client, verified_examples, gra
     with pytest.raises(Conflict):
         services.reference_pick_set(scan=verified_examples["open"], user=grader_t3, picked=True)
     assert not Review.objects.filter(reference_pick=True).exists()
+
+
+# --- verified volumes (one eye) in the gallery: their key B-scan ------------------------------
+
+NO_FINDINGS = {"cnv": False, "macular_edema": False, "drusen": False, "other": False}
+
+
+def verify_volume(volume, t1, t2s, t3, *, label="CNV", keys=((3, 1), (1, 4))):
+    from verification import services
+
+    services.quality_submit(volume=volume, grader=t1, accept=True)
+    for grader, key in zip(t2s, keys):
+        services.grade_submit(volume=volume, grader=grader, label=label, findings=NO_FINDINGS, confidence=4,
+                              key_slices=list(key))
+    services.verify_submit(volume=volume, grader=t3, final_label=label)
+    return volume
+
+
+@pytest.fixture
+def verified_eyes(grader_t1, grader_t2, grader_t2b, grader_t3):
+    """A CNV eye whose tier 2 graders both marked B-scan 1 (and one each 3 and 4), a CNV eye
+    with no key B-scan marked, and a verified CNV single scan with one agreeing grade."""
+    keyed = verify_volume(VolumeFactory(slice_count=5), grader_t1, [grader_t2, grader_t2b], grader_t3)
+    unkeyed = verify_volume(VolumeFactory(slice_count=5), grader_t1, [grader_t2, grader_t2b], grader_t3,
+                            keys=((), ()))
+    single = read_scan("CNV")
+    t2_grade(single, grader_t2b, "CNV")
+    verify(single, "CNV", grader_t3)
+    return {"keyed": keyed, "unkeyed": unkeyed, "single": single, "key": keyed.scans.get(slice_index=1)}
+
+
+def test_a_verified_eye_is_an_example_by_its_most_marked_key_bscan(verified_eyes, clinician,
+                                                                    django_assert_max_num_queries):
+    # As for scans, plus two queries for the volumes' key B-scans.
+    with django_assert_max_num_queries(1 + 2 * len(selectors.Diagnosis.values) + 1 + 2):
+        refs = selectors.reference_examples(user=clinician)
+    [eye, single] = refs["CNV"]  # the eye first: two of two tier 2 grades agree, the scan one of one
+    assert (eye.volume_id, eye.example, eye.agreement, eye.grades_t2) == (
+        verified_eyes["keyed"].pk, verified_eyes["key"], 2, 2)
+    assert (single.scan_id, single.example, single.agreement) == (verified_eyes["single"].pk, verified_eyes["single"], 1)
+    # The eye with no key B-scan is no example: its label is not every B-scan's.
+    assert verified_eyes["unkeyed"].pk not in {r.volume_id for r in refs["CNV"]}
+
+
+def test_learn_page_and_viewer_show_the_eye_by_its_key_bscan_but_not_beside_its_own_bscans(
+    client, verified_eyes, clinician, django_assert_max_num_queries
+):
+    client.force_login(clinician)
+    key = verified_eyes["key"]
+    with django_assert_max_num_queries(14):  # 2 per class: scans and volumes apart
+        html = client.get(reverse("cases:learn", args=["cnv"])).content.decode()
+    assert f'data-reference-scan="{key.pk}" data-reference-volume="{verified_eyes["keyed"].pk}"' in html
+    assert reverse("cases:scan_thumbnail", args=[key.pk]) in html and "key B-scan 2 of 5" in html
+    html = client.get(verified_eyes["single"].get_absolute_url()).content.decode()
+    assert f'data-compare-src="{reverse("cases:scan_image", args=[key.pk])}"' in html
+    own = verified_eyes["keyed"].scans.get(slice_index=0)
+    html = client.get(own.get_absolute_url()).content.decode()
+    assert f'data-compare-src="{reverse("cases:scan_image", args=[key.pk])}"' not in html
+
+
+def test_a_blinded_tier2_grader_sees_an_eye_example_only_once_they_graded_it(
+    verified_eyes, settings, user_factory, grader_t1, grader_t2, grader_t3
+):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    other = user_factory("t2-other", Role.GRADER_T2)
+    both = user_factory("t2-and-t3", Role.GRADER_T2, Role.GRADER_T3)
+    assert verified_eyes["keyed"].pk in {r.volume_id for r in selectors.reference_examples(user=grader_t2)["CNV"]}
+    assert not any(r.volume_id for r in selectors.reference_examples(user=other)["CNV"])
+    # Tier 2 and 3 at once: a verified eye is past tier 2, so it is visible.
+    assert verified_eyes["keyed"].pk in {r.volume_id for r in selectors.reference_examples(user=both)["CNV"]}
+    assert selectors.reference_examples(user=other)["CNV"] == []  # nor the single scan it never graded

@@ -36,22 +36,13 @@ from tests.deploy.netns import Namespace, TcpForwarder, veth_namespace
 from tests.deploy.seaweed import S3Server, seaweedfs_s3, unavailable
 from tests.deploy.test_object_storage import settings_storages
 from tests.factories import CaseFactory
-from tests.integration.test_worker import (  # noqa: F401 - fixtures used by name
-    DEFAULT_BROKER,
-    _after_flush,
-    images,
-    model_available,
-    publish_to,
-    statuses,
-    wait_for,
-)
+from tests.integration.workers import DEFAULT_BROKER, NEEDS_POSTGRES, ON_POSTGRES, statuses, wait_for
 
-_ON_POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith(("postgresql", "postgis"))
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not _ON_POSTGRES, reason="needs PostgreSQL shared with the worker process "
-                       "(run with DATABASE_URL=postgres://...)"),
+    pytest.mark.skipif(not ON_POSTGRES, reason=NEEDS_POSTGRES),
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("groups_after_flush"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from PIL import Image
 from cases.models import Scan, Volume
 from cases.roles import Role
 from tests.conftest import make_user, oct_data_dir
-from tests.factories import CaseFactory, PatientFactory, ScanFactory
+from tests.factories import CaseFactory, PatientFactory, ScanFactory, review_update
 from tests.inference.support import WEIGHTS_DIR, make_prediction
 from verification.models import Grade, Review, Tier
 
@@ -130,20 +130,20 @@ def build() -> Clinic:
         scan = reader.scan(label)
         _t2(scan, users["grader2a"], label)
         _t2(scan, users["grader2b"], label)
-        Review.objects.filter(scan=scan).update(
-            stage=Review.Stage.VERIFIED, final_label=label, verified_by=users["grader3"], verified_at=timezone.now()
+        review_update(
+            scans=scan, stage=Review.Stage.VERIFIED, final_label=label, verified_by=users["grader3"], verified_at=timezone.now()
         )
         clinic.scans[f"verified-{label}"] = scan
 
     # Waiting in each tier.
     clinic.scans["tier1"] = reader.scan("NORMAL")
-    Review.objects.filter(scan=clinic.scans["tier1"]).update(stage=Review.Stage.QUALITY_CONTROL)
+    review_update(scans=clinic.scans["tier1"], stage=Review.Stage.QUALITY_CONTROL)
     clinic.scans["tier2"] = reader.scan("CNV")
-    Review.objects.filter(scan=clinic.scans["tier2"]).update(stage=Review.Stage.GRADING)
+    review_update(scans=clinic.scans["tier2"], stage=Review.Stage.GRADING)
     clinic.scans["tier3"] = reader.scan("DME")
     _t2(clinic.scans["tier3"], users["grader2a"], "DME")
     _t2(clinic.scans["tier3"], users["grader2b"], "DME")
-    Review.objects.filter(scan=clinic.scans["tier3"]).update(stage=Review.Stage.VERIFICATION)
+    review_update(scans=clinic.scans["tier3"], stage=Review.Stage.VERIFICATION)
 
     # A volume of three B-scans in the second visit.
     volume = Volume.objects.create(

@@ -1,15 +1,18 @@
 """End to end, issue 14: one walk through the clinic in Chromium, with the real model.
 
-A clinician uploads B-scans through the examination page; the shipped model reads them in
-the app's own task path (eager, in process, on SQLite and PostgreSQL alike); graders of
-tier 1, tier 2 (two, independently) and tier 3 verify one urgent scan through their pages;
-the clinician finds every urgent result on the start page, opens one, sees the verified
-label with its verifier and time on the scan and examination pages, signs the report and
-downloads the PDF. Explore's class and urgency filters return exactly the scans the
-database says. Every page walked is shot at 390, 768 and 1366 px under
-``var/artefacts/clinic-walk/`` and must not scroll sideways.
+A clinician uploads B-scans through the examination page and the shipped model reads them:
+on PostgreSQL a real ``celery worker`` process does, consuming from Redis (the uploads'
+tasks are published, not run eagerly; tests/integration/workers.py); on SQLite the app's
+own task path runs in process (eager). Graders of tier 1, tier 2 (two, independently) and
+tier 3 verify one urgent scan through their pages; the clinician finds every urgent result
+on the start page, opens one, sees the verified label with its verifier and time on the
+scan and examination pages, signs the report and downloads the PDF. Explore's class and
+urgency filters return exactly the scans the database says. Every page walked is shot at
+390, 768 and 1366 px under ``var/artefacts/clinic-walk/`` and must not scroll sideways.
 
-Needs the real images (``OCT_DATA_DIR``) and the shipped model: the readings are real.
+Needs the real images (``OCT_DATA_DIR``) and the shipped model: the readings are real. On
+PostgreSQL also Redis (``CELERY_TEST_BROKER_URL``); without it the walk skips with the
+reason, or fails under ``OCT_REQUIRE_SERVICES=1``.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from tests.browser import requires_chromium
 from tests.conftest import oct_data_dir
 from tests.factories import CaseFactory, PatientFactory
 from tests.inference.support import WEIGHTS_DIR
+from tests.integration.workers import ON_POSTGRES, statuses, wait_for
 from verification.models import Grade, ReportVersion, Review
 
 pytestmark = [pytest.mark.e2e, requires_chromium]
@@ -56,18 +60,29 @@ def _current(scans) -> dict[int, object]:
     return predictions_current_by_scan(scan_ids=[s.pk for s in scans])
 
 
+def _read(scans, worker) -> None:
+    """Wait for the readings: at once in process (eager), a few seconds from the worker."""
+    ids = [s.pk for s in scans]
+    log = f"; log {worker.log}" if worker else ""
+    wait_for(lambda: statuses(ids).get(Scan.Status.ANALYSED, 0) == len(ids), timeout=120, interval=0.2,
+             what=f"{len(ids)} scans read (now {statuses(ids)}{log})")
+
+
 def _shown(page, attribute: str) -> set[int]:
     return {int(x) for x in page.locator(f"[data-{attribute}]").evaluate_all(
         f"els => els.map(e => e.getAttribute('data-{attribute}'))")}
 
 
 @pytest.fixture
-def walk(live_url, user_factory, tmp_path, settings):
+def walk(live_url, user_factory, tmp_path, settings, request):
     """The users, an examination to upload into and a second patient whose scans were
-    submitted through ``intake.services.scan_submit`` (read by the real model)."""
+    submitted through ``intake.services.scan_submit`` and read by the real model, and the
+    worker that reads them (on PostgreSQL; None on SQLite, where they are read in process)."""
     paths = [_image(n) for n in UPLOADED + SUBMITTED]
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.VERIFICATION_READING_CENTRE_MODE = True
+    # After MEDIA_ROOT: the worker stores the heatmaps where the live server reads them.
+    worker = request.getfixturevalue("reading_worker") if ON_POSTGRES else None
     users = {
         "clinician": user_factory("clinician", Role.CLINICIAN),
         "grader1": user_factory("grader1", Role.GRADER_T1),
@@ -76,20 +91,22 @@ def walk(live_url, user_factory, tmp_path, settings):
         "grader3": user_factory("grader3", Role.GRADER_T3),
     }
     case = CaseFactory(patient=PatientFactory(identifier="WALK-0001"), eye="OD", device="Heidelberg Spectralis")
-    other = CaseFactory(patient=PatientFactory(identifier="WALK-0002"), eye="OS", device="Topcon Maestro")
+    other = CaseFactory(patient=PatientFactory(identifier="WALK-0002"), eye="OS", device="Topcon Maestro (walk)")
     submitted = []
     for path in paths[len(UPLOADED):]:
         handle = io.BytesIO(path.read_bytes())
         handle.name = path.name
         submitted.append(scan_submit(case=other, file=handle, uploaded_by=users["clinician"]))
-    return {"users": users, "case": case, "other": other, "uploads": paths[:len(UPLOADED)], "submitted": submitted}
+    _read(submitted, worker)
+    return {"users": users, "case": case, "other": other, "uploads": paths[:len(UPLOADED)], "submitted": submitted,
+            "worker": worker}
 
 
 def test_clinician_uploads_graders_verify_and_the_clinician_signs_the_verified_report(live_url, browser_page, walk):
     page, base, case = browser_page, live_url, walk["case"]
     page.set_default_timeout(60_000)  # a long walk, with the model, on a shared machine
 
-    # The clinician uploads four B-scans; the model reads them before the report shows.
+    # The clinician uploads four B-scans; the model reads them (the worker, on PostgreSQL).
     browser.sign_in(page, base, "clinician")
     page.goto(base + case.get_absolute_url())
     page.set_input_files("#id_files", [str(p) for p in walk["uploads"]])
@@ -98,10 +115,13 @@ def test_clinician_uploads_graders_verify_and_the_clinician_signs_the_verified_r
     assert "4 accepted, 0 rejected." in page.locator("#upload-report").inner_text()
     check_fits(page, "01-upload-report")
     uploaded = {s.original_name: s for s in Scan.objects.filter(case=case)}
+    _read(uploaded.values(), walk["worker"])
     readings = _current(list(uploaded.values()) + walk["submitted"])
     assert len(readings) == 7 and all(p.gate_passed for p in readings.values())
     for name in UPLOADED:
         assert readings[uploaded[name.split("/")[1]].pk].predicted == name.split("/")[0]
+    if walk["worker"]:  # the submitted scans' tasks and the upload's at least
+        assert walk["worker"].succeeded("inference.tasks.predict_") >= 2, f"not read by the worker ({walk['worker'].log})"
     target = uploaded[UPLOADED[0].split("/")[1]]  # the CNV: an urgent referral
     page.context.clear_cookies()
 
@@ -223,10 +243,11 @@ def _assert_blinded_grader_page(page, scan, reading) -> None:
 def test_explore_filters_by_class_and_urgency_return_exactly_the_scans_read_so(live_url, browser_page, walk):
     page, base = browser_page, live_url
     page.set_default_timeout(60_000)
-    readings = _current(Scan.objects.all())
+    readings = _current(Scan.objects.filter(case=walk["other"]))
     assert set(readings) == {s.pk for s in walk["submitted"]}
     browser.sign_in(page, base, "clinician")
-    page.goto(base + "/explore/")
+    # This walk's examination only (its device), whatever rows other tests' servers left.
+    page.goto(base + "/explore/?device=walk")
     assert _shown(page, "explore-scan") == set(readings)
     for field, values in (("predicted", Diagnosis.values), ("urgency", Urgency.values)):
         for value in values:

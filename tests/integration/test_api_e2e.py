@@ -8,7 +8,7 @@ through the API and is told again: ``report.signed``. Signing once more changes 
 (409, no event). Every request goes over HTTP to the live server; every webhook is
 POSTed by the worker, which shares the test database.
 
-Needs what tests/integration/test_worker.py needs (PostgreSQL, Redis at
+Needs what tests/integration/workers.py's fixtures need (PostgreSQL, Redis at
 ``CELERY_TEST_BROKER_URL``, the shipped model, the real images); skips with the reason
 when one is missing, unless ``OCT_REQUIRE_SERVICES=1``.
 """
@@ -21,35 +21,20 @@ import time
 
 import pytest
 import requests
-from django.conf import settings as django_settings
 
 from cases.roles import Role
 from integrations import services as token_services
 from integrations.models import Delivery, Webhook
 from tests.conftest import make_user
+from tests.integration.workers import NEEDS_POSTGRES, ON_POSTGRES, wait_for
 from tests.integrations.test_webhooks import Receiver
-
-# The worker fixtures and helpers of the worker tests, not a copy of them (pytest uses a
-# fixture imported into a test module as its own).
-from tests.integration.test_worker import (  # noqa: F401
-    _after_flush,
-    _fresh_content_type_cache_after_module,
-    broker_url,
-    images,
-    model_available,
-    postgres,
-    publish_to,
-    wait_for,
-    worker_factory,
-)
 from verification.exports import patient_pseudonym
 
-_ON_POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith(("postgresql", "postgis"))
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not _ON_POSTGRES, reason="needs PostgreSQL shared with the worker process "
-                       "(run with DATABASE_URL=postgres://...)"),
+    pytest.mark.skipif(not ON_POSTGRES, reason=NEEDS_POSTGRES),
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("groups_after_flush"),
 ]
 
 SECRET = "e2e-webhook-secret"

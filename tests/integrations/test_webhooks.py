@@ -15,10 +15,11 @@ from cases.diagnoses import Diagnosis
 from cases.models import Scan
 from integrations import webhooks
 from integrations.models import Delivery, Webhook
-from tests.factories import ScanFactory
+from tests.factories import ScanFactory, VolumeFactory
 from tests.inference.support import make_prediction
 from verification import reports, services as grading
 from verification.exports import patient_pseudonym
+from verification.models import Grade, Review
 
 pytestmark = pytest.mark.django_db
 SECRET = "s3cret-for-tests"
@@ -171,3 +172,79 @@ def test_an_inactive_webhook_or_another_event_gets_nothing(receiver, django_capt
     with django_capture_on_commit_callbacks(execute=True):
         make_prediction(ScanFactory())
     assert r.received == [] and not Delivery.objects.exists()
+
+
+# --- volume.verified: a volume reviewed as one unit (one eye) ------------------------------------
+
+
+def verify_volume(volume, t1, t2s, t3, *, label="CNV", keys=((3, 1), (1, 4))) -> None:
+    grading.quality_submit(volume=volume, grader=t1, accept=True)
+    for grader, key in zip(t2s, keys):
+        grading.grade_submit(volume=volume, grader=grader, label=label, findings=NO_FINDINGS, confidence=4,
+                             key_slices=list(key))
+    grading.verify_submit(volume=volume, grader=t3, final_label=label)
+
+
+def test_a_verified_volume_is_posted_once_as_the_eye_with_its_key_bscans(
+    receiver, django_capture_on_commit_callbacks, grader_t1, grader_t2, grader_t2b, grader_t3
+):
+    r = receiver()  # registered with the default events: every event, volume.verified included
+    volume = VolumeFactory(slice_count=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        verify_volume(volume, grader_t1, [grader_t2, grader_t2b], grader_t3)
+    [sent] = r.received  # one event for the eye: no scan.verified for its B-scans
+    body = verify(sent)
+    assert body["event"] == "volume.verified" and sent["headers"]["X-OCT-Event"] == "volume.verified"
+    review = Review.objects.get(volume=volume)
+    slices = {s.slice_index: s for s in volume.scans.all()}
+    assert body["data"] == {
+        "volume": volume.pk,
+        "case": volume.case_id,
+        "eye": "OD",
+        "slice_count": 5,
+        "patient_pseudonym": patient_pseudonym(volume.case.patient.identifier),
+        "final_label": "CNV",
+        "verified_at": review.verified_at.isoformat(),
+        "key_slices": [{"slice_index": i, "scan": slices[i].pk, "scan_code": slices[i].code} for i in (1, 3, 4)],
+    }
+    text = sent["body"].decode()
+    assert volume.case.patient.identifier not in text and volume.original_name not in text
+    assert all(s.original_name not in text for s in slices.values())
+    delivery = Delivery.objects.get()
+    assert delivery.event == "volume.verified" and delivery.status == Delivery.Status.DELIVERED
+
+
+def test_a_volume_event_is_retried_like_the_others_and_a_tier3_correction_is_posted_again(
+    receiver, django_capture_on_commit_callbacks, grader_t1, grader_t2, grader_t2b, grader_t3
+):
+    r = receiver(plan=[503, 200])
+    Webhook.objects.update(events=["volume.verified"])
+    volume = VolumeFactory(slice_count=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        verify_volume(volume, grader_t1, [grader_t2, grader_t2b], grader_t3, label="DME", keys=((), ()))
+    assert len(r.received) == 2 and len({verify(x)["id"] for x in r.received}) == 1
+    first = Delivery.objects.get()
+    assert first.status == Delivery.Status.DELIVERED and [h["status"] for h in first.history] == [503, 200]
+    assert verify(r.received[0])["data"]["key_slices"] == []
+    tier3 = Grade.objects.get(volume=volume, tier=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        grading.grade_correct(grade=tier3, grader=grader_t3, label="CNV")
+    events = [verify(x) for x in r.received[2:]]
+    assert [(e["event"], e["data"]["final_label"]) for e in events] == [("volume.verified", "CNV")]
+    assert Delivery.objects.filter(event="volume.verified").count() == 2
+
+
+def test_a_webhook_for_scan_events_only_is_not_told_of_volumes(
+    receiver, django_capture_on_commit_callbacks, grader_t1, grader_t2, grader_t2b, grader_t3
+):
+    r = receiver()
+    Webhook.objects.update(events=["scan.verified"])
+    with django_capture_on_commit_callbacks(execute=True):
+        verify_volume(VolumeFactory(slice_count=5), grader_t1, [grader_t2, grader_t2b], grader_t3)
+    assert r.received == [] and not Delivery.objects.exists()
+
+
+def test_volume_verified_is_an_event_an_admin_may_register():
+    hook = Webhook(name="ris", url="https://ris.example.org/hook", secret=SECRET, events=["volume.verified"])
+    hook.full_clean()
+    assert "volume.verified" in Webhook(name="new", url="https://x.example.org/", secret=SECRET).events

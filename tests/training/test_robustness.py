@@ -174,3 +174,20 @@ def test_calibrating_the_flag_writes_the_models_card_and_scores_with_it(oct_data
     assert set(res["rows"]) == {"clean", "off_fovea"}  # the clean row is always run to calibrate on
     assert res["quality"]["threshold"] == written["threshold"]
     assert res["rows"]["clean"]["quality"]["flagged_n"] <= 0.05 * 8
+
+
+def test_flip_averaging_averages_the_image_and_its_mirror():
+    class Model:
+        def run_arrays(self, batch):
+            left = batch[:, 0, :, 0].mean(axis=1)  # the first column: changes under a flip
+            probs = np.stack([left, 1 - left], axis=1)
+            return probs, batch[:, 0] * 2, left
+
+    batch = np.zeros((2, 1, 4, 4), np.float32)
+    batch[0, 0, :, 0] = 1.0  # bright on the left only
+    model = Model()
+    R.flip_averaged(model)
+    probs, heat, score = model.run_arrays(batch)
+    assert np.allclose(probs[0], [0.5, 0.5]) and np.allclose(probs[1], [0.0, 1.0])
+    assert np.allclose(score, [0.5, 0.0])
+    assert np.allclose(heat, batch[:, 0] * 2)  # the heatmap stays the input's

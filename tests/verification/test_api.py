@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import pytest
+import requests
+import schemathesis
+from schemathesis.core.transport import Response
 
 from cases.diagnoses import Diagnosis
 from verification import services
 from verification.models import Review
+from tests.conftest import REPO_ROOT
 from tests.factories import ScanFactory
 
 from tests.inference.support import make_prediction
@@ -85,3 +89,26 @@ def test_api_review_state_is_blinded(settings, api_client, grader_t1, grader_t2,
     api_client.force_authenticate(grader_t2)  # has graded: may see now
     state = api_client.get(url).json()
     assert state["may_see_reference"] is True
+
+
+def _answer_keeps_to_the_schema(path: str, method: str, response) -> None:
+    """Validate a test-client answer against docs/openapi.yaml with schemathesis."""
+    operation = schemathesis.openapi.from_path(REPO_ROOT / "docs" / "openapi.yaml")[path][method]
+    request = requests.Request(method, "http://testserver" + response.wsgi_request.get_full_path()).prepare()
+    answer = Response(status_code=response.status_code, headers={k.lower(): [v] for k, v in response.headers.items()},
+                      content=response.content, request=request, elapsed=0.0, verify=True)
+    operation.validate_response(answer)
+
+
+def test_a_tier1_decision_without_a_label_keeps_to_the_schema(api_client, grader_t1):
+    """A tier 1 grade's label is "" and an accepted image's exclusion reason too: the schema
+    allows both (schemathesis beside a real worker found it did not)."""
+    scan = ScanFactory()
+    api_client.force_authenticate(grader_t1)
+    path = "/api/v1/verification/scans/{id}/grades/"
+    r = api_client.post(f"/api/v1/verification/scans/{scan.pk}/grades/", {"tier": 1, "decision": "accept"}, format="json")
+    assert r.status_code == 201 and (r.json()["label"], r.json()["exclusion_reason"]) == ("", "")
+    _answer_keeps_to_the_schema(path, "POST", r)
+    r = api_client.get(f"/api/v1/verification/scans/{scan.pk}/")
+    assert r.status_code == 200 and r.json()["grades"][0]["label"] == ""
+    _answer_keeps_to_the_schema("/api/v1/verification/scans/{id}/", "GET", r)

@@ -96,6 +96,65 @@ def test_the_worklists_hold_the_volume_once_and_none_of_its_bscans(volume, grade
     assert selectors.next_in_worklist(user=grader_t1, tier=1, after=volume) == single
 
 
+# --- tier 1: a volume the input gate rejected all of -----------------------------------------
+
+def gate_reject(volume, *, except_slices=(), still_waiting=(), failed_otherwise=()):
+    """Leave each B-scan as the run service does: refused by the input gate (failed, reading
+    with gate_passed false), except those read normally, still queued or failed for another reason."""
+    for scan in volume.scans.all():
+        i = scan.slice_index
+        if i in still_waiting:
+            Scan.objects.filter(pk=scan.pk).update(status=Scan.Status.QUEUED)
+        elif i in failed_otherwise:
+            Scan.objects.filter(pk=scan.pk).update(status=Scan.Status.FAILED, status_detail="cannot decode")
+        else:
+            passed = i in except_slices
+            make_prediction(scan, predicted=Diagnosis.NORMAL, gate_passed=passed)
+            status = Scan.Status.ANALYSED if passed else Scan.Status.FAILED
+            Scan.objects.filter(pk=scan.pk).update(status=status)
+
+
+def test_tier1_hides_a_volume_the_gate_rejected_every_bscan_of_unless_asked(db, grader_t1, grader_t2):
+    rejected, good = VolumeFactory(slice_count=3), VolumeFactory(slice_count=3)
+    gate_reject(rejected)
+    read(good, urgent=())
+    assert list(selectors.volume_worklist_for(user=grader_t1, tier=1)) == [good]
+    shown = selectors.volume_worklist_for(user=grader_t1, tier=1, include_gate_rejected=True)
+    assert [(v, v.gate_rejected) for v in shown] == [(rejected, True), (good, False)]
+    # "Start grading" never lands on it, though it is the older one.
+    assert selectors.next_in_worklist(user=grader_t1, tier=1) == good
+    # Tier 1 may still accept it (shown on asking); later tiers do not filter.
+    services.quality_submit(volume=rejected, grader=grader_t1, accept=True)
+    assert list(selectors.volume_worklist_for(user=grader_t2, tier=2)) == [rejected]
+
+
+@pytest.mark.parametrize("kept", [{"except_slices": (1,)}, {"still_waiting": (2,)}, {"failed_otherwise": (0,)}],
+                         ids=["one-bscan-passed", "one-bscan-waiting", "one-bscan-failed-otherwise"])
+def test_a_volume_the_gate_rejected_only_in_part_stays_in_the_tier1_worklist(db, grader_t1, kept):
+    volume = VolumeFactory(slice_count=3)
+    gate_reject(volume, **kept)
+    [listed] = selectors.volume_worklist_for(user=grader_t1, tier=1)
+    assert listed == volume and listed.gate_rejected is False
+
+
+def test_the_tier1_page_and_api_hide_gate_rejected_volumes_with_the_scans_toggle(client, api_client, grader_t1):
+    rejected, good = VolumeFactory(slice_count=3), VolumeFactory(slice_count=3)
+    gate_reject(rejected)
+    read(good, urgent=())
+    url = reverse("verification:worklist", args=[1])
+    default = login(client, grader_t1).get(url).content.decode()
+    assert reverse("verification:grade_volume", args=[good.pk, 1]) in default
+    assert reverse("verification:grade_volume", args=[rejected.pk, 1]) not in default and "?rejected=1" in default
+    shown = client.get(url + "?rejected=1").content.decode()
+    assert reverse("verification:grade_volume", args=[rejected.pk, 1]) in shown and "no OCT B-scan" in shown
+    assert client.get(reverse("verification:worklist_next", args=[1])).url == reverse(
+        "verification:grade_volume", args=[good.pk, 1])
+    api_client.force_authenticate(grader_t1)
+    api = reverse("verification-api:volume_worklist", args=[1])
+    assert [r["id"] for r in api_client.get(api).json()["results"]] == [good.pk]
+    assert [r["id"] for r in api_client.get(api + "?rejected=1").json()["results"]] == [rejected.pk, good.pk]
+
+
 # --- tier 1, 2, 3 on a volume -----------------------------------------------------------------
 
 def test_tier_1_2_3_on_a_volume_with_key_slices(volume, grader_t1, grader_t2, grader_t2b, grader_t3):
@@ -201,6 +260,14 @@ def test_the_tier_2_volume_page_shows_no_reading_heatmap_or_other_grades(client,
 def test_the_grade_page_of_a_bscan_of_a_volume_opens_the_volume(client, volume, grader_t1):
     response = login(client, grader_t1).get(reverse("verification:grade", args=[volume.scans.first().pk, 1]))
     assert response.status_code == 302 and response.url == reverse("verification:grade_volume", args=[volume.pk, 1])
+
+
+def test_the_tier_1_page_of_a_read_volume_shows_the_eyes_reading(client, volume, grader_t1):
+    # The form's data-reference once failed on volumes ("reference" is a scan's): a 500.
+    read(volume)
+    response = login(client, grader_t1).get(reverse("verification:grade_volume", args=[volume.pk, 1]))
+    assert response.status_code == 200
+    assert 'data-reference="CNV"' in response.content.decode()
 
 
 def test_key_bscans_out_of_range_on_the_page_are_refused(client, volume, grader_t1, grader_t2):
@@ -387,3 +454,24 @@ def test_the_examination_report_says_the_eyes_verified_label(volume, clinician, 
     assert eye.verified and eye.review.final_label == Diagnosis.CNV
     assert {row.in_volume for row in data.scans} == {volume.pk}
     assert report_fingerprint(data) != before
+
+
+def test_volume_pages_run_as_many_queries_for_9_bscans_as_for_3(client, grader_t1, clinician):
+    # A deferred volume_id once cost one query per B-scan (volume_reading's only()).
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for n in (3, 9):
+        volume = VolumeFactory(slice_count=n)
+        read(volume)
+        pages = [(grader_t1, reverse("verification:grade_volume", args=[volume.pk, 1])),
+                 (clinician, reverse("cases:case_detail", args=[volume.case_id]))]
+        per_page = []
+        for user, url in pages:
+            login(client, user).get(url)
+            with CaptureQueriesContext(connection) as ctx:
+                assert client.get(url).status_code == 200
+            per_page.append(len(ctx.captured_queries))
+        counts.append(per_page)
+    assert counts[0] == counts[1]

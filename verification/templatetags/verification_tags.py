@@ -120,8 +120,8 @@ _REFERENCES_ATTR = "_verification_reference_examples"
 @register.simple_tag(takes_context=True)
 def reference_examples_for(context: dict[str, Any], scan: Any = None) -> dict[str, Any]:
     """``{% reference_examples_for scan as refs %}``: verified examples of each class for the
-    viewer's side-by-side comparison (``selectors.reference_examples``), ``scan`` itself left
-    out; one query per page however many viewers it has."""
+    viewer's side-by-side comparison (``selectors.reference_examples``), ``scan`` itself and
+    its own volume left out; one query per page however many viewers it has."""
     request = context.get("request")
     user = getattr(request, "user", None)
     cached = getattr(request, _REFERENCES_ATTR, None)
@@ -130,12 +130,14 @@ def reference_examples_for(context: dict[str, Any], scan: Any = None) -> dict[st
         cached = selectors.reference_examples(user=user, per_class=per_class + 1) if user is not None else {}
         if request is not None:
             setattr(request, _REFERENCES_ATTR, cached)
-    skip = getattr(scan, "pk", None)
+    skip, skip_volume = getattr(scan, "pk", None), getattr(scan, "volume_id", None)
     groups = [
         {
             "code": code,
             "label": Diagnosis(code).label,
-            "reviews": [r for r in reviews if r.scan_id != skip][: selectors.REFERENCE_PER_CLASS],
+            "reviews": [
+                r for r in reviews if r.example.pk != skip and (skip_volume is None or r.volume_id != skip_volume)
+            ][: selectors.REFERENCE_PER_CLASS],
         }
         for code, reviews in cached.items()
     ]
