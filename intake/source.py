@@ -8,6 +8,8 @@ de-identification removed. Pure data: no ORM, no storage.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -82,6 +84,19 @@ def frame_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def frames_png(frames: Sequence[np.ndarray]) -> list[bytes]:
+    """``frame_png`` of every frame, in order, on ``OCT_VOLUME_ENCODE_THREADS`` threads.
+
+    Encoding is most of reading an uncompressed volume, and nothing else runs meanwhile:
+    the workers wait for the volume's transaction. zlib and numpy release the GIL, so two
+    threads halve it on two cores (105 to 56 ms for 49 B-scans of 512 x 496)."""
+    threads = settings.OCT_VOLUME_ENCODE_THREADS
+    if threads < 2 or len(frames) < 2:
+        return [frame_png(f) for f in frames]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(frame_png, frames))
 
 
 def check_frames(frames: list[np.ndarray], *, what: str = "B-scan") -> None:
