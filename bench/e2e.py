@@ -17,11 +17,26 @@ and the credentials of a clinic user plus a case id.
     .venv/bin/python bench/e2e.py --count 100 --rate 20
     .venv/bin/python bench/e2e.py --url http://127.0.0.1:8000 --username clinician --password ... --case 1
 
+``--volume N`` measures a volume instead (issue 12): an uncompressed DICOM OPT file of N
+real B-scans (made by ``bench/volume.py --files-out``) uploaded to the same endpoint,
+from the last byte of the request sent to the per-eye reading visible (the database polled
+every ``--poll-ms`` until no B-scan waits, then ``GET /api/volumes/<id>/reading/`` answered
+with the reading), ``--repeat`` times, each into a fresh examination; after each volume,
+the same B-scans' files as in the data set uploaded one by one into another fresh
+examination, each request sent when the previous answered, until every reading is
+visible (the examination's status endpoint answered): the lone-upload baseline, scaled
+to N. CPU seconds are those of the server and worker processes (PostgreSQL and Redis not
+counted).
+
+    .venv/bin/python bench/e2e.py --volume 49 --repeat 5 --worker-concurrency 2 \
+        --database-url postgres://postgres@127.0.0.1:5432/octportal_bench
+
 The last line prints the key figure.
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import http.cookiejar
 import json
 import os
@@ -80,21 +95,49 @@ class Session:
         if not any(c.name == "sessionid" for c in self.jar):
             raise SystemExit(f"login as {username} failed (HTTP {status})")
 
-    def upload(self, case_id: int, name: str, data: bytes) -> tuple[int, dict]:
+    def _upload_request(self, case_id: int, name: str, data: bytes, content_type: str) -> tuple[bytes, dict]:
         boundary = uuid.uuid4().hex
         body = (
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n"
+            f"Content-Type: {content_type}\r\n\r\n"
         ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        status, raw = self.request(
-            "POST", f"/api/cases/{case_id}/scans/", body,
-            {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-CSRFToken": self.csrf(),
-             "Referer": self.base + "/", "Accept": "application/json"},
-        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-CSRFToken": self.csrf(),
+                   "Referer": self.base + "/", "Accept": "application/json"}
+        return body, headers
+
+    def upload(self, case_id: int, name: str, data: bytes, content_type: str = "image/jpeg") -> tuple[int, dict]:
+        body, headers = self._upload_request(case_id, name, data, content_type)
+        status, raw = self.request("POST", f"/api/cases/{case_id}/scans/", body, headers)
+        return status, _json(raw)
+
+    def upload_timed(self, case_id: int, name: str, data: bytes, content_type: str) -> tuple[int, dict, float, float]:
+        """Upload one file; also return when its last byte was sent and when the answer came
+        (``time.perf_counter()``)."""
+        body, headers = self._upload_request(case_id, name, data, content_type)
+        parts = urllib.parse.urlparse(self.base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
         try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, {"raw": raw[:200].decode(errors="replace")}
+            conn.putrequest("POST", f"/api/cases/{case_id}/scans/")
+            headers["Content-Length"] = str(len(body))
+            headers["Cookie"] = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+            for key, value in headers.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            conn.send(body)
+            sent = time.perf_counter()
+            resp = conn.getresponse()
+            raw = resp.read()
+            answered = time.perf_counter()
+        finally:
+            conn.close()
+        return resp.status, _json(raw), sent, answered
+
+
+def _json(raw: bytes) -> dict:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"raw": raw[:200].decode(errors="replace")}
 
 
 def free_port() -> int:
@@ -137,8 +180,9 @@ u.set_password("bench-pass-123")
 u.save()
 u.groups.add(Group.objects.get(name="clinic_staff"))
 p, _ = Patient.objects.get_or_create(identifier="BENCH-0001")
-c = Case.objects.create(patient=p, eye="OD", exam_date=date(2026, 11, 2))
-print("CASE", c.pk)
+for _ in range({cases}):
+    c = Case.objects.create(patient=p, eye="OD", exam_date=date(2026, 11, 2))
+    print("CASE", c.pk)
 """
 
 
@@ -157,6 +201,10 @@ class Stack:
             "MEDIA_ROOT": str(self.tmp / "media"),
             "DJANGO_LOG_LEVEL": "WARNING",
         }
+        if getattr(args, "volume", None):
+            # One client polling every few tens of ms and uploading hundreds of B-scans a
+            # minute: the per-user API limits would throttle the benchmark itself.
+            self.env.update({"OCT_API_RATE_USER": "100000/min", "OCT_API_RATE_UPLOAD": "100000/min"})
         self.concurrency = args.worker_concurrency
         self.mode = "embedded (no broker: inference runs inside the upload request)"
         if redis_ok(args.broker):
@@ -177,11 +225,11 @@ class Stack:
         self.procs.append(subprocess.Popen(list(cmd), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
 
-    def start(self) -> tuple[str, int]:
+    def start(self, cases: int = 1) -> tuple[str, list[int]]:
         if self.env["DATABASE_URL"].startswith("postgres"):
             ensure_postgres_database(self.env["DATABASE_URL"])
         self.run("migrate", "--noinput")
-        case_id = int(re.search(r"CASE (\d+)", self.run("shell", "-c", SETUP)).group(1))
+        case_ids = [int(m) for m in re.findall(r"CASE (\d+)", self.run("shell", "-c", SETUP.format(cases=cases)))]
         if "CELERY_BROKER_URL" in self.env:
             self.spawn("worker", PY, "-m", "celery", "-A", "octportal", "worker", "--pool=prefork",
                        f"--concurrency={self.concurrency}", "--loglevel=WARNING", "--without-gossip",
@@ -194,7 +242,26 @@ class Stack:
             deadline = time.monotonic() + 60
             while b" ready." not in (self.tmp / "worker.log").read_bytes() and time.monotonic() < deadline:
                 time.sleep(0.2)
-        return url, case_id
+        return url, case_ids
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server and worker processes (and their children)."""
+        import psutil  # noqa: PLC0415 - only this mode needs it
+
+        total = 0.0
+        for p in self.procs:
+            try:
+                tree = [psutil.Process(p.pid)]
+                tree += tree[0].children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for proc in tree:
+                try:
+                    t = proc.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += t.user + t.system
+        return total
 
     def stop(self) -> None:
         for p in self.procs:
@@ -248,9 +315,21 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("OCT_BENCH_DATABASE_URL"))
     parser.add_argument("--poll-ms", type=int, default=50)
     parser.add_argument("--worker-concurrency", type=int, default=1, help="worker processes (1 ORT thread each)")
+    parser.add_argument("--volume", type=int, metavar="N", help="time a volume of N B-scans instead (issue 12)")
+    parser.add_argument("--repeat", type=int, default=5, help="--volume: volumes (each with its lone-upload round)")
     args = parser.parse_args()
     if args.count > 500:
         raise SystemExit("--count is capped at 500")
+    if args.volume:
+        if args.url:
+            raise SystemExit("--volume starts its own server and worker (no --url)")
+        stack = Stack(args)
+        try:
+            url, case_ids = stack.start(cases=2 * args.repeat + 1)
+            run_volume(url, case_ids, stack, args)
+        finally:
+            stack.stop()
+        return
 
     stack = None
     if args.url:
@@ -260,7 +339,7 @@ def main() -> None:
         url, case_id, username, password, mode = args.url, args.case, args.username, args.password, "external server"
     else:
         stack = Stack(args)
-        url, case_id = stack.start()
+        url, (case_id,) = stack.start()
         username, password, mode = "bench", "bench-pass-123", stack.mode
     try:
         run(url, case_id, username, password, mode, args)
@@ -337,6 +416,124 @@ def run(url: str, case_id: int, username: str, password: str, mode: str, args) -
     print(f"results               {len(latencies)} visible ({failed} failed), {len(latencies) / span:.1f} scans/s over {span:.1f} s")
     print(f"KEY upload-to-result p95 {np.percentile(lat, 95):.0f} ms (p50 {np.percentile(lat, 50):.0f} ms) at "
           f"{args.rate:g} uploads/s, {len(latencies) / span:.1f} scans/s, mode: {mode}")
+
+
+def volume_files(slices: int, folder: Path) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The OPT file of ``slices`` real B-scans and their files as in the data set (``bench/volume.py``)."""
+    out = subprocess.run([PY, str(REPO / "bench" / "volume.py"), "--files-out", str(folder), "--slices", str(slices)],
+                         cwd=REPO, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"bench/volume.py --files-out failed:\n{out.stderr[-2000:]}")
+    singles = [(p.name, p.read_bytes()) for p in sorted(folder.glob("single-*.jpeg"))]
+    return (folder / "volume.dcm").read_bytes(), singles
+
+
+PENDING_SQL = "SELECT count(*) FROM cases_scan WHERE {column} = {mark} AND status IN ('received', 'queued', 'running')"
+
+
+class Pending:
+    """How many scans of a volume or an examination still wait for their reading, straight
+    from the database: polling it costs the server nothing (an API poll every few tens of
+    ms would take a good part of a core from the workers it is timing)."""
+
+    def __init__(self, database_url: str) -> None:
+        if database_url.startswith("postgres"):
+            import psycopg2  # noqa: PLC0415
+
+            parts = urllib.parse.urlparse(database_url)
+            self.conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
+                                         password=parts.password or "", dbname=parts.path.lstrip("/"))
+            self.conn.autocommit = True
+            self.mark = "%s"
+        else:
+            import sqlite3  # noqa: PLC0415
+
+            path = urllib.parse.urlparse(database_url.split("?")[0]).path
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            self.mark = "?"
+
+    def count(self, column: str, value: int) -> int:
+        cur = self.conn.cursor()
+        cur.execute(PENDING_SQL.format(column=column, mark=self.mark), [value])
+        return int(cur.fetchone()[0])
+
+
+def _until(done, poll_s: float) -> None:
+    """Poll ``done()`` until it is true."""
+    deadline = time.perf_counter() + MAX_WALL_S
+    while time.perf_counter() < deadline:
+        if done():
+            return
+        time.sleep(poll_s)
+    raise SystemExit(f"no reading visible after {MAX_WALL_S} s")
+
+
+def run_volume(url: str, case_ids: list[int], stack: Stack, args) -> None:
+    """Volumes and lone uploads, alternately, against the stack's server and workers."""
+    data, singles = volume_files(args.volume, stack.tmp / "files")
+    client = Session(url)
+    client.login("bench", "bench-pass-123")
+    poll_s = args.poll_ms / 1000
+    pending = Pending(stack.env["DATABASE_URL"])
+    print(f"volume of {args.volume} B-scans ({len(data) / 1e6:.1f} MB), {args.repeat} times, and {len(singles)} lone "
+          f"uploads after each, to {url}; mode: {stack.mode}; cpu count {os.cpu_count()}; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+    def volume_once(case_id: int) -> dict[str, float]:
+        cpu = stack.cpu_seconds()
+        status, body, sent, answered = client.upload_timed(case_id, "volume.dcm", data, "application/dicom")
+        if status != 201 or not body.get("volumes"):
+            raise SystemExit(f"volume upload: HTTP {status} {str(body)[:300]}")
+        volume_id = body["volumes"][0]["id"]
+        _until(lambda: pending.count("volume_id", volume_id) == 0, poll_s)
+        # Visible: the reading as the API gives it (one request, timed to its answer).
+        code, raw = client.request("GET", f"/api/volumes/{volume_id}/reading/", headers={"Accept": "application/json"})
+        seen = time.perf_counter()
+        reading = json.loads(raw) if code == 200 else {}
+        if reading.get("pending") != 0 or reading.get("reading") is None:
+            raise SystemExit(f"volume {volume_id}: no per-eye reading once every B-scan was read: HTTP {code} {raw[:300]}")
+        return {"request": answered - sent, "total": seen - sent, "cpu": stack.cpu_seconds() - cpu}
+
+    def singles_once(case_id: int) -> dict[str, float]:
+        cpu = stack.cpu_seconds()
+        first = None
+        ids = []
+        for name, blob in singles:
+            status, body, sent, _ = client.upload_timed(case_id, name, blob, "image/jpeg")
+            if status != 201:
+                raise SystemExit(f"lone upload: HTTP {status} {str(body)[:300]}")
+            first = sent if first is None else first
+            ids.append(body["accepted"][0]["id"])
+        _until(lambda: pending.count("case_id", case_id) == 0, poll_s)
+        code, raw = client.request("GET", f"/analysis/cases/{case_id}/status/", headers={"Accept": "application/json"})
+        seen = time.perf_counter()
+        rows = json.loads(raw)["scans"] if code == 200 else []
+        if sorted(r["id"] for r in rows if r["status"] in ("analysed", "failed")) != sorted(ids):
+            raise SystemExit(f"examination {case_id}: not every lone upload read: HTTP {code} {raw[:300]}")
+        return {"total": seen - first, "cpu": stack.cpu_seconds() - cpu}
+
+    volume_once(case_ids[0])  # warm: the first request's imports, the worker's first batch
+    volumes, lone = [], []
+    for r in range(args.repeat):
+        volumes.append(volume_once(case_ids[1 + 2 * r]))
+        lone.append(singles_once(case_ids[2 + 2 * r]))
+        print(f"  {r + 1}: volume {volumes[-1]['total']:.2f} s (upload request {volumes[-1]['request']:.2f} s, "
+              f"CPU {volumes[-1]['cpu']:.2f} s); {len(singles)} lone uploads {lone[-1]['total']:.2f} s "
+              f"(CPU {lone[-1]['cpu']:.2f} s)", flush=True)
+    total = np.asarray([v["total"] for v in volumes])
+    p50, p95 = float(np.percentile(total, 50)), float(np.percentile(total, 95))
+    cpu = float(np.median([v["cpu"] for v in volumes]))
+    request = float(np.median([v["request"] for v in volumes]))
+    scale = args.volume / len(singles)
+    lone_s = float(np.median([x["total"] for x in lone])) * scale
+    lone_cpu = float(np.median([x["cpu"] for x in lone])) * scale
+    print(f"volume                last byte to eye reading p50 {p50:.2f} s  p95 {p95:.2f} s  (upload request "
+          f"{request:.2f} s; poll interval {args.poll_ms} ms)  CPU {cpu:.2f} s")
+    print(f"lone uploads          {lone_s / args.volume * 1000:.0f} ms per B-scan, CPU {lone_cpu / args.volume * 1000:.0f} ms: "
+          f"{lone_s:.2f} s for {args.volume}")
+    print(f"KEY volume={args.volume} repeat={args.repeat} total_p50_s={p50:.2f} total_p95_s={p95:.2f} cpu_p50_s={cpu:.2f} "
+          f"singles_s={lone_s:.2f} singles_cpu_s={lone_cpu:.2f} speedup_vs_singles={lone_s / p50:.1f}x "
+          f"cpu_speedup_vs_singles={lone_cpu / cpu:.1f}x load={os.getloadavg()[0]:.2f} mode: {stack.mode}")
 
 
 if __name__ == "__main__":

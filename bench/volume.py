@@ -84,6 +84,12 @@ def main() -> None:
     ap.add_argument("--rss-slices", type=int, default=97)
     ap.add_argument("--rss-make", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--readings-out", type=Path, help="write every B-scan's reading (probabilities, class, gate, "
+                                                      "scores) of one uncompressed volume and of the lone uploads "
+                                                      "here as JSON, to compare two checkouts' model outputs")
+    ap.add_argument("--files-out", type=Path, help="write the uncompressed OPT file of --slices B-scans (volume.dcm) "
+                                                   "and their files as in the data set (single-NNN.jpeg) here, for "
+                                                   "bench/e2e.py --volume")
     args = ap.parse_args()
     root = Path(os.environ.get("OCT_DATA_DIR", REPO.parent / "shared" / "oct"))
     if args.rss:
@@ -101,10 +107,20 @@ def main() -> None:
     if args.rss_child:
         _rss_child(args)
         return
+    if args.files_out:
+        frames, files = _frames(root, args.slices, size=(512, 496))
+        args.files_out.mkdir(parents=True, exist_ok=True)
+        (args.files_out / "volume.dcm").write_bytes(dicom_files.opt_bytes(frames))
+        for index, data in enumerate(files):
+            (args.files_out / f"single-{index:03d}.jpeg").write_bytes(data)
+        return
     get_model()  # a worker loads it at start (worker_process_init)
     frames, files = _frames(root, args.slices, size=(512, 496))
     if args.profile:
         _profile(args.profile, dicom_files.opt_bytes(frames))
+        return
+    if args.readings_out:
+        _readings_out(args.readings_out, dicom_files.opt_bytes(frames), files[: args.singles])
         return
     syntaxes = {"uncompressed": ExplicitVRLittleEndian, "jpeg-baseline": JPEGBaseline8Bit,
                 "jpeg2000-lossless": JPEG2000Lossless, "jpeg-ls-lossless": JPEGLSLossless}
@@ -182,6 +198,40 @@ def _singles(files: list[bytes]) -> tuple[float, float]:
     return (time.perf_counter() - started) / n, (time.process_time() - cpu) / n
 
 
+def _readings_out(path: Path, data: bytes, files: list[bytes]) -> None:
+    """Write the readings of one volume's B-scans (slice order) and of the lone uploads."""
+    import json  # noqa: PLC0415
+
+    from django.core.files.base import ContentFile  # noqa: PLC0415
+
+    from inference.models import Prediction  # noqa: PLC0415
+    from inference.services import predict_scans  # noqa: PLC0415
+    from intake.services import scan_submit  # noqa: PLC0415
+    from tests.factories import CaseFactory  # noqa: PLC0415
+
+    fields = ("p_cnv", "p_dme", "p_drusen", "p_normal", "predicted", "confidence", "gate_passed", "oct_score",
+              "quality_score", "low_confidence")
+
+    def rows(scan_ids: list[int]) -> list[dict]:
+        by_scan = {p["scan_id"]: p for p in Prediction.objects.filter(scan_id__in=scan_ids).values("scan_id", *fields)}
+        return [{k: by_scan[i][k] for k in fields} for i in scan_ids]
+
+    _, _ = _volume_once(data)
+    from cases.models import Volume  # noqa: PLC0415
+
+    volume = Volume.objects.order_by("-id").first()
+    out = {"volume": rows(list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))}
+    case = CaseFactory()
+    lone = []
+    for index, blob in enumerate(files):
+        scan = scan_submit(case=case, file=ContentFile(blob, name=f"lone-{index}.jpeg"), uploaded_by=None)
+        predict_scans(scan_ids=[scan.pk])
+        lone.append(scan.pk)
+    out["lone"] = rows(lone)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"{len(out['volume'])} volume and {len(out['lone'])} lone readings written to {path}")
+
+
 def _profile(path: Path, data: bytes) -> None:
     import cProfile  # noqa: PLC0415
     import pstats  # noqa: PLC0415
@@ -196,8 +246,66 @@ def _profile(path: Path, data: bytes) -> None:
     profiler.dump_stats(str(path))
     print(" ".join(f"{k} {v:.2f} s" for k, v in step.items()))
     stats = pstats.Stats(str(path))
+    _stages(stats)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(60)
+
+
+# The volume path's stages and, indented, what they spend it on: (depth, label, functions
+# whose cumulative CPU time adds up to the stage; a function absent from the profile counts 0,
+# "a>b" is b's time under a only, "-" subtracts what another line of the table counts).
+STAGES = [
+    (0, "read (parse, de-identify, decode)", ["intake/formats.py:volume_source_read"]),
+    (1, "frames encoded as PNG", ["intake/source.py:frame_png"]),
+    (0, "submit (volume_submit)", ["intake/volumes.py:volume_submit"]),
+    (1, "scan rows saved (audit log included)", ["cases/services.py:scan_register>django/db/models/base.py:save"]),
+    (2, "audit log entries", ["auditlog/receivers.py:log_create"]),
+    (1, "image files written", ["cases/services.py:scan_register>django/db/models/fields/files.py:save"]),
+    (1, "full_clean", ["cases/services.py:_full_clean"]),
+    (1, "review opened per B-scan", ["verification/services.py:review_open"]),
+    (0, "reading (predict_scans)", ["inference/services/run.py:predict_scans"]),
+    (1, "stored B-scans loaded and decoded", ["inference/services/run.py:_load_image"]),
+    (1, "model (preprocess, ONNX run, heatmap grid, quality)", ["inference/runtime.py:predict_images"]),
+    (2, "ONNX session run", ["inference/runtime.py:run_arrays"]),
+    (2, "preprocessing", ["inference/preprocessing.py:preprocess"]),
+    (2, "heatmap mapped onto the image grid", ["inference/preprocessing.py:heatmap_to_grid"]),
+    (1, "heatmap overlay PNG rendered", ["inference/heatmap.py:heatmap_overlay_png"]),
+    (1, "heatmap stored (grid or file)", ["inference/services/run.py:_prediction_from>django/db/models/fields/files.py:save",
+                                          "inference/heatmap.py:heatmap_grid_png"]),
+    (1, "readings stored (rows, status, locks)", ["inference/services/run.py:_finish",
+                                                   "inference/services/run.py:_store_batch",
+                                                   "-inference/services/run.py:_store_batch>"
+                                                   "inference/services/run.py:scans_reading_copy"]),
+    (1, "readings copied onto the scans", ["inference/services/run.py:scans_reading_copy"]),
+    (1, "claims", ["inference/services/run.py:_claim"]),
+    (0, "per-eye rule (volume_reading)", ["inference/selectors.py:volume_reading"]),
+]
+
+
+def _stages(stats) -> None:
+    """Print the CPU seconds of each stage of the volume path (cumulative, from the profile)."""
+    entries = stats.stats  # (file, line, function) -> (calls, primitive calls, tottime, cumtime, callers)
+    total = max(ct for _, _, _, ct, _ in entries.values())
+
+    def matches(key, spec: str) -> bool:
+        path, func = spec.rsplit(":", 1)
+        return key[0].endswith(path) and key[2] == func
+
+    def cumulative(spec: str) -> float:
+        if spec.startswith("-"):  # counted under another line of the table
+            return -cumulative(spec[1:])
+        if ">" not in spec:
+            return sum(v[3] for k, v in entries.items() if matches(k, spec))
+        # "caller>callee": the callee's cumulative time spent under that caller only.
+        caller, callee = spec.split(">")
+        return sum(c[3] for k, v in entries.items() if matches(k, callee)
+                   for ck, c in v[4].items() if matches(ck, caller))
+
+    print(f"{'stage (CPU seconds, cProfile)':58s} {'s':>6s} {'share':>6s}")
+    for depth, label, specs in STAGES:
+        seconds = sum(cumulative(spec) for spec in specs)
+        print(f"{'  ' * depth + label:58s} {seconds:6.3f} {seconds / total:6.1%}")
+    print(f"{'total':58s} {total:6.3f}")
 
 
 def _rss(args, root: Path) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -252,12 +253,6 @@ def inspect_and_convert(data: bytes, *, max_pixels: int, min_side: int = MIN_SID
         grey = to_grey8(ImageOps.exif_transpose(img))
     except _DECODE_ERRORS:
         raise ImageRejected(CORRUPT_MESSAGE) from None
-    # A fresh image from the pixels alone: ``info`` (EXIF, ICC profile, text) stays behind.
-    grey = Image.frombytes("L", grey.size, grey.tobytes())
-    buf = io.BytesIO()
-    # Fast zlib level: this is a derived copy (the original bytes are kept), and level 6
-    # costs ~3x the time in the upload request for ~15% less disk.
-    grey.save(buf, format="PNG", compress_level=1)
     return ConvertedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
@@ -265,9 +260,43 @@ def inspect_and_convert(data: bytes, *, max_pixels: int, min_side: int = MIN_SID
         width=grey.width,
         height=grey.height,
         size=len(data),
-        png=buf.getvalue(),
+        # From the pixels alone: ``info`` (EXIF, ICC profile, text) stays behind.
+        png=grey_png(np.asarray(grey)),
         saturation=colour_saturation(img),
     )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_FILTER_UP = 2
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def grey_png(pixels: np.ndarray) -> bytes:
+    """Encode 8-bit grey pixels (a 2-D uint8 array) as a PNG without metadata.
+
+    The grey copy the model and the viewer read is written for every B-scan, so it is
+    written fast: Pillow's encoder tries every PNG filter on every row, which buys
+    nothing on speckled B-scans; here each row is filtered "up" (minus the row above,
+    modulo 256) and deflated with zlib's run-length strategy. On real B-scans (512 to
+    1536 px wide) that is ~3x faster to encode than Pillow at level 1 and faster to
+    decode, for files within 5% of its size (smaller at 512 px, larger at 1024).
+    Lossless: any PNG decoder gives the same pixels back.
+    """
+    a = np.asarray(pixels)
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ValueError(f"grey_png takes a 2-D uint8 array, not {a.dtype} {a.shape}")
+    height, width = a.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = _PNG_FILTER_UP
+    rows[0, 1:] = a[0]  # the first row's "row above" is zeros
+    np.subtract(a[1:], a[:-1], out=rows[1:, 1:])  # uint8: wraps modulo 256, as PNG's filter does
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    idat = deflate.compress(rows.data) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
+    return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 def slice_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
     """Return the record of one B-scan of a volume, from the PNG its reader encoded.

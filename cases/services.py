@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 
 PATIENT_UPDATE_FIELDS = ("identifier", "sex", "birth_year", "notes")
 CASE_UPDATE_FIELDS = ("eye", "exam_date", "device", "referring_clinician", "status", "notes")
-# Foreign keys of a volume's B-scan that its caller passes as rows (not re-queried by full_clean).
-VOLUME_SLICE_CHECKED = ("case", "volume", "uploaded_by")
+# What full_clean does not look up again for a volume's B-scan: the foreign keys its caller
+# passes as rows, and its uid (a fresh random UUID, unique by the database's constraint).
+VOLUME_SLICE_CHECKED = ("case", "volume", "uploaded_by", "uid")
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -217,7 +218,9 @@ def scan_register(
         **details,
     )
     try:
-        with transaction.atomic():
+        # A volume's B-scan needs no savepoint of its own: its volume is stored in one
+        # transaction, all or nothing (intake.volumes.volume_submit); two statements saved.
+        with transaction.atomic(savepoint=volume is None):
             # The stored name carries the detected format's extension, never the uploaded one.
             if settings.OCT_KEEP_UPLOADED_FILES:
                 scan.original.save("original" + converted.extension, ContentFile(data), save=False)
@@ -225,9 +228,10 @@ def scan_register(
             if volume is None:
                 _full_clean(scan)
             else:
-                # A volume's B-scans: the examination, volume and uploader are rows in hand
-                # and the slice positions are unique by construction and by the database's
-                # constraint; checking them in Python too cost five queries per B-scan.
+                # A volume's B-scans: the examination, volume and uploader are rows in hand,
+                # the uid is new and the slice positions are unique by construction and by
+                # the database's constraints; checking them in Python too cost six queries
+                # per B-scan.
                 _full_clean(scan, exclude=VOLUME_SLICE_CHECKED, validate_constraints=False)
             scan.save()
     except (IntegrityError, DomainError) as exc:

@@ -37,9 +37,12 @@ class PredictionAdmin(admin.ModelAdmin):
     list_display = ["id", "scan_id", "model_version", "predicted", "urgency", "confidence", "gate_passed", "created_at"]
     list_filter = ["model_version", "predicted", "urgency", "gate_passed"]
     list_select_related = ["model_version"]
-    # Heatmaps are private (no MEDIA_URL): link to the permission-checked view instead.
-    exclude = ["heatmap"]
-    readonly_fields = [f.name for f in Prediction._meta.fields if f.name != "heatmap"] + ["heatmap_link"]
+    # Heatmaps are private (no MEDIA_URL): link to the permission-checked view instead
+    # (which renders the overlay from the grid on first use).
+    exclude = ["heatmap", "heatmap_grid"]
+    readonly_fields = [f.name for f in Prediction._meta.fields if f.name not in ("heatmap", "heatmap_grid")] + [
+        "heatmap_link"
+    ]
 
     @admin.display(description="heatmap")
     def heatmap_link(self, obj: Prediction) -> str:

@@ -2,7 +2,11 @@
 
 The runtime gives the class-activation map on a coarse grid over the original image
 (:func:`inference.preprocessing.heatmap_to_grid`); this module turns it into the PNG
-the viewer draws over the B-scan.
+the viewer draws over the B-scan. A reading keeps only the grid's 256 levels, as a
+small grey PNG (:func:`heatmap_grid_png`, a few KB); the overlay is rendered from it
+when it is first asked for (:func:`heatmap_overlay_from_grid`), pixel for pixel the
+overlay :func:`heatmap_overlay_png` renders from the model's grid, since that quantises
+to the same levels first.
 """
 from __future__ import annotations
 
@@ -30,6 +34,20 @@ def _overlay_lut() -> np.ndarray:
 _OVERLAY_LUT = _overlay_lut()
 
 
+def heatmap_levels(heatmap: np.ndarray) -> np.ndarray:
+    """The heatmap's values in [0, 1] quantised to levels 0..255 (uint8), as the overlay draws them."""
+    # 256 levels are more than the eye tells apart in an overlay.
+    return (np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def heatmap_grid_png(heatmap: np.ndarray) -> bytes:
+    """Return the heatmap's levels as an 8-bit grey PNG: what a reading keeps to render its overlay later."""
+    buf = io.BytesIO()
+    # A CAM is smooth: level 3 gives ~3 KB for a 512-px B-scan in half a millisecond.
+    Image.fromarray(heatmap_levels(heatmap)).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
 def heatmap_overlay_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
     """Return a PNG with alpha, the size of ``image``: the coloured heatmap, transparent where cold.
 
@@ -38,17 +56,28 @@ def heatmap_overlay_png(image: Image.Image, heatmap: np.ndarray) -> bytes:
     meant to be drawn over the original image (CSS or Pillow ``alpha_composite``);
     cold regions (below 0.2) are fully transparent.
     """
-    w, h = image.size
-    hm = np.asarray(heatmap, dtype=np.float32)
-    # 256 levels are more than the eye tells apart in an overlay, so quantise first
-    # and interpolate the levels (a uint8 resize is several times cheaper than float).
-    levels = Image.fromarray((np.clip(hm, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    if levels.size != (w, h):
-        levels = levels.resize((w, h), Image.BILINEAR)
+    return _overlay_png(heatmap_levels(heatmap), image.size)
+
+
+def heatmap_overlay_from_grid(grid_png: bytes, size: tuple[int, int]) -> bytes:
+    """Return the overlay PNG of ``size`` (width, height) from a grid stored by :func:`heatmap_grid_png`."""
+    with Image.open(io.BytesIO(grid_png), formats=["PNG"]) as grid:
+        if grid.mode != "L":
+            raise ValueError(f"a heatmap grid is an 8-bit grey PNG, not mode {grid.mode}")
+        levels = np.asarray(grid)
+    return _overlay_png(levels, size)
+
+
+def _overlay_png(levels: np.ndarray, size: tuple[int, int]) -> bytes:
+    w, h = size
+    layer = Image.fromarray(levels)
+    # Interpolating the quantised levels: a uint8 resize is several times cheaper than float.
+    if layer.size != (w, h):
+        layer = layer.resize((w, h), Image.BILINEAR)
     # Stored as a palette PNG whose palette and transparency are the colour table, it
     # decodes to the same RGBA pixels at a fraction of the size and encoding time of RGBA.
-    levels.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
+    layer.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
     buf = io.BytesIO()
-    # Fast zlib level: the overlay is regenerated from the heatmap, never archived.
-    levels.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
+    # Fast zlib level: the overlay is regenerated from the heatmap grid, never archived.
+    layer.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
     return buf.getvalue()

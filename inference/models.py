@@ -68,8 +68,14 @@ class Prediction(models.Model):
     urgency = models.CharField(max_length=16, choices=Urgency.choices, blank=True)
     oct_score = models.FloatField(help_text="Input gate's score that the image is a retinal OCT B-scan.")
     gate_passed = models.BooleanField()
-    # Private like the scan images: served only by inference.views.heatmap.
+    # Private like the scan images: served only by inference.views.heatmap. Named when the
+    # scan is read; since 0004 the file is written when the overlay is first asked for
+    # (inference.services.prediction_heatmap_png), from ``heatmap_grid``. Readings made
+    # before that had their file written at reading time, and have no grid.
     heatmap = models.FileField(upload_to=heatmap_path, max_length=255, blank=True)
+    # The class-activation map on the 4-px grid of the B-scan, as 256 levels in an 8-bit
+    # grey PNG (inference.heatmap.heatmap_grid_png, a few KB): what the overlay is drawn from.
+    heatmap_grid = models.BinaryField(null=True, blank=True)
     inference_ms = models.FloatField()
     # When not to trust it (inference.quality): null on readings made before it existed.
     quality_score = models.FloatField(

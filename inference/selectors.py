@@ -23,6 +23,7 @@ from cases.models import Acknowledgement, Patient, Scan, Volume
 from cases.roles import Role, has_role
 from octportal.errors import Forbidden
 
+from .heatmap import heatmap_overlay_from_grid
 from .models import ModelVersion, Prediction
 from .volume_reading import EyeReading, SliceReading, eye_reading
 
@@ -50,16 +51,23 @@ def rerun_accepted(*, scan: Scan, prediction: Prediction | None) -> bool:
     )
 
 
+# Loaded only where used: the heatmap grid (a few KB, read to render an overlay once) and
+# the model version's card and metrics (JSON parsed for every row, read by no page).
+PREDICTION_DEFERRED = ("heatmap_grid", "model_version__card", "model_version__metrics")
+
+
 def prediction_current(*, scan: Scan) -> Prediction | None:
     """The scan's current reading (its most recent prediction, of any model version)."""
-    return scan.predictions.select_related("model_version").order_by(*CURRENT_ORDER).first()
+    return (
+        scan.predictions.select_related("model_version").defer(*PREDICTION_DEFERRED).order_by(*CURRENT_ORDER).first()
+    )
 
 
 def predictions_current_by_scan(
     *, scan_ids: Iterable[int] | None = None, case_id: int | None = None
 ) -> dict[int, Prediction]:
     """The current reading per scan in one query, for a list of scans or a whole case."""
-    qs = Prediction.objects.select_related("model_version").order_by("scan_id", *CURRENT_ORDER)
+    qs = Prediction.objects.select_related("model_version").defer(*PREDICTION_DEFERRED).order_by("scan_id", *CURRENT_ORDER)
     if case_id is not None:
         qs = qs.filter(scan__case_id=case_id)
     else:
@@ -245,6 +253,31 @@ def scan_analysis(*, user: Any, scan: Scan, visible: bool, prediction: Predictio
         prediction=prediction,
         can_rerun=may_rerun(user=user) and rerun_accepted(scan=scan, prediction=prediction),
     )
+
+
+@dataclass(frozen=True)
+class HeatmapOverlay:
+    png: bytes
+    stored: bool  # False: rendered from the reading's grid just now, not yet in storage
+
+
+def heatmap_overlay(*, prediction: Prediction, scan: Scan | None = None) -> HeatmapOverlay | None:
+    """The overlay PNG of a reading's heatmap: its stored file, else rendered from the grid
+    the reading kept, the size of the scan's grey image (``scan``: the prediction's, when in
+    hand). Nothing is written here. None when the reading has no heatmap, or neither its
+    file nor its grid is left. The caller applies the blinding rule first."""
+    if not prediction.heatmap:
+        return None
+    try:
+        with prediction.heatmap.open("rb") as handle:
+            return HeatmapOverlay(png=handle.read(), stored=True)
+    except FileNotFoundError:
+        pass
+    grid = prediction.heatmap_grid
+    if not grid:
+        return None
+    scan = scan if scan is not None else prediction.scan
+    return HeatmapOverlay(png=heatmap_overlay_from_grid(bytes(grid), (scan.width, scan.height)), stored=False)
 
 
 @dataclass

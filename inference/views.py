@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -72,21 +72,18 @@ def case_status(request: HttpRequest, pk: int) -> JsonResponse:
 
 @login_required
 @require_GET
-def heatmap(request: HttpRequest, pk: int) -> FileResponse:
+def heatmap(request: HttpRequest, pk: int) -> HttpResponse:
     """Serve the heatmap overlay PNG of a scan's current reading, with the scan image's
-    permission and the blinding rule."""
+    permission and the blinding rule (rendered on the first request, then kept)."""
     scan = cases_selectors.scan_image_get(user=request.user, scan_id=pk)
     analysis = selectors.scan_analysis(
         user=request.user, scan=scan, visible=blinding.may_see_reading(user=request.user, scan=scan)
     )
     prediction = analysis.result
-    if prediction is None or not prediction.heatmap:
+    png = services.prediction_heatmap_png(prediction=prediction, scan=scan) if prediction is not None else None
+    if png is None:
         raise Http404("No heatmap for this scan.")
-    try:
-        handle = prediction.heatmap.open("rb")
-    except FileNotFoundError:
-        raise Http404("The heatmap file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
+    response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=0, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response

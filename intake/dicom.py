@@ -35,7 +35,7 @@ from pydicom.uid import (
 from cases.models import Volume
 
 from . import deid
-from .source import VolumeRejected, VolumeSource, check_frames, frame_png, laterality_of
+from .source import VolumeRejected, VolumeSource, check_frames, frame_png, frames_png, laterality_of
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def dicom_volume(instances: Iterable[DicomInstance], *, name: str) -> VolumeSour
         source_format=Volume.SourceFormat.DICOM,
         name=name,
         sha256=digest if len(instances) > 1 else head.sha256,
-        frames=[frame_png(f) for f in frames],
+        frames=frames_png(frames),
         laterality=laterality_of(str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")),
         acquisition_date=_date_of(ds),
         modality=str(ds.get("Modality", "") or "OPT"),

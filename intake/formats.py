@@ -28,7 +28,7 @@ from cases.models import Volume
 
 from . import deid
 from .dicom import dicom_read, dicom_volume, is_dicom
-from .source import VolumeRejected, VolumeSource, check_frames, frame_png, laterality_of
+from .source import VolumeRejected, VolumeSource, check_frames, frame_png, frames_png, laterality_of
 
 HEYEX_VOL_MAGIC = b"HSF-OCT-"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -117,7 +117,7 @@ def _heyex_source(eye_volume: Any, *, fmt: str, name: str, sha256: str, patient_
         source_format=fmt,
         name=name,
         sha256=sha256,
-        frames=[frame_png(f) for f in frames],
+        frames=frames_png(frames),
         laterality=laterality_of(str(meta.get("laterality", "") or "")),
         acquisition_date=_iso_date(meta.get("visit_date")),
         modality="OCT",

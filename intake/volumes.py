@@ -94,7 +94,9 @@ def volume_submit(*, case: Case, source: VolumeSource, uploaded_by: AbstractBase
                     slice_index=index,
                     slice_position_mm=positions[index] if index < len(positions) else None,
                     request_analysis=False,
+                    open_review=False,
                 ))
+            services.slices_open_review(scans=scans)
             services.slices_request_analysis(scans=scans)
     except BaseException:
         for scan in scans:

@@ -11,11 +11,13 @@ class VerificationConfig(AppConfig):
         # recorded with who and when; auditlog's LogEntry admin browses them.
         from auditlog.registry import auditlog
 
+        from cases.audit import reverse_relations
+
         from .models import Grade, ReportVersion, Review
 
         if not auditlog.contains(Grade):
-            auditlog.register(Grade)
+            auditlog.register(Grade, exclude_fields=reverse_relations(Grade))
         if not auditlog.contains(Review):
-            auditlog.register(Review)
+            auditlog.register(Review, exclude_fields=reverse_relations(Review))
         if not auditlog.contains(ReportVersion):
-            auditlog.register(ReportVersion, exclude_fields=["pdf"])
+            auditlog.register(ReportVersion, exclude_fields=["pdf", *reverse_relations(ReportVersion)])

@@ -31,7 +31,7 @@ from cases.diagnoses import DECISION_SUPPORT_NOTICE, URGENCY_RANK, Diagnosis, Ur
 from cases.models import Case, Scan
 from cases.roles import Role, has_role
 from inference.models import Prediction
-from inference.selectors import predictions_current_by_scan, reading_shown
+from inference.selectors import heatmap_overlay, predictions_current_by_scan, reading_shown
 from octportal.errors import Conflict, Forbidden
 
 from . import blinding
@@ -180,15 +180,17 @@ def _composite(scan: Scan, prediction: Prediction | None) -> tuple[str, str] | N
     except (FileNotFoundError, OSError, ValueError):
         return None
     overlay_uri = ""
-    if prediction is not None and prediction.heatmap:
-        try:
-            with prediction.heatmap.open("rb") as handle, Image.open(handle) as hm:
+    try:
+        # Its stored file, or drawn from the reading's heatmap grid (a report stores nothing).
+        overlay = heatmap_overlay(prediction=prediction, scan=scan) if prediction is not None else None
+        if overlay is not None:
+            with Image.open(io.BytesIO(overlay.png)) as hm:
                 layer = hm.convert("RGBA").resize(base.size)
             blended = Image.alpha_composite(base, layer)
             blended.thumbnail(KEY_SCAN_SIZE)
             overlay_uri = _data_uri(_png(blended.convert("RGB")))
-        except (FileNotFoundError, OSError, ValueError):
-            overlay_uri = ""
+    except (FileNotFoundError, OSError, ValueError):
+        overlay_uri = ""
     base.thumbnail(KEY_SCAN_SIZE)
     return _data_uri(_png(base.convert("L"))), overlay_uri
 

@@ -2,7 +2,8 @@
 
 - :mod:`.registry`: model versions (register, activate, the row of a loaded model);
 - :mod:`.queue`: request a reading, re-run it, release and re-enqueue stale scans;
-- :mod:`.run`: claim queued scans, run the model in batches, store the readings.
+- :mod:`.run`: claim queued scans, run the model in batches, store the readings;
+- :mod:`.overlays`: heatmap overlays rendered when first asked for, then kept.
 
 State machine of ``Scan.status`` (see docs/inference.md)::
 
@@ -19,6 +20,7 @@ from .queue import (
     scans_request_analysis,
     stale_scans_requeue,
 )
+from .overlays import prediction_heatmap_png
 from .registry import ModelMismatch, model_version_activate, model_version_for, model_version_register
 from .run import (
     MSG_GATE,
@@ -44,6 +46,7 @@ __all__ = [
     "model_version_for",
     "model_version_register",
     "predict_scans",
+    "prediction_heatmap_png",
     "prediction_run",
     "predictions_urgency_refresh",
     "scan_request_analysis",

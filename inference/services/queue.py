@@ -22,7 +22,7 @@ from cases.roles import Role, has_role
 from octportal.errors import Conflict, Forbidden
 
 from ..models import ModelVersion, Prediction
-from .run import scan_reading_copy
+from .run import batches_of, scan_reading_copy
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,13 @@ def scans_request_analysis(*, scan_ids: Sequence[int]) -> None:
 
 
 def _batches_enqueue_on_commit(ids: list[int]) -> None:
-    """After commit, publish ``ids`` as ``predict_batch`` tasks of ``OCT_INFERENCE_BATCH_SIZE``, in order."""
+    """After commit, publish ``ids`` as ``predict_batch`` tasks of at most
+    ``OCT_INFERENCE_BATCH_SIZE``, in order and of even sizes (``batches_of``)."""
 
     def enqueue() -> None:
-        batch = _task(TASK_PREDICT_BATCH)
-        size = settings.OCT_INFERENCE_BATCH_SIZE
-        for start in range(0, len(ids), size):
-            _publish(batch, ids[start : start + size])
+        task = _task(TASK_PREDICT_BATCH)
+        for batch in batches_of(ids, settings.OCT_INFERENCE_BATCH_SIZE):
+            _publish(task, batch)
 
     transaction.on_commit(enqueue)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
@@ -25,7 +24,7 @@ from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, Urgency, urgency_fo
 from cases.models import Scan
 
 from .. import runtime
-from ..heatmap import heatmap_overlay_png
+from ..heatmap import heatmap_grid_png
 from ..models import ModelVersion, Prediction
 from ..selectors import prediction_current, predictions_current_by_scan
 from .registry import model_version_for
@@ -130,7 +129,7 @@ def _predict(model: Any, outcomes: dict[int, _Outcome]) -> None:
             outcomes[sid].failure = MSG_INTERNAL.format(id=sid)
 
 
-def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: Image.Image) -> Prediction:
+def _prediction_from(scan_id: int, version: ModelVersion, reading: Any) -> Prediction:
     probs = {str(k).upper(): float(v) for k, v in reading.probabilities.items()}
     passed = bool(reading.gate_passed)
     predicted = str(reading.predicted).upper() if passed else ""
@@ -154,51 +153,32 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any, image: I
         prediction.low_confidence = bool(passed and quality.flagged)
         prediction.quality = quality.as_dict()
     if passed and reading.heatmap is not None:
+        # Few overlays are ever looked at: keep the grid they are drawn from and the name
+        # the overlay will be stored under when first asked for (prediction_heatmap_png).
         try:
-            png = heatmap_overlay_png(image, reading.heatmap)
-        except Exception:  # noqa: BLE001 - the reading stands without its overlay
-            logger.exception("heatmap overlay failed for scan id %s", scan_id)
+            prediction.heatmap_grid = heatmap_grid_png(reading.heatmap)
+        except Exception:  # noqa: BLE001 - the reading stands without its heatmap
+            logger.exception("heatmap grid failed for scan id %s", scan_id)
         else:
-            prediction.heatmap.save("heatmap.png", ContentFile(png), save=False)
+            prediction.heatmap.name = Prediction._meta.get_field("heatmap").generate_filename(prediction, "heatmap.png")
     return prediction
 
 
-def _finish(
-    scan_id: int, *, prediction: Prediction | None, failure: str, copy_reading: bool = True,
-    locked: bool | None = None,
-) -> Prediction | None:
-    """Store the outcome of one scan: the prediction (if any) and its final status, atomically.
-
-    ``copy_reading=False``: the caller copies the readings of its whole batch at once
-    (``scans_reading_copy``) in the same transaction. ``locked``: whether the caller's
-    transaction already locked the scan's row (True) or found it deleted (False); None
-    locks it here."""
+def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Prediction | None:
+    """Store the outcome of one scan: the prediction (if any) and its final status, atomically
+    (a batch's are stored together by ``_store_batch``)."""
     with transaction.atomic():
-        if locked is None:
-            locked = Scan.objects.select_for_update().filter(pk=scan_id).exists()
-        if not locked:  # deleted while it was being read
-            if prediction is not None and prediction.heatmap:
-                prediction.heatmap.delete(save=False)
+        if not Scan.objects.select_for_update().filter(pk=scan_id).exists():  # deleted meanwhile
             return None
-        stored = None
-        if prediction is not None:
-            try:
-                with transaction.atomic():
-                    prediction.save()
-                stored = prediction
-            except IntegrityError:
-                # Another run of the same scan and version won: keep theirs.
-                if prediction.heatmap:
-                    prediction.heatmap.delete(save=False)
-                stored = Prediction.objects.get(scan_id=scan_id, model_version=prediction.model_version)
+        # Another run of the same scan and version may have won: then keep theirs.
+        stored = _prediction_save(prediction) if prediction is not None else None
         if stored is not None and not stored.gate_passed:
             failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
         status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
         Scan.objects.filter(pk=scan_id).update(
             status=status, status_detail=failure[:500], status_changed_at=timezone.now()
         )
-        if copy_reading:
-            scan_reading_copy(scan_id=scan_id)
+        scan_reading_copy(scan_id=scan_id)
     logger.info("scan id %s %s", scan_id, status)
     return stored
 
@@ -238,21 +218,63 @@ def _run_claimed(model: Any, version: ModelVersion, scan_ids: list[int]) -> dict
         prediction = None
         failure = outcome.failure
         if outcome.reading is not None and not failure:
-            prediction = _prediction_from(sid, version, outcome.reading, outcome.image)
+            prediction = _prediction_from(sid, version, outcome.reading)
             if not prediction.gate_passed:
                 reason = _sentence(str(getattr(outcome.reading, "gate_reason", ""))) or GATE_DEFAULT_REASON
                 failure = MSG_GATE.format(reason=reason)
         finished.append((sid, prediction, failure))
-    # The batch's readings are stored in one transaction: one commit (a disk flush on
-    # SQLite and PostgreSQL) instead of one per scan, and one copy of the readings.
+    results.update(_store_batch(finished))
+    return results
+
+
+def _store_batch(finished: list[tuple[int, Prediction | None, str]]) -> dict[int, Prediction | None]:
+    """Store a batch's outcomes: its predictions, each scan's final status, the readings' copy.
+
+    In one transaction: one commit (a disk flush on SQLite and PostgreSQL) instead of one
+    per scan; the predictions in one savepoint (the per-scan fallback only when another
+    run of one of them won the race); the statuses in one update per distinct outcome.
+    """
+    results: dict[int, Prediction | None] = {}
     with transaction.atomic():
         ids = [sid for sid, _, _ in finished]
         present = set(Scan.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
-        for sid, prediction, failure in finished:
-            results[sid] = _finish(sid, prediction=prediction, failure=failure, copy_reading=False,
-                                   locked=sid in present)
+        # A scan deleted while it was read gets nothing (its heatmap was never written).
+        rows = [(sid, prediction, failure) for sid, prediction, failure in finished if sid in present]
+        predictions = [prediction for _, prediction, _ in rows if prediction is not None]
+        try:
+            with transaction.atomic():
+                for prediction in predictions:
+                    prediction.save()
+        except IntegrityError:
+            for prediction in predictions:  # rolled back: saved again one by one
+                prediction.pk, prediction._state.adding = None, True
+            predictions = [_prediction_save(prediction) for prediction in predictions]
+        stored = {prediction.scan_id: prediction for prediction in predictions}
+        outcomes: dict[tuple[str, str], list[int]] = {}
+        for sid, _, failure in rows:
+            prediction = stored.get(sid)
+            if prediction is not None and not prediction.gate_passed:
+                failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
+            status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
+            outcomes.setdefault((status, failure[:500]), []).append(sid)
+            results[sid] = prediction
+        now = timezone.now()
+        for (status, detail), members in outcomes.items():
+            Scan.objects.filter(pk__in=members).update(status=status, status_detail=detail, status_changed_at=now)
         scans_reading_copy(scan_ids=ids)
+    for (status, _), members in outcomes.items():
+        logger.info("scan ids %s %s", members, status)
     return results
+
+
+def _prediction_save(prediction: Prediction) -> Prediction:
+    """Save ``prediction``, or return the one another run of the same scan and version stored first."""
+    try:
+        with transaction.atomic():
+            prediction.save()
+        return prediction
+    except IntegrityError:
+        return Prediction.objects.get(scan_id=prediction.scan_id, model_version=prediction.model_version)
 
 
 def _sentence(text: str) -> str:
@@ -294,9 +316,27 @@ def _waiting_scan_ids(*, exclude: int, limit: int) -> list[int]:
     )
 
 
+def batches_of(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` in order, cut into as few batches of at most ``size`` as can be, of even sizes.
+
+    49 B-scans in batches of 16 are 13 + 12 + 12 + 12, not 16 + 16 + 16 + 1: workers that
+    share a volume's batches then finish together (two workers: 25 B-scans each instead of 32 and 17)."""
+    ids = list(ids)
+    if not ids:
+        return []
+    count = -(-len(ids) // max(1, size))
+    base, extra = divmod(len(ids), count)
+    out, start = [], 0
+    for index in range(count):
+        end = start + base + (1 if index < extra else 0)
+        out.append(ids[start:end])
+        start = end
+    return out
+
+
 def predict_scans(*, scan_ids: Sequence[int]) -> int:
-    """Analyse many queued scans in batches of OCT_INFERENCE_BATCH_SIZE; return how many
-    ended ANALYSED. Each batch is claimed just before it runs, so other workers can
+    """Analyse many queued scans in batches of at most OCT_INFERENCE_BATCH_SIZE; return how
+    many ended ANALYSED. Each batch is claimed just before it runs, so other workers can
     share a long list."""
     ids = list(dict.fromkeys(int(i) for i in scan_ids))
     if not ids:
@@ -304,9 +344,8 @@ def predict_scans(*, scan_ids: Sequence[int]) -> int:
     model = get_model()
     version = model_version_for(model=model)
     analysed = 0
-    size = settings.OCT_INFERENCE_BATCH_SIZE
-    for start in range(0, len(ids), size):
-        claimed = _claim(ids[start : start + size])
+    for batch in batches_of(ids, settings.OCT_INFERENCE_BATCH_SIZE):
+        claimed = _claim(batch)
         if not claimed:
             continue
         started = time.perf_counter()

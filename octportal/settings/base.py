@@ -228,6 +228,9 @@ OCT_DATA_DIR = env.path("OCT_DATA_DIR", default=str(BASE_DIR.parent / "shared" /
 # Volumes (docs/volumes.md): limits of one volume upload, the device-format fixtures.
 OCT_VOLUME_MAX_BYTES = env.int("OCT_VOLUME_MAX_BYTES", default=400 * 1024 * 1024)
 OCT_VOLUME_MAX_SLICES = env.int("OCT_VOLUME_MAX_SLICES", default=512)
+# Threads a volume's B-scans are encoded as PNG on while it is imported (zlib and numpy
+# release the GIL; the workers wait for the volume, so its upload may use the cores).
+OCT_VOLUME_ENCODE_THREADS = max(1, env.int("OCT_VOLUME_ENCODE_THREADS", default=2))
 OCT_FORMATS_DIR = env.path("OCT_FORMATS_DIR", default=str(BASE_DIR.parent / "shared" / "oct-formats"))
 # Key of the HMAC that maps a device's patient id to the pseudonymous patient. Keep it
 # stable: a new key sends a returning patient's next visit to a new patient record.

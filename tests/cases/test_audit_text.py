@@ -5,6 +5,8 @@ import json
 
 import pytest
 from auditlog.models import LogEntry
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from cases import services
@@ -44,3 +46,14 @@ def test_scan_entries_carry_no_file_name(client, clinician, case):
     for entry in entries:
         assert entry.object_repr == f"scan #{scan.pk}"
         assert "SMITH" not in entry_text(entry)
+
+
+@pytest.mark.django_db
+def test_a_scan_s_create_entry_holds_its_own_fields_not_the_relations_to_it(case, clinician):
+    """Not "predictions: inference.Prediction.None", and no look-up of its (absent) review."""
+    with CaptureQueriesContext(connection) as queries:
+        scan = services.scan_register(case=case, file=upload("a.png", bscan_bytes()), uploaded_by=clinician)
+    assert not [q for q in queries.captured_queries if "verification_review" in q["sql"]]
+    changes = LogEntry.objects.get_for_object(scan).get(action=LogEntry.Action.CREATE).changes_dict
+    assert {"case", "sha256", "width", "status"} <= set(changes)
+    assert not {"predictions", "grades", "acknowledgements", "review"} & set(changes)

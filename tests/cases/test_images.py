@@ -11,6 +11,7 @@ from cases.images import (
     BOMB_MESSAGE,
     CORRUPT_MESSAGE,
     ImageRejected,
+    grey_png,
     human_size,
     inspect_and_convert,
     read_upload,
@@ -252,3 +253,29 @@ def test_a_volume_slice_png_without_metadata_is_its_own_grey_copy():
     tagged = slice_convert(buf.getvalue(), max_pixels=10**7)
     assert tagged.png != buf.getvalue() and b"Doe" not in tagged.png
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(tagged.png))), grey)
+
+
+@pytest.mark.parametrize("shape", [(496, 512), (496, 1536), (1, 1), (1, 9), (7, 1), (3, 300)])
+def test_grey_png_is_a_lossless_png_without_metadata(shape):
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    pixels[0, 0], pixels[-1, -1] = 0, 255  # the filter's differences wrap around modulo 256
+    png = grey_png(pixels)
+    with Image.open(io.BytesIO(png)) as img:
+        assert img.format == "PNG" and img.mode == "L" and img.info == {} and img.size == shape[::-1]
+        assert np.array_equal(np.asarray(img), pixels)
+    assert slice_convert(png, max_pixels=10**7).png is png  # a volume reader's frame is its grey copy
+
+
+def test_grey_png_refuses_anything_but_8_bit_grey():
+    for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.uint8), np.zeros(4, np.uint8)):
+        with pytest.raises(ValueError):
+            grey_png(bad)
+
+
+def test_an_upload_s_grey_copy_has_the_pixels_of_the_upload():
+    rgb = np.random.default_rng(5).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    converted = inspect_and_convert(buf.getvalue(), max_pixels=10**7)
+    expected = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(converted.png))), expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from pypdf import PdfReader
@@ -62,6 +63,21 @@ def test_draft_report_says_readings_verification_referral_and_disclaimer(client,
     assert "100%" not in text and "100.0%" not in text
     # Key B-scans: the two read scans, the urgent one with its heatmap too.
     assert pdf_images(response.content) >= 3
+
+
+def test_a_key_bscan_whose_reading_kept_only_its_heatmap_grid_shows_the_heatmap(client, clinician, version):
+    """Readings made since heatmaps are drawn on demand have no overlay file until one is
+    asked for: the report draws it from the grid (and stores nothing)."""
+    client.force_login(clinician)
+    images = {}
+    for kind in ("grid", "none"):
+        scan = ScanFactory(status=Scan.Status.ANALYSED, original_name=f"{kind}.png")
+        grid = np.full((124, 128), 0.9) if kind == "grid" else None
+        prediction = make_prediction(scan, version, "CNV", confidence=0.95, heatmap_grid=grid)
+        images[kind] = pdf_images(client.get(reverse("cases:case_report", args=[scan.case.pk])).content)
+        if kind == "grid":
+            assert not prediction.heatmap.storage.exists(prediction.heatmap.name)
+    assert images["grid"] == images["none"] + 1
 
 
 def test_a_low_confidence_reading_says_so_in_the_report_with_its_reasons(client, clinician, version):

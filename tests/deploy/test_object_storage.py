@@ -112,7 +112,7 @@ def test_upload_lands_in_the_bucket_and_is_analysed(
     assert prediction.heatmap
 
     keys = _object_keys(s3_storage)
-    stored_names = [scan.image.name, prediction.heatmap.name] + ([scan.original.name] if keep_uploaded else [])
+    stored_names = [scan.image.name] + ([scan.original.name] if keep_uploaded else [])
     for name in stored_names:
         assert f"{PREFIX}/{name}" in keys, f"{name} not in the bucket: {sorted(keys)}"
     assert bool(scan.original) == keep_uploaded
@@ -125,8 +125,14 @@ def test_upload_lands_in_the_bucket_and_is_analysed(
     grey = s3_storage.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{scan.image.name}")["Body"].read()
     image = client.get(reverse("cases:scan_image", args=[scan.pk]))
     assert image.status_code == 200 and b"".join(image.streaming_content) == grey
+    # The heatmap overlay is drawn from the reading's grid when first asked for, then kept in the bucket.
     heatmap_key = f"{PREFIX}/{prediction.heatmap.name}"
+    assert heatmap_key not in keys
+    overlay = client.get(reverse("inference:heatmap", args=[scan.pk]))
+    assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
     assert s3_storage.client().head_object(Bucket=BUCKET, Key=heatmap_key)["ContentLength"] > 0
+    assert client.get(reverse("inference:heatmap", args=[scan.pk])).content == overlay.content
+    stored_names.append(prediction.heatmap.name)
 
     # Private: the bucket refuses anonymous reads, and no page hands out a bucket URL.
     for name in stored_names:

@@ -2,7 +2,7 @@
 the host by a veth pair, reaching PostgreSQL, Redis and the S3 server only over the
 host side of that pair, with an empty MEDIA_ROOT of its own. Uploads made through the
 web side (this process, the Django test client, S3 storage) are read by that worker:
-every scan gets exactly one prediction and its heatmap lands in the bucket.
+every scan gets exactly one prediction (with its heatmap grid) and its grey image lands in the bucket.
 
 Needs root and ``ip netns`` (iproute2), PostgreSQL (the worker and this process share
 the test database), Redis (``CELERY_TEST_BROKER_URL``, default
@@ -171,8 +171,9 @@ def test_worker_in_another_network_namespace_reads_uploads_from_the_bucket(
         assert per_scan == sorted(ids), "exactly one prediction per scan"
         client_s3 = site.s3.client()
         for p in Prediction.objects.filter(scan_id__in=ids).select_related("scan"):
-            assert p.gate_passed and p.predicted and p.heatmap
-            for name in (p.scan.image.name, p.heatmap.name):
+            # The heatmap's grid is in the row; its overlay is drawn by the web side when asked for.
+            assert p.gate_passed and p.predicted and p.heatmap and p.heatmap_grid
+            for name in (p.scan.image.name,):
                 head = client_s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{name}")
                 assert head["ContentLength"] > 0, f"{name} is not in the bucket"
                 assert not (Path(django_settings.MEDIA_ROOT) / name).exists(), "nothing on the web side's disk"

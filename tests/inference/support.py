@@ -107,10 +107,16 @@ def make_version(name: str = "octnet", version: str = "1.0", active: bool = True
 
 
 def make_prediction(scan, version: ModelVersion | None = None, predicted: str = "CNV", *, gate_passed: bool = True,
-                    confidence: float = 0.8, heatmap: bytes | None = None,
+                    confidence: float = 0.8, heatmap: bytes | None = None, heatmap_grid: np.ndarray | None = None,
                     low_confidence: bool = False, reasons: tuple[str, ...] = ("noisy image", "no foveal pit")) -> Prediction:
-    """Store a reading directly (views and API tests need no model run)."""
+    """Store a reading directly (views and API tests need no model run).
+
+    ``heatmap``: an overlay file stored with it, as readings made before heatmaps were
+    drawn on demand have; ``heatmap_grid``: the grid a reading keeps now (levels in [0, 1]),
+    its overlay not yet rendered."""
     from django.core.files.base import ContentFile
+
+    from inference.heatmap import heatmap_grid_png
 
     version = version or ModelVersion.objects.filter(is_active=True).first() or make_version()
     probs = {c: (confidence if c == predicted else (1 - confidence) / 3) for c in CLASSES}
@@ -134,6 +140,9 @@ def make_prediction(scan, version: ModelVersion | None = None, predicted: str = 
     )
     if heatmap is not None:
         p.heatmap.save("h.png", ContentFile(heatmap), save=False)
+    if heatmap_grid is not None:
+        p.heatmap_grid = heatmap_grid_png(heatmap_grid)
+        p.heatmap.name = Prediction._meta.get_field("heatmap").generate_filename(p, "heatmap.png")
     p.save()
     services.run.scan_reading_copy(scan_id=scan.pk)  # as the services do when they store a reading
     return p

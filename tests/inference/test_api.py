@@ -1,7 +1,11 @@
 """REST API of automated reading: permission matrix, blinding, re-run semantics."""
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from cases.models import Scan
 from tests.factories import ScanFactory
@@ -108,3 +112,14 @@ def test_model_versions_list(api_client, request, who, expected):
     if expected == 200:
         rows = response.json()
         assert [r["version"] for r in rows] == ["2.0", "1.0"] and rows[0]["is_active"]
+
+
+def test_the_heatmap_url_of_a_reading_that_kept_only_its_grid_serves_the_overlay(api_client, client, clinician):
+    scan = ScanFactory(status=Scan.Status.ANALYSED, width=64, height=48)
+    make_prediction(scan, make_version(), "CNV", heatmap_grid=np.full((12, 16), 0.8))
+    api_client.force_authenticate(clinician)
+    url = api_client.get(f"/api/scans/{scan.pk}/prediction/").json()["prediction"]["heatmap_url"]
+    assert url and url.endswith(f"/analysis/scans/{scan.pk}/heatmap.png")
+    client.force_login(clinician)
+    response = client.get(url)
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (64, 48)

@@ -52,15 +52,15 @@ def test_a_batch_slower_than_the_threshold_is_not_taken_by_the_sweep(db, fake_mo
         time.sleep(0.2)
         return out
 
-    real_finish = run._finish
+    real_prediction_from = run._prediction_from
 
-    def finish_with_a_sweep(scan_id, **kw):
-        # ... and the sweep runs between two scans of the batch.
+    def prediction_from_with_a_sweep(*args, **kw):
+        # ... and the sweep runs while the batch's readings are being prepared.
         swept.append(services.stale_scans_requeue())
-        return real_finish(scan_id, **kw)
+        return real_prediction_from(*args, **kw)
 
     monkeypatch.setattr(fake_model, "predict_images", predict_then_sweep)
-    monkeypatch.setattr(run, "_finish", finish_with_a_sweep)
+    monkeypatch.setattr(run, "_prediction_from", prediction_from_with_a_sweep)
     assert services.predict_scans(scan_ids=ids) == 3
     assert swept == [0, 0, 0], "no live scan was re-enqueued"
     assert set(Scan.objects.filter(pk__in=ids).values_list("analysis_attempts", flat=True)) == {1}

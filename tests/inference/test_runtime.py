@@ -119,6 +119,20 @@ def test_heatmap_overlay_scales_a_coarse_grid_to_the_image():
     assert rgba[30, 100, 3] > 0 and rgba[30, 20, 3] == 0 and rgba[70, 100, 3] == 0
 
 
+def test_the_overlay_drawn_from_the_stored_grid_is_the_one_drawn_at_reading_time(model):
+    from inference.heatmap import heatmap_grid_png, heatmap_overlay_from_grid, heatmap_overlay_png
+
+    rng = np.random.default_rng(7)
+    img = Image.new("L", (121, 83))
+    grids = [rng.uniform(-0.2, 1.2, (21, 31)).astype(np.float32),  # values outside [0, 1] clipped alike
+             model.predict_images([Image.fromarray(rng.integers(0, 255, (300, 400), dtype=np.uint8))])[0].heatmap]
+    for grid in grids:
+        size = img.size if grid.shape == (21, 31) else (400, 300)
+        stored = heatmap_grid_png(grid)
+        assert len(stored) < 12_000 and Image.open(io.BytesIO(stored)).mode == "L"
+        assert heatmap_overlay_from_grid(stored, size) == heatmap_overlay_png(Image.new("L", size), grid)
+
+
 def test_get_model_is_a_thread_safe_singleton():
     from inference import runtime
 

@@ -1,6 +1,7 @@
 """Services of automated reading: claim, idempotence, failure states, sweep, re-run."""
 from __future__ import annotations
 
+import io
 import logging
 from datetime import timedelta
 
@@ -8,9 +9,11 @@ import kombu.exceptions
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from cases.models import Scan
 from inference import services
+from inference.heatmap import heatmap_overlay_png
 from inference.models import ModelVersion, Prediction
 from octportal.errors import Conflict, Forbidden
 from tests.factories import ScanFactory
@@ -38,7 +41,9 @@ def test_prediction_run_stores_reading_and_marks_analysed(fake_model):
     assert scan.analysis_attempts == 1
     assert prediction.predicted == "CNV" and prediction.urgency == "urgent"
     assert prediction.probabilities == {"CNV": 0.7, "DME": 0.1, "DRUSEN": 0.1, "NORMAL": 0.1}
-    assert prediction.heatmap and prediction.heatmap.storage.exists(prediction.heatmap.name)
+    # The overlay is drawn when first asked for: the reading keeps its grid and the file's name.
+    assert prediction.heatmap and prediction.heatmap_grid
+    assert not prediction.heatmap.storage.exists(prediction.heatmap.name)
     assert prediction.model_version.sha256 == fake_model.sha256
     assert prediction.model_version.is_active  # first version seen becomes active
     assert prediction.model_version.metrics == {"macro_f1": 0.5}
@@ -151,6 +156,29 @@ def test_duplicate_prediction_from_a_racing_run_is_absorbed(fake_model):
     assert Prediction.objects.filter(scan=scan).count() == 1
 
 
+def test_a_batch_racing_another_run_keeps_one_prediction_per_scan(fake_model, monkeypatch):
+    """Another run stores a reading of one of the batch's scans while the batch is read:
+    the batch's savepoint rolls back and its readings are stored one by one, keeping theirs."""
+    scans = [queued_scan() for _ in range(3)]
+    real = services.run._prediction_from
+    theirs = {}
+
+    def racing(scan_id, version, reading):
+        if scan_id == scans[1].pk:
+            theirs["p"] = Prediction.objects.create(
+                scan_id=scan_id, model_version=version, p_cnv=0.1, p_dme=0.1, p_drusen=0.1, p_normal=0.7,
+                predicted="NORMAL", confidence=0.7, urgency="observation", oct_score=0.9, gate_passed=True,
+                inference_ms=1)
+        return real(scan_id, version, reading)
+
+    monkeypatch.setattr(services.run, "_prediction_from", racing)
+    assert services.predict_scans(scan_ids=[s.pk for s in scans]) == 3
+    assert sorted(Prediction.objects.values_list("scan_id", flat=True)) == sorted(s.pk for s in scans)
+    assert Prediction.objects.get(scan=scans[1]).pk == theirs["p"].pk
+    assert {Scan.objects.get(pk=s.pk).current_class for s in scans} == {"CNV", "NORMAL"}
+    assert set(Scan.objects.filter(pk__in=[s.pk for s in scans]).values_list("status", flat=True)) == {"analysed"}
+
+
 # --- enqueueing and the sweep -------------------------------------------------------------
 
 
@@ -181,6 +209,14 @@ def test_a_volumes_scans_are_requested_as_model_batches_after_commit(fake_model,
     assert len(callbacks) == 1
     ids = [s.pk for s in scans]
     assert published == [ids[0:2], ids[2:4], ids[4:5]]  # one task per batch, in slice order
+
+
+@pytest.mark.parametrize("count,size,sizes", [(49, 16, [13, 12, 12, 12]), (5, 2, [2, 2, 1]), (16, 16, [16]),
+                                              (17, 16, [9, 8]), (97, 16, [14, 14, 14, 14, 14, 14, 13]), (0, 16, [])])
+def test_a_long_list_is_cut_into_as_few_batches_of_even_sizes(count, size, sizes):
+    ids = list(range(100, 100 + count))
+    batches = services.run.batches_of(ids, size)
+    assert [len(b) for b in batches] == sizes and [i for b in batches for i in b] == ids  # in order
 
 
 def test_a_batch_stores_every_reading_and_copies_it_onto_its_scan(fake_model):
@@ -317,8 +353,14 @@ def test_real_model_reads_a_real_bscan(oct_data):
     assert 0.0 <= prediction.quality_score <= 1.0 and set(prediction.quality_components) == {
         "noise", "contrast", "pit", "uncertainty", "gate"}
     assert prediction.low_confidence == (prediction.quality_score >= model.quality_cfg["threshold"])
-    with prediction.heatmap.open("rb") as fh:
-        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Drawn on demand from the stored grid: the very overlay rendering it at reading time gave.
+    with scan.image.open("rb") as fh:
+        image = Image.open(io.BytesIO(fh.read()))
+        image.load()
+    reading = model.predict_images([image])[0]
+    png = services.prediction_heatmap_png(prediction=Prediction.objects.get(pk=prediction.pk))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == heatmap_overlay_png(image, reading.heatmap)
+    assert prediction.heatmap.storage.exists(prediction.heatmap.name)
 
 
 def test_real_model_batch_matches_single_reads(oct_data, settings):

@@ -2,12 +2,19 @@
 partials (pending, failed, result, hidden), no N+1 on the case page."""
 from __future__ import annotations
 
+import io
+from unittest import mock
+
+import numpy as np
 import pytest
+from PIL import Image
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from cases.models import Scan
+from inference.heatmap import heatmap_overlay_from_grid
+from inference.models import Prediction
 from tests.factories import CaseFactory, ScanFactory
 from tests.inference.support import make_prediction, make_version, png_bytes
 
@@ -73,11 +80,66 @@ def test_heatmap_has_the_scan_image_permission(client, request, analysed_scan, w
     if expected == 200:
         assert response["Content-Type"] == "image/png"
         assert "no-store" in response["Cache-Control"]
-        assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+        assert response.content.startswith(b"\x89PNG")
 
 
 def test_heatmap_hidden_from_a_blinded_grader(client, grader_t2, analysed_scan, blind):
     assert get_as(client, grader_t2, reverse("inference:heatmap", args=[analysed_scan.pk])).status_code == 404
+
+
+@pytest.fixture
+def grid_scan():
+    """A reading as the worker stores it now: the heatmap grid, no overlay file yet."""
+    scan = ScanFactory(status=Scan.Status.ANALYSED, width=64, height=48)
+    y, x = np.mgrid[0:12, 0:16]
+    prediction = make_prediction(scan, make_version(), "CNV", heatmap_grid=np.exp(-((x - 8) ** 2 + (y - 6) ** 2) / 8.0))
+    return scan, prediction
+
+
+@pytest.mark.parametrize(
+    "who,expected",
+    [(None, 302), ("no_role_user", 403), ("grader_t1", 200), ("grader_t2", 200), ("clinician", 200), ("admin", 200)],
+)
+def test_heatmap_drawn_on_first_request_has_the_scan_image_permission(client, request, grid_scan, who, expected,
+                                                                       settings):
+    settings.VERIFICATION_READING_CENTRE_MODE = False
+    scan, prediction = grid_scan
+    user = request.getfixturevalue(who) if who else None
+    response = get_as(client, user, reverse("inference:heatmap", args=[scan.pk]))
+    assert response.status_code == expected
+    stored = prediction.heatmap.storage.exists(prediction.heatmap.name)
+    if expected == 200:
+        overlay = Image.open(io.BytesIO(response.content))
+        assert overlay.size == (64, 48) and overlay.mode == "P" and "no-store" in response["Cache-Control"]
+        assert stored  # kept for the next request
+    else:
+        assert not stored  # nothing rendered for who may not see it
+
+
+def test_heatmap_is_rendered_once_then_served_from_storage(client, clinician, grid_scan):
+    scan, prediction = grid_scan
+    url = reverse("inference:heatmap", args=[scan.pk])
+    first = get_as(client, clinician, url).content
+    expected = heatmap_overlay_from_grid(bytes(Prediction.objects.get(pk=prediction.pk).heatmap_grid), (64, 48))
+    assert first == expected
+    with mock.patch("inference.selectors.heatmap_overlay_from_grid") as render:
+        assert client.get(url).content == first
+    render.assert_not_called()
+    # The file lost: drawn again from the grid.
+    prediction.heatmap.storage.delete(prediction.heatmap.name)
+    assert client.get(url).content == first
+
+
+def test_heatmap_drawn_on_demand_is_hidden_from_a_blinded_grader(client, grader_t2, grid_scan, blind):
+    scan, prediction = grid_scan
+    assert get_as(client, grader_t2, reverse("inference:heatmap", args=[scan.pk])).status_code == 404
+    assert not prediction.heatmap.storage.exists(prediction.heatmap.name)
+
+
+def test_a_reading_without_heatmap_has_none(client, clinician):
+    scan = ScanFactory(status=Scan.Status.ANALYSED)
+    make_prediction(scan, make_version(), "CNV")
+    assert get_as(client, clinician, reverse("inference:heatmap", args=[scan.pk])).status_code == 404
 
 
 def test_unknown_scan_is_404(client, clinician):

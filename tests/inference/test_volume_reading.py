@@ -60,6 +60,18 @@ def test_selector_reads_only_analysed_visible_slices(settings):
 
 
 @pytest.mark.django_db
+def test_the_selector_reads_a_volume_in_a_fixed_number_of_queries(django_assert_num_queries):
+    case = CaseFactory()
+    volume = Volume.objects.create(case=case, source_format="zip", laterality="OD", slice_count=6, sha256="e" * 64,
+                                   original_name="v.zip")
+    for i in range(6):
+        make_prediction(ScanFactory(case=case, volume=volume, slice_index=i, status=Scan.Status.ANALYSED),
+                        predicted="CNV", confidence=0.9)
+    with django_assert_num_queries(2):  # the slices, their current readings: not one per slice
+        assert volume_reading(volume=volume).reading.slices_read == 6
+
+
+@pytest.mark.django_db
 def test_slices_carry_their_place_across_the_volume_and_the_most_suspicious_one():
     case = CaseFactory()
     volume = Volume.objects.create(case=case, source_format="dicom", laterality="OD", slice_count=4, sha256="d" * 64,

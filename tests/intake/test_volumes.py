@@ -29,7 +29,9 @@ from cases.models import Case, Patient, Scan, Volume
 from inference.selectors import volume_reading
 from inference.services import predict_scans
 from intake import deid, volumes
+from intake import services as intake_services
 from intake.formats import volume_source_from_path
+from intake.source import VolumeRejected, frame_png, frames_png
 from tests.cases.conftest import case, media_root, stored_files, upload  # noqa: F401 - fixtures
 from tests.factories import CaseFactory, bscan_bytes
 from tests.inference.support import real_model_or_skip
@@ -287,10 +289,27 @@ def test_zip_of_mixed_sizes_is_refused(api_client, clinician, case, media_root):
 
 
 def test_a_failing_slice_rolls_back_the_whole_volume(case, clinician, frames, media_root):
-    with mock.patch("intake.services.review_open", side_effect=[None, None, RuntimeError("review failed")]), \
+    register = intake_services.scan_register
+    calls = []
+
+    def third_fails(**kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("slice failed")
+        return register(**kwargs)
+
+    with mock.patch("intake.services.scan_register", side_effect=third_fails), pytest.raises(RuntimeError):
+        volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
+                              uploaded_by=clinician)
+    _nothing_stored(media_root)
+
+
+def test_a_failing_review_rolls_back_the_whole_volume(case, clinician, frames, media_root):
+    with mock.patch("intake.services.review_open", side_effect=RuntimeError("review failed")) as opened, \
             pytest.raises(RuntimeError):
         volumes.volume_submit(case=case, source=volumes.volume_source_read(dicom_files.opt_bytes(frames), name="v.dcm"),
                               uploaded_by=clinician)
+    assert opened.call_count == 1  # one review for the volume, opened once
     _nothing_stored(media_root)
 
 
@@ -450,3 +469,15 @@ def test_a_real_volume_is_read_per_eye_by_the_shipped_model(case, clinician, oct
     analysis = volume_reading(volume=volume)
     assert analysis.complete and analysis.reading.slices_read == 3
     assert analysis.reading.urgent and analysis.reading.diagnosis == "CNV"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_frames_are_encoded_in_order_on_any_number_of_threads(settings, threads):
+    settings.OCT_VOLUME_ENCODE_THREADS = threads
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, (40, 60), dtype=np.uint8) for _ in range(7)]
+    encoded = frames_png(frames)
+    assert encoded == [frame_png(f) for f in frames]
+    assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(png))), f) for png, f in zip(encoded, frames, strict=True))
+    with pytest.raises(VolumeRejected):  # a frame refused on a thread is refused all the same
+        frames_png([*frames[:3], np.zeros((4, 4, 2), np.uint8)])

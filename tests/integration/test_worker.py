@@ -68,7 +68,10 @@ def test_uploads_get_predictions_from_a_real_worker(
     wait_for(lambda: statuses(ids).get("analysed", 0) == 3, timeout=60,
              what=f"3 scans analysed by the worker (now {statuses(ids)}; log {worker.log})")
     for p in Prediction.objects.filter(scan_id__in=ids):
-        assert p.gate_passed and p.predicted and p.heatmap.storage.exists(p.heatmap.name)
+        # The worker keeps the heatmap's grid; the overlay is drawn when first asked for.
+        assert p.gate_passed and p.predicted and p.heatmap and p.heatmap_grid
+    overlay = client.get(reverse("inference:heatmap", args=[ids[0]]))
+    assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
     assert worker.text().count("Task inference.tasks.predict_scan[") >= 3, "the worker process did the work"
 
 
