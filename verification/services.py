@@ -51,8 +51,9 @@ def review_open(*, scan: Scan | None = None, volume: Volume | None = None) -> Re
         **{unit_kind(unit).value: unit},
         defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
-    # Only the B-scan submitted now: its volume's other B-scans got the copy with theirs.
-    review_copy(review, scans=Scan.objects.filter(pk=scan.pk) if scan is not None else None)
+    # Onto every B-scan of a volume unit that lacks it (those submitted with this one, or
+    # after it), or onto the lone scan.
+    review_copy(review)
     return review
 
 

@@ -86,6 +86,8 @@ def test_a_volume_import_opens_one_review(db, clinician):
     volume = intake_volumes.volume_submit(case=CaseFactory(), source=source, uploaded_by=clinician, eye="OD")
     assert volume.scans.count() == 3
     assert list(Review.objects.values_list("volume_id", "scan_id", "stage")) == [(volume.pk, None, "quality_control")]
+    # Every B-scan carries its volume's stage (explore filters on the copy).
+    assert list(volume.scans.values_list("review_stage", flat=True)) == ["quality_control"] * 3
 
 
 def test_the_worklists_hold_the_volume_once_and_none_of_its_bscans(volume, grader_t1):
