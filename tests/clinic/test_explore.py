@@ -289,3 +289,16 @@ def test_a_date_filter_orders_by_exam_date_newest_first(client, clinician, versi
     assert [s.pk for s in response.context["page"].object_list] == [march.pk, january.pk]
     # Without it, newest upload first.
     assert [s.pk for s in explore(client, clinician, predicted="DME").context["page"].object_list] == [january.pk]
+
+
+@pytest.mark.parametrize("drive_max", [0, 5_000])
+def test_sampled_counts_of_a_blinded_tier2_grader_follow_the_blinding_rule(client, settings, monkeypatch, grader_t2,
+                                                                            mixed_scans, drive_max):
+    settings.VERIFICATION_READING_CENTRE_MODE = True
+    monkeypatch.setattr(blinding, "GRADED_DRIVE_MAX", drive_max)
+    grader_t2.__dict__.pop("_oct_few_tier2_grades", None)
+    device = mixed_scans[0].case.device
+    matching = [s for s in mixed_scans if device.casefold() in s.case.device.casefold()]
+    response = explore(client, grader_t2, device=device)
+    assert response.context["counts"].sample is None  # fewer than 2,000: exact
+    assert shown_counts(response) == naive_counts(grader_t2, matching)
