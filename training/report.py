@@ -220,6 +220,22 @@ def _augment_text(recipe: str) -> str:
             "30–100% of the resolution with aspect changes, vessel shadows, log-domain single-frame-like speckle (1–16 looks) at\n"
             "native resolution, JPEG recompression (quality 20–89), Gaussian blur, gamma/contrast/brightness, horizontal flip."
         )
+    if recipe == "robust":
+        return (
+            "Augmentation (`--augment robust`, issue #13's second recipe): v1.3.0's framing (45–100% of the width) for\n"
+            "diseased scans, off-fovea cuts (25–55% of the width, away from the centre) for NORMAL scans, partial flattening,\n"
+            "export at 50–100% of the resolution with aspect changes, vessel shadows, log-domain speckle (2–16 looks) at native\n"
+            "resolution, JPEG recompression (quality 35–89), Gaussian blur, gamma/contrast/brightness, horizontal flip."
+        )
+    if recipe == "robust-strong":
+        return (
+            "Augmentation (`--augment robust-strong`, issue #13's third recipe): v1.3.0's framing (45–100% of the width) for\n"
+            "diseased scans, off-fovea cuts (25–55% of the width, away from the centre) for NORMAL scans, partial flattening;\n"
+            "with p = 0.2 another device at once (export at 40–80% with aspect changes, vessel shadows, single-frame-like speckle\n"
+            "of 1–4 looks, JPEG 40–89), otherwise independently export at 30–100% with aspect changes, vessel shadows,\n"
+            "log-domain speckle (1–16 looks) at native resolution, JPEG recompression (quality 20–89); then Gaussian blur,\n"
+            "gamma/contrast/brightness, horizontal flip."
+        )
     return base
 
 

@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         default="1.3",
         help="training augmentation: 1.3 (v1.3.0's recipe, the default), acquisition (adds single-frame speckle, "
         "vessel shadows, wider field-of-view/aspect/resolution changes and JPEG) or robust (v1.3.0's framing, "
-        "off-fovea cuts of NORMAL scans, milder shadows/speckle/export/JPEG); training/augment.py",
+        "off-fovea cuts of NORMAL scans, milder shadows/speckle/export/JPEG) or robust-strong (robust's framing with "
+        "acquisition's strengths, and all of them at once with p = 0.2); training/augment.py",
     )
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
