@@ -327,6 +327,58 @@ def compare_on_validation(
     return result
 
 
+def leave_kermany_out(
+    root: Path,
+    items: list[D.Item],
+    cached: list[TrainSample],
+    train_in: list[D.Item],
+    val_in: list[D.Item],
+    neg_train: list[TrainSample],
+    cfg: dict[str, Any],
+    *,
+    epochs: int,
+    common: dict[str, Any],
+    smoke: bool = False,
+) -> dict[str, Any]:
+    """Leave-one-source-out the other way (issue #13): train without Kermany, test on it.
+
+    Trained on the training split's OCTDL (DME, NORMAL) and C8 (CNV, NORMAL) scans with
+    the same recipe as the OCTDL-out model; temperature on OCTDL's validation scans;
+    tested on every Kermany scan (no Kermany scan was trained on). No source but
+    Kermany has DRUSEN, so DRUSEN cannot be learnt: the Kermany DRUSEN scans are
+    reported as where they land, and the classification figures are over CNV, DME and
+    NORMAL. A measurement only: nothing is chosen on it.
+    """
+    t0 = time.time()
+    train = [s for s, it in zip(cached, train_in) if it.source != "kermany"]
+    model = train_model(train, neg_train, cfg, epochs=epochs, tag="loso-kermany", **common)
+    device = common["device"]
+    oval = [i for i in val_in if i.source == "octdl"]
+    y_val = np.array([D.CLASSES.index(i.label) for i in oval], dtype=np.int64)
+    lv, _ = predict_logits(model, deterministic_inputs(root, oval, cfg), device)
+    t = fit_temperature(lv, y_val)
+    kermany = [i for i in items if i.source == "kermany" and i.in_set]
+    if smoke:
+        kermany = kermany[:30] + kermany[-30:]
+    y = np.array([D.CLASSES.index(i.label) for i in kermany], dtype=np.int64)
+    lk, _ = predict_logits(model, deterministic_inputs(root, kermany, cfg), device)
+    probs = softmax(lk / t)
+    drusen = y == D.CLASSES.index("DRUSEN")
+    rep = E.classification_report(probs[~drusen], y[~drusen])
+    log(E.format_report("LOSO: every Kermany CNV/DME/NORMAL scan (Kermany never trained on)", rep))
+    return {
+        "held_out_source": "kermany",
+        "epochs": epochs,
+        "train_images": len(train),
+        "train_classes": dict(Counter(D.CLASSES[s.label] for s in train)),
+        "temperature": t,
+        "kermany_in_set": rep,
+        "kermany_drusen": E.out_of_set_report(probs[drusen]),
+        "octdl_val_accuracy": float((lv.argmax(1) == y_val).mean()) if len(y_val) else None,
+        "wall_s": time.time() - t0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
@@ -337,14 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     ap.add_argument(
         "--stage",
-        choices=("all", "loso", "final", "candidate"),
+        choices=("all", "loso", "final", "candidate", "loso-kermany"),
         default="all",
         help="all: LOSO and final (the documented command; on a CPU with 2+ threads the LOSO training "
         "runs in a second process beside the final one); loso / final: run the two independent "
         "trainings as two processes (final waits for --out/loso.json before writing the card); "
         "candidate: train the final model and report it on the validation split beside the shipped "
         "model, without exporting it to inference/weights or touching the test split (an ONNX copy goes to "
-        "--out/candidate/ for training.robustness; ship it later with --stage final --reuse-checkpoint)",
+        "--out/candidate/ for training.robustness; ship it later with --stage final --reuse-checkpoint); "
+        "loso-kermany: the other way round, a measurement only: train without Kermany (OCTDL + C8), test on every "
+        "Kermany image, write --out/loso_kermany.json",
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
@@ -411,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         frozen_blocks=args.frozen_blocks,
         augment=args.augment,
     )
+
+    if args.stage == "loso-kermany":
+        result = leave_kermany_out(root, items, cached, train_in, val_in, neg_train, cfg, epochs=loso_epochs, common=common, smoke=args.smoke)
+        result.update({"run_of": MODEL_VERSION, "frozen_blocks": args.frozen_blocks, "augment": args.augment})
+        (args.out / "loso_kermany.json").write_text(json.dumps(E.json_safe(result), indent=1))
+        log(f"Kermany-out stage done in {(time.time() - t_start) / 60:.1f} min")
+        return 0
 
     # ---- Stage 2: leave OCTDL out -------------------------------------------------
     loso_path = args.out / "loso.json"

@@ -191,3 +191,20 @@ def test_flip_averaging_averages_the_image_and_its_mirror():
     assert np.allclose(probs[0], [0.5, 0.5]) and np.allclose(probs[1], [0.0, 1.0])
     assert np.allclose(score, [0.5, 0.0])
     assert np.allclose(heat, batch[:, 0] * 2)  # the heatmap stays the input's
+
+
+def test_kermany_out_table_counts_normal_specificity_from_the_confusion_matrix():
+    classes = ["CNV", "DME", "DRUSEN", "NORMAL"]
+    cm = [[8, 1, 0, 1], [0, 4, 0, 1], [0, 0, 0, 0], [2, 1, 0, 17]]
+    rep = {
+        "classes": classes,
+        "n": 35,
+        "accuracy": 29 / 35,
+        "confusion_matrix": cm,
+        "per_class": {c: {"sensitivity": (cm[i][i] / sum(cm[i])) if sum(cm[i]) else None} for i, c in enumerate(classes)},
+        "urgent": {"sensitivity": 13 / 15, "auc": 0.9},
+    }
+    assert R.normal_specificity(rep) == pytest.approx(17 / 20)
+    lo = {"kermany_in_set": rep, "kermany_drusen": {"n": 3, "predicted": {"CNV": 1, "DME": 0, "DRUSEN": 0, "NORMAL": 2}}, "epochs": 5}
+    (row,) = [line for line in R.kermany_out_lines([lo]) if line.startswith("| 1.3 |")]
+    assert "| 85.0% |" in row and "| 3: CNV 1, NORMAL 2 |" in row

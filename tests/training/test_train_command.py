@@ -77,3 +77,27 @@ def test_whole_command_runs_loso_beside_the_final_model_and_writes_the_card(tmp_
     assert (tmp_path / "weights" / "oct-lite0-v1.onnx").is_file()
     assert card["card"]["parity_max_abs_diff"] < 1e-4
     assert f"# Model card: oct-lite0 {MODEL_VERSION}" in (tmp_path / "model-card.md").read_text()
+
+
+def test_kermany_out_stage_trains_without_kermany_and_tests_on_kermany_only(tmp_path):
+    if not (D.data_dir() / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real OCT images not found at {D.data_dir()} (set OCT_DATA_DIR to the folder holding MANIFEST.tsv)")
+    from training import robustness as R
+    from training.train import main
+
+    before = _weights_digest()
+    assert main(["--out", str(tmp_path), "--smoke", "--threads", "1", "--stage", "loso-kermany"]) == 0
+    assert _weights_digest() == before
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "loso.json").exists()
+
+    lo = json.loads((tmp_path / "loso_kermany.json").read_text())
+    assert lo["held_out_source"] == "kermany" and lo["augment"] == "1.3"
+    # Trained on OCTDL and C8 only: no DRUSEN to learn from, and none of Kermany.
+    assert set(lo["train_classes"]) <= {"CNV", "DME", "NORMAL"}
+    assert lo["train_images"] == sum(lo["train_classes"].values())
+    rep = lo["kermany_in_set"]
+    assert rep["n"] == sum(map(sum, rep["confusion_matrix"])) > 0
+    assert rep["per_class"]["DRUSEN"]["n"] == 0
+    section = R.card_section([], "test", kermany_out=[lo])
+    assert "trained without Kermany" in section and "has not been made" not in section
+    assert R.card_section([], "test").count("train-without-Kermany run, which has not been made") == 1
