@@ -29,6 +29,17 @@ RECIPES: tuple[str, ...] = ("1.3", "acquisition", "robust", "robust-strong")
 
 NORMAL_LABEL = CLASSES.index("NORMAL")
 
+#: The "acquisition" recipe's independent degradations, which "robust-strong" reuses.
+ACQUISITION_STRENGTHS: dict[str, Any] = {
+    "p_export": 0.4,
+    "f_min": 0.3,
+    "aspect": (0.8, 1.25),
+    "p_shadow": 0.4,
+    "p_speckle": 0.5,
+    "min_looks": 1.0,
+    "max_grain": 2.5,
+}
+
 
 def augmented_input(
     grey: np.ndarray,
@@ -143,6 +154,36 @@ def _framed(flat: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[
     return Image.fromarray(flat).crop(tuple(int(round(v)) for v in box))
 
 
+def _other_export(img: Image.Image, rng: np.random.Generator, f_min: float, f_max: float, aspect: tuple[float, float]) -> Image.Image:
+    """Another export: f_min-f_max of the resolution, and the width scaled again by an aspect change."""
+    w, h = img.size
+    f = rng.uniform(f_min, f_max)
+    return img.resize((max(16, round(w * f * rng.uniform(*aspect))), max(16, round(h * f))), Image.BILINEAR)
+
+
+def _independent_degradations(
+    img: Image.Image,
+    rng: np.random.Generator,
+    *,
+    p_export: float,
+    f_min: float,
+    aspect: tuple[float, float],
+    p_shadow: float,
+    p_speckle: float,
+    min_looks: float,
+    max_grain: float,
+) -> np.ndarray:
+    """Each of another export (f_min-100%), 1-6 vessel shadows and log-domain speckle, drawn apart, at the crop's resolution."""
+    if rng.random() < p_export:
+        img = _other_export(img, rng, f_min, 1.0, aspect)
+    arr = np.asarray(img, dtype=np.float32)
+    if rng.random() < p_shadow:
+        arr = arr * _shadow_gain(arr.shape[1], rng)[None, :]
+    if rng.random() < p_speckle:
+        arr = _log_speckle(arr, rng, min_looks=min_looks, max_grain=max_grain)
+    return arr
+
+
 def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: dict[str, Any]) -> np.ndarray:
     """One random view simulating another device's acquisition and export (issue #13).
 
@@ -158,17 +199,7 @@ def acquisition_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, 
     width = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else 1.0
     x0 = rng.uniform(0.0, 1.0 - width)
     img = _framed(flat, band, rng, cfg, x0, x0 + width)
-    w, h = img.size
-    if rng.random() < 0.4:
-        # Another export size: fewer pixels, and another aspect ratio (e.g. 500x280).
-        f = rng.uniform(0.3, 1.0)
-        img = img.resize((max(16, round(w * f * rng.uniform(0.8, 1.25))), max(16, round(h * f))), Image.BILINEAR)
-        w, h = img.size
-    arr = np.asarray(img, dtype=np.float32)
-    if rng.random() < 0.4:
-        arr = arr * _shadow_gain(w, rng)[None, :]
-    if rng.random() < 0.5:
-        arr = _log_speckle(arr, rng, min_looks=1.0, max_grain=2.5)
+    arr = _independent_degradations(img, rng, **ACQUISITION_STRENGTHS)
     return _export_and_finish(arr, rng, cfg, p_jpeg=0.3, min_quality=20)
 
 
@@ -210,16 +241,9 @@ def robust_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator, cfg: 
     - then v1.3.0's blur, photometric jitter and flip.
     """
     img = _robust_framed(grey, band, rng, cfg, label)
-    w, h = img.size
-    if rng.random() < 0.3:
-        f = rng.uniform(0.5, 1.0)
-        img = img.resize((max(16, round(w * f * rng.uniform(0.85, 1.2))), max(16, round(h * f))), Image.BILINEAR)
-        w, h = img.size
-    arr = np.asarray(img, dtype=np.float32)
-    if rng.random() < 0.4:
-        arr = arr * _shadow_gain(w, rng)[None, :]
-    if rng.random() < 0.4:
-        arr = _log_speckle(arr, rng, min_looks=2.0, max_grain=2.0)
+    arr = _independent_degradations(
+        img, rng, p_export=0.3, f_min=0.5, aspect=(0.85, 1.2), p_shadow=0.4, p_speckle=0.4, min_looks=2.0, max_grain=2.0
+    )
     return _export_and_finish(arr, rng, cfg, p_jpeg=0.2, min_quality=35)
 
 
@@ -243,22 +267,11 @@ def robust_strong_input(grey: np.ndarray, band: P.Band, rng: np.random.Generator
     - then v1.3.0's blur, photometric jitter and flip.
     """
     img = _robust_framed(grey, band, rng, cfg, label)
-    w, h = img.size
     if rng.random() < 0.2:
-        f = rng.uniform(0.4, 0.8)
-        img = img.resize((max(16, round(w * f * rng.uniform(0.8, 1.25))), max(16, round(h * f))), Image.BILINEAR)
-        w, h = img.size
-        arr = np.asarray(img, dtype=np.float32)
+        arr = np.asarray(_other_export(img, rng, 0.4, 0.8, (0.8, 1.25)), dtype=np.float32)
+        w = arr.shape[1]
         arr = arr * np.minimum(_shadow_gain(w, rng), _shadow_gain(w, rng))[None, :]
         arr = _log_speckle(arr, rng, min_looks=1.0, max_grain=2.5, max_looks=4.0)
         return _export_and_finish(arr, rng, cfg, p_jpeg=1.0, min_quality=40)
-    if rng.random() < 0.4:
-        f = rng.uniform(0.3, 1.0)
-        img = img.resize((max(16, round(w * f * rng.uniform(0.8, 1.25))), max(16, round(h * f))), Image.BILINEAR)
-        w, h = img.size
-    arr = np.asarray(img, dtype=np.float32)
-    if rng.random() < 0.4:
-        arr = arr * _shadow_gain(w, rng)[None, :]
-    if rng.random() < 0.5:
-        arr = _log_speckle(arr, rng, min_looks=1.0, max_grain=2.5)
+    arr = _independent_degradations(img, rng, **ACQUISITION_STRENGTHS)
     return _export_and_finish(arr, rng, cfg, p_jpeg=0.3, min_quality=20)
