@@ -413,6 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         "off-fovea cuts of NORMAL scans, milder shadows/speckle/export/JPEG) or robust-strong (robust's framing with "
         "acquisition's strengths, and all of them at once with p = 0.2); training/augment.py",
     )
+    ap.add_argument(
+        "--window",
+        choices=("band", "full"),
+        default="band",
+        help="band: the crop is scaled to the retina band (2x its thickness, 30-100%% of the height; every shipped "
+        "model); full: the full image height, centred on the band (no band-scaled zoom), issue #13's 'test without it'",
+    )
     ap.add_argument("--skip-loso", action="store_true", help="reuse LOSO results from --out/loso.json")
     ap.add_argument("--card-note", default="", help="a paragraph for the card's Notes section (e.g. the history of the run)")
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
@@ -427,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     cfg = dict(P.DEFAULT_PREPROCESSING)
+    if args.window == "full":
+        # Written into model.json's preprocessing section, so serving frames scans the same way.
+        cfg["window_min_frac"] = cfg["window_max_frac"] = 1.0
     size = int(cfg["input_size"])
     root = D.data_dir()
     items = D.read_manifest(root)
@@ -468,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stage == "loso-kermany":
         result = leave_kermany_out(root, items, cached, train_in, val_in, neg_train, cfg, epochs=loso_epochs, common=common, smoke=args.smoke)
-        result.update({"run_of": MODEL_VERSION, "frozen_blocks": args.frozen_blocks, "augment": args.augment})
+        result.update({"run_of": MODEL_VERSION, "frozen_blocks": args.frozen_blocks, "augment": args.augment, "window": args.window})
         (args.out / "loso_kermany.json").write_text(json.dumps(E.json_safe(result), indent=1))
         log(f"Kermany-out stage done in {(time.time() - t_start) / 60:.1f} min")
         return 0
@@ -513,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             "run_of": MODEL_VERSION,
             "frozen_blocks": args.frozen_blocks,
             "augment": args.augment,
+            "window": args.window,
         }
         loso_path.write_text(json.dumps(loso, indent=1))
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
@@ -534,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{args.out}/model.pt was trained with --frozen-blocks {trained.get('frozen_blocks', 5)}")
         if trained.get("augment", "1.3") != args.augment:
             ap.error(f"{args.out}/model.pt was trained with --augment {trained.get('augment', '1.3')}")
+        if trained.get("window", "band") != args.window:
+            ap.error(f"{args.out}/model.pt was trained with --window {trained.get('window', 'band')}")
         # The card names the command that trained the weights, not only this re-export.
         if trained.get("command"):
             command = f"{trained['command']} (card re-written by: {command})"
@@ -542,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         train_wall = time.time() - t_final
         torch.save(model.state_dict(), args.out / "model.pt")
         (args.out / "train_wall.json").write_text(
-            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks, "augment": args.augment})
+            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks, "augment": args.augment, "window": args.window})
         )
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
@@ -554,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         cand_dir = args.out / "candidate"
         export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
         (cand_dir / "model.json").write_text(
-            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}{', full-height window' if args.window == 'full' else ''}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
         )
         log(f"candidate exported to {cand_dir} for the robustness suite")
         log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
@@ -582,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{loso_path} was trained with --frozen-blocks {loso.get('frozen_blocks', 5)}, not {args.frozen_blocks}")
     if loso.get("augment", "1.3") != args.augment:
         ap.error(f"{loso_path} was trained with --augment {loso.get('augment', '1.3')}, not {args.augment}")
+    if loso.get("window", "band") != args.window:
+        ap.error(f"{loso_path} was trained with --window {loso.get('window', 'band')}, not {args.window}")
 
     onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
     onnx_path = onnx_dir / ONNX_NAME
@@ -644,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "sampling": "class-balanced",
             "frozen": frozen_text(args.frozen_blocks),
             "augment": args.augment,
+            "window": args.window,
         },
         "splits": counts,
         "loso": loso,

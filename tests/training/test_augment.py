@@ -46,3 +46,15 @@ def test_robust_recipe_off_fovea_cuts_keep_away_from_the_centre():
         assert 0.25 <= width <= 0.55
         assert 0.0 <= x0 < x1 <= 1.0
         assert abs(centre - 0.5) >= 0.2 - 1e-9
+
+
+@pytest.mark.parametrize("recipe", A.RECIPES)
+def test_a_full_height_window_frames_the_whole_height_whatever_the_band(recipe):
+    # training.train --window full: the crop's height no longer follows the band's thickness.
+    cfg = {**P.preprocessing_config(), "window_min_frac": 1.0, "window_max_frac": 1.0}
+    grey = _scan()
+    band = P.find_band(grey)
+    box = P.window(band, cfg)
+    assert box[3] - box[1] == pytest.approx(grey.shape[0])
+    view = A.augmented_input(grey, band, np.random.default_rng(3), cfg, recipe=recipe, label=0)
+    assert view.shape[-2:] == (int(cfg["input_size"]),) * 2 and np.isfinite(view).all()
