@@ -503,10 +503,9 @@ def card_section(outputs: list[dict[str, Any]], command: str, kermany_out: list[
         "",
         "The suite is synthetic: it ranks versions on the conditions it simulates (issue #13's external hospital:",
         "single-frame speckle, vessel shadows, a narrower field of view exported at about 500x280 px, cuts away",
-        "from the fovea); it does not replace a validation on that hospital's scans.",
+        "from the fovea); it does not replace a validation on that hospital's scans"
+        + ("." if kermany_out else ", nor a train-without-Kermany run, which has not been made."),
     ]
-    if not kermany_out:
-        lines[-1] = lines[-1][:-1] + ", nor a train-without-Kermany run, which has not been made."
     flagged = [o for o in outputs if any("quality" in r for r in o["rows"].values())]
     if flagged:
         lines += [

@@ -379,6 +379,20 @@ def leave_kermany_out(
     }
 
 
+#: What a checkpoint (train_wall.json) or a loso.json records of its recipe, with the value
+#: a run from before the key was recorded had.
+RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "band"}
+
+
+def recipe_mismatch(recorded: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """How a recorded run's recipe differs from this command's (e.g. "--augment 1.3, not robust"), or None."""
+    for key, before in RECIPE_KEYS.items():
+        got, want = recorded.get(key, before), getattr(args, key)
+        if type(want)(got) != want:
+            return f"--{key.replace('_', '-')} {got}, not {want}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
@@ -541,12 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         trained = json.loads((args.out / "train_wall.json").read_text())
         train_wall = float(trained["final_train_wall_s"])
-        if int(trained.get("frozen_blocks", 5)) != args.frozen_blocks:
-            ap.error(f"{args.out}/model.pt was trained with --frozen-blocks {trained.get('frozen_blocks', 5)}")
-        if trained.get("augment", "1.3") != args.augment:
-            ap.error(f"{args.out}/model.pt was trained with --augment {trained.get('augment', '1.3')}")
-        if trained.get("window", "band") != args.window:
-            ap.error(f"{args.out}/model.pt was trained with --window {trained.get('window', 'band')}")
+        if mismatch := recipe_mismatch(trained, args):
+            ap.error(f"{args.out}/model.pt was trained with {mismatch}")
         # The card names the command that trained the weights, not only this re-export.
         if trained.get("command"):
             command = f"{trained['command']} (card re-written by: {command})"
@@ -590,13 +600,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2)  # let the other process finish writing the file
         loso = json.loads(loso_path.read_text())
         log("LOSO results read from " + str(loso_path))
-    if int(loso.get("frozen_blocks", 5)) != args.frozen_blocks:
+    if mismatch := recipe_mismatch(loso, args):
         # The card reports the LOSO figures as those of the shipped recipe.
-        ap.error(f"{loso_path} was trained with --frozen-blocks {loso.get('frozen_blocks', 5)}, not {args.frozen_blocks}")
-    if loso.get("augment", "1.3") != args.augment:
-        ap.error(f"{loso_path} was trained with --augment {loso.get('augment', '1.3')}, not {args.augment}")
-    if loso.get("window", "band") != args.window:
-        ap.error(f"{loso_path} was trained with --window {loso.get('window', 'band')}, not {args.window}")
+        ap.error(f"{loso_path} was trained with {mismatch}")
 
     onnx_dir = (args.out / "weights") if args.smoke else WEIGHTS_DIR
     onnx_path = onnx_dir / ONNX_NAME
