@@ -382,8 +382,9 @@ def key_slices_of(grades: list[Grade]) -> list[int]:
 def volume_key_scans(*, volume: Volume) -> QuerySet[Scan]:
     """The key B-scans of a volume (every one a current tier 2 grade marked), in slice order.
     Not scoped to a user: callers (exports, webhooks) are tier 3, admins or the system."""
-    keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
-    return Scan.objects.filter(volume=volume, slice_index__in=keys).order_by("slice_index")
+    current = Grade.objects.current().filter(volume=volume, tier=Tier.GRADING)
+    keys = {i for marked in current.values_list("key_slices", flat=True) for i in marked}
+    return Scan.objects.filter(volume=volume, slice_index__in=sorted(keys)).order_by("slice_index")
 
 
 def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
@@ -562,7 +563,8 @@ def explore_count_querysets(
 REFERENCE_PER_CLASS = 4
 
 
-#: How many of each class's newest verified reviews (chosen ones first) are ranked by agreement.
+#: How many of each class's newest verified reviews (chosen ones first) are ranked by
+#: agreement: this many of scans and this many of volumes.
 REFERENCE_CANDIDATES = 50
 
 
@@ -576,10 +578,11 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     (the eye's label is not every B-scan's).
 
     Bounded at any size: per class, the ``REFERENCE_CANDIDATES`` newest verified reviews
-    (chosen ones first) are taken by an index walk, one query per class, and only those are
-    ranked by agreement, in one more query (scans and volumes apart: two per class); two more find the key B-scans of the volumes
-    among the examples, if any. (Ranking every verified review took 11 s at a million scans:
-    the agreement count joins all their grades.)
+    (chosen ones first) of scans and of volumes apart are taken by an index walk, two
+    queries per class, and only those are ranked by agreement, in one more query; two more
+    find the key B-scans of the volumes among the examples, if any. (Ranking every
+    verified review took 11 s at a million scans: the agreement count joins all their
+    grades.)
 
     Patient images: nobody without a role (anonymous visitors included) gets any, and
     a blinded tier 2 grader only units whose label they may see (``blinding``)."""
