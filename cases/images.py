@@ -67,10 +67,12 @@ WINDOW_PERCENTILES = (0.1, 99.9)
 # Smallest width and height accepted (settings.OCT_UPLOAD_MIN_SIDE_PX overrides it).
 MIN_SIDE_PX = 128
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 # Magic numbers of the accepted formats: a file that starts like one of them but
 # that Pillow cannot open is corrupt, not "some other kind of file".
 _MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (PNG_SIGNATURE, "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
@@ -266,11 +268,11 @@ def inspect_and_convert(data: bytes, *, max_pixels: int, min_side: int = MIN_SID
     )
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and CRC (of type and body)."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
@@ -296,7 +298,7 @@ def grey_png(pixels: np.ndarray) -> bytes:
     deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     idat = deflate.compress(rows.data) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
-    return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 def slice_convert(data: bytes, *, max_pixels: int) -> ConvertedImage:
     """Return the record of one B-scan of a volume, from the PNG its reader encoded.

@@ -249,9 +249,6 @@ class Scan(Uploaded):
             models.Index(fields=["-current_urgent", "uploaded_at", "id"], name="scan_urgent_then_oldest"),
             models.Index(fields=["current_class", "-uploaded_at"], name="scan_class_newest"),
             models.Index(fields=["current_urgency", "-uploaded_at"], name="scan_urgency_newest"),
-            # Explore's capped counts of a class under an urgency filter (or the reverse):
-            # an index-only range, also where the pair is empty (e.g. urgent DRUSEN).
-            models.Index(fields=["current_class", "current_urgency"], name="scan_class_urgency"),
             # Explore's capped counts of every category under any mix of class, urgency,
             # stage, verified-label and agreement filters: an index-only range each
             # (verification.selectors.explore_count_querysets spells out every column).

@@ -11,6 +11,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from cases.images import PNG_SIGNATURE, png_chunk
 from cases.models import Case, Patient, Scan, Volume
 from verification.services import review_open
 
@@ -145,23 +146,16 @@ def bscan16_tiff(width: int = 160, height: int = 128, *, max_value: int = 4095, 
     return encode_image(img, "TIFF"), arr
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    import struct
-    import zlib
-
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 def png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
     import struct
     import zlib
 
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
-        + _png_chunk(b"IEND", b"")
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+        + png_chunk(b"IEND", b"")
     )
 
 

@@ -151,6 +151,9 @@ class WorklistApi(ListAPIView):
     allowed_roles = GRADER_ROLES
     serializer_class = WorklistItemOutput
     pagination_class = QuerysetCursorPagination  # v1 (and the schema); the /api/ alias keeps numbered pages, count capped
+    #: The worklist's selector (by name, in ``selectors``) and the filters on it.
+    worklist_selector = "worklist_for"
+    worklist_filter: type[django_filters.FilterSet] = WorklistFilter
 
     @property
     def paginator(self):
@@ -163,8 +166,9 @@ class WorklistApi(ListAPIView):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
         rejected = self.request.query_params.get("rejected") == "1"
-        qs = selectors.worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
-        return filtered(WorklistFilter, self.request, qs)
+        select = getattr(selectors, self.worklist_selector)
+        qs = select(user=self.request.user, tier=tier, include_gate_rejected=rejected)
+        return filtered(self.worklist_filter, self.request, qs)
 
 
 class VolumeWorklistFilter(WorklistFilter):
@@ -179,13 +183,8 @@ class VolumeWorklistApi(WorklistApi):
     page's toggle does). Cursor pages under /api/v1/."""
 
     serializer_class = VolumeWorklistItemOutput
-
-    def get_queryset(self):
-        tier = self.kwargs["tier"]
-        _require_tier(self.request.user, tier)
-        rejected = self.request.query_params.get("rejected") == "1"
-        qs = selectors.volume_worklist_for(user=self.request.user, tier=tier, include_gate_rejected=rejected)
-        return filtered(VolumeWorklistFilter, self.request, qs)
+    worklist_selector = "volume_worklist_for"
+    worklist_filter = VolumeWorklistFilter
 
 
 VolumeWorklistApi = extend_schema(

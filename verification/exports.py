@@ -31,7 +31,6 @@ from inference.selectors import predictions_current_by_scan, volume_reading
 
 from . import blinding, selectors
 from .models import Grade, Tier, Unit
-from .selectors import key_slices_of
 
 # Zip entries carry this instead of the upload time (a date is a quasi-identifier).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -154,7 +153,7 @@ def verified_csv_rows(*, user: Any, batch: int = 500) -> Iterator[str]:
                     "; ".join(by_tier[1]),
                     "; ".join(by_tier[2]),
                     "; ".join(by_tier[3]),
-                    "+".join(str(i) for i in key_slices_of(mine)),
+                    "+".join(str(i) for i in selectors.key_slices_of(mine)),
                 ]
             )
 

@@ -56,7 +56,7 @@ class ExploreFilter(django_filters.FilterSet):
     device = django_filters.CharFilter(label="Device", method="filter_device")
 
     #: Filters on another table than the scan's: the counts are then taken among the
-    #: newest matching scans (``selectors.explore_counts``, ``sampled``).
+    #: first matching scans in the page's order (``selectors.explore_counts``, ``sampled``).
     OTHER_TABLES = ("model_version", "date_from", "date_to", "device")
 
     @property

@@ -382,8 +382,9 @@ def key_slices_of(grades: list[Grade]) -> list[int]:
 def volume_key_scans(*, volume: Volume) -> QuerySet[Scan]:
     """The key B-scans of a volume (every one a current tier 2 grade marked), in slice order.
     Not scoped to a user: callers (exports, webhooks) are tier 3, admins or the system."""
-    keys = key_slices_of(list(Grade.objects.filter(volume=volume, tier=Tier.GRADING)))
-    return Scan.objects.filter(volume=volume, slice_index__in=keys).order_by("slice_index")
+    current = Grade.objects.current().filter(volume=volume, tier=Tier.GRADING)
+    keys = {i for marked in current.values_list("key_slices", flat=True) for i in marked}
+    return Scan.objects.filter(volume=volume, slice_index__in=sorted(keys)).order_by("slice_index")
 
 
 def audit_entries_for(*, scan: Scan) -> QuerySet[Any]:
@@ -447,8 +448,9 @@ class CategoryCount(NamedTuple):
 
 
 #: With a filter on another table (exam date, device, model version) the counts are taken
-#: among this many of the newest matching scans: a capped count of a category that is
-#: empty under such a filter would walk every scan the filter matches (26 s at 1M).
+#: among the first this many matching scans in the page's order: a capped count of a
+#: category that is empty under such a filter would walk every scan the filter matches
+#: (26 s at 1M).
 EXPLORE_COUNT_SAMPLE = 2_000
 
 # Every value each copied column of the scan takes, blank included, spelled out on each
@@ -463,7 +465,7 @@ CELL_COLUMNS = {
 
 
 class SampledCount(CategoryCount):
-    """A category's exact count among the newest matching scans (never capped)."""
+    """A category's exact count among the first matching scans in the page's order (never capped)."""
 
     __slots__ = ()
 
@@ -475,8 +477,8 @@ class SampledCount(CategoryCount):
 @dataclass(frozen=True)
 class ExploreCounts:
     """The explore page's counts per category (``groups``: predicted, urgency, stage, each a
-    list; ``counts["stage"]`` reads one) and, when they were taken among the newest matching
-    scans only, how many (``sample``)."""
+    list; ``counts["stage"]`` reads one) and, when they were taken among the first matching
+    scans in the page's order only, how many (``sample``)."""
 
     groups: dict[str, list[CategoryCount]]
     sample: int | None = None
@@ -496,18 +498,21 @@ def explore_counts(qs: QuerySet[Scan], *, user: Any, sampled: bool = False, filt
     Each is capped at ``EXPLORE_COUNT_CAP``, all in one SQL statement of index-only ranges,
     where the filters are on the scan's own copies (class, urgency, stage, verified label).
     ``sampled`` (a filter on another table): exact counts among the first
-    ``EXPLORE_COUNT_SAMPLE`` matching scans in the page's order (newest first), in one
-    statement; ``sample`` says so when more scans match."""
+    ``EXPLORE_COUNT_SAMPLE`` matching scans in the page's order (newest uploads first, or
+    newest examinations first under an exam-date filter), in one statement; ``sample``
+    says so when more scans match (one more statement, only when that many matched)."""
     cells = _explore_cells(user=user)
     if sampled:
-        newest = qs.values("pk")[:EXPLORE_COUNT_SAMPLE]  # the page's own order: the first rows it shows
-        rows = Scan.objects.filter(pk__in=newest)
+        first = qs.values("pk")[:EXPLORE_COUNT_SAMPLE]  # the page's own order: the first rows it shows
+        rows = Scan.objects.filter(pk__in=first)
         aggregates = {f"c{i}": Count("pk", filter=cell[-1]) for i, cell in enumerate(cells)}
         found = rows.aggregate(all=Count("pk"), **aggregates)
         counts = [found[f"c{i}"] for i in range(len(cells))]
-        sample = EXPLORE_COUNT_SAMPLE if found["all"] >= EXPLORE_COUNT_SAMPLE else None
+        # Exactly that many matching is no sample: is there one more (in any order)?
+        more = found["all"] == EXPLORE_COUNT_SAMPLE and qs.order_by()[EXPLORE_COUNT_SAMPLE:].exists()
+        sample = EXPLORE_COUNT_SAMPLE if more else None
     else:
-        cells_qs = explore_count_querysets(qs, user=user, filtered=filtered)
+        cells_qs = explore_count_querysets(qs, user=user, filtered=filtered, cells=cells)
         counts = capped_counts([cell for *_, cell in cells_qs], cap=EXPLORE_COUNT_CAP)
         sample = None
     kind = SampledCount if sampled else CategoryCount
@@ -536,19 +541,20 @@ def _explore_cells(*, user: Any) -> list[tuple[str, str, str, str, Q]]:
 
 
 def explore_count_querysets(
-    qs: QuerySet[Scan], *, user: Any, filtered: bool = True
+    qs: QuerySet[Scan], *, user: Any, filtered: bool = True, cells: list[tuple[str, str, str, str, Q]] | None = None
 ) -> list[tuple[str, str, str, QuerySet[Scan]]]:
-    """``(group, code, label, scans)`` of each category ``explore_counts`` counts (capped).
-    Under filters on the scan's copies (``filtered``), and for the stages always, each is
-    also filtered on every other leading column of ``scan_explore_cells``; unfiltered, a
-    class or urgency is a range of its own index, newest first (``scan_class_newest``,
+    """``(group, code, label, scans)`` of each category ``explore_counts`` counts (capped),
+    from ``cells`` (``_explore_cells(user=user)`` unless the caller built them). Under
+    filters on the scan's copies (``filtered``), and for the stages always, each is also
+    filtered on every other leading column of ``scan_explore_cells``; unfiltered, a class
+    or urgency is a range of its own index, newest first (``scan_class_newest``,
     ``scan_urgency_newest``), which finds a grader's graded scans sooner."""
     base = qs.order_by()
     return [
         (group, code, label, base.filter(cond, **(
             {f"{c}__in": v for c, v in CELL_COLUMNS.items() if c != column} if filtered or group == "stage" else {}
         )))
-        for group, code, label, column, cond in _explore_cells(user=user)
+        for group, code, label, column, cond in (_explore_cells(user=user) if cells is None else cells)
     ]
 
 
@@ -557,7 +563,8 @@ def explore_count_querysets(
 REFERENCE_PER_CLASS = 4
 
 
-#: How many of each class's newest verified reviews (chosen ones first) are ranked by agreement.
+#: How many of each class's newest verified reviews (chosen ones first) are ranked by
+#: agreement: this many of scans and this many of volumes.
 REFERENCE_CANDIDATES = 50
 
 
@@ -571,10 +578,11 @@ def reference_examples(*, user: Any, per_class: int = REFERENCE_PER_CLASS, exclu
     (the eye's label is not every B-scan's).
 
     Bounded at any size: per class, the ``REFERENCE_CANDIDATES`` newest verified reviews
-    (chosen ones first) are taken by an index walk, one query per class, and only those are
-    ranked by agreement, in one more query (scans and volumes apart: two per class); two more find the key B-scans of the volumes
-    among the examples, if any. (Ranking every verified review took 11 s at a million scans:
-    the agreement count joins all their grades.)
+    (chosen ones first) of scans and of volumes apart are taken by an index walk, two
+    queries per class, and only those are ranked by agreement, in one more query; two more
+    find the key B-scans of the volumes among the examples, if any. (Ranking every
+    verified review took 11 s at a million scans: the agreement count joins all their
+    grades.)
 
     Patient images: nobody without a role (anonymous visitors included) gets any, and
     a blinded tier 2 grader only units whose label they may see (``blinding``)."""

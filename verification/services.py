@@ -13,7 +13,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from cases.diagnoses import Diagnosis
@@ -57,13 +56,12 @@ def review_open(*, scan: Scan | None = None, volume: Volume | None = None) -> Re
     return review
 
 
-def review_copy(review: Review, *, scans: QuerySet[Scan] | None = None) -> None:
+def review_copy(review: Review) -> None:
     """Copy where ``review`` stands onto its scans (``Scan.review_stage``, and
-    ``Scan.review_label`` once verified): every B-scan of a volume unit, or ``scans``.
+    ``Scan.review_label`` once verified): every B-scan of a volume unit, or the lone scan.
     The one place those copies are written: after every change of stage or final label
     here, and after any change made to reviews outside these services (a data fix)."""
-    if scans is None:
-        scans = Scan.objects.filter(volume_id=review.volume_id) if review.volume_id else Scan.objects.filter(pk=review.scan_id)
+    scans = Scan.objects.filter(volume_id=review.volume_id) if review.volume_id else Scan.objects.filter(pk=review.scan_id)
     label = review.final_label if review.stage == Review.Stage.VERIFIED else ""
     scans.exclude(review_stage=review.stage, review_label=label).update(review_stage=review.stage, review_label=label)
 
@@ -83,14 +81,13 @@ def _unit(scan: Scan | None, volume: Volume | None) -> Unit:
 
 
 def _lock_review(unit: Unit) -> Review:
-    _, created = Review.objects.get_or_create(
+    # A review created here is not copied onto its scans: every caller either raises (its
+    # transaction rolls the new review back) or changes its stage, which copies it.
+    Review.objects.get_or_create(
         **{unit_kind(unit).value: unit},
         defaults={"stage": Review.Stage.QUALITY_CONTROL, "required_grades": settings.VERIFICATION_REQUIRED_GRADES},
     )
-    review = Review.objects.select_for_update().get(**unit_filter(unit))
-    if created:
-        review_copy(review)
-    return review
+    return Review.objects.select_for_update().get(**unit_filter(unit))
 
 
 def _time_ms(time_taken: int | float | timedelta | None) -> int | None:

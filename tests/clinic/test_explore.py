@@ -249,8 +249,21 @@ def test_counts_under_a_filter_on_the_examination_are_taken_among_the_newest_and
     newest = explore(client, clinician, device="spectralis")
     assert newest.context["counts"].sample == 2
     assert shown_counts(newest)["predicted"] == {"DME": 1, "NORMAL": 1}
-    assert "Counted among the newest 2 matching scans" in newest.content.decode()
+    assert "Counted among the first 2 matching scans in the page's order" in newest.content.decode()
     assert shown(newest) == set(Scan.objects.filter(case=case).values_list("pk", flat=True))  # the page is not sampled
+
+
+def test_counts_under_a_filter_on_the_examination_are_exact_when_just_the_sample_matches(
+    client, clinician, version, monkeypatch
+):
+    case = CaseFactory(device="Heidelberg Spectralis")
+    for label in ("CNV", "DME"):
+        read_scan(label, version=version, case=case)
+    monkeypatch.setattr(selectors, "EXPLORE_COUNT_SAMPLE", 2)
+    response = explore(client, clinician, device="spectralis")
+    assert response.context["counts"].sample is None  # both matching scans counted: no sample
+    assert shown_counts(response)["predicted"] == {"CNV": 1, "DME": 1}
+    assert "data-counts-sample" not in response.content.decode()
 
 
 @pytest.mark.parametrize("drive_max", [0, 5_000])

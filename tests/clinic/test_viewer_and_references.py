@@ -103,8 +103,8 @@ def verified_examples(grader_t3, user_factory):
 
 
 def test_reference_examples_rank_by_agreement_and_bound_per_class(verified_examples, clinician, django_assert_max_num_queries):
-    # The caller's roles, one bounded candidate query per class, one ranking query: at any
-    # number of verified scans.
+    # The caller's roles, two bounded candidate queries per class (scans' and volumes'
+    # reviews apart), one ranking query: at any number of verified scans.
     with django_assert_max_num_queries(1 + 2 * len(selectors.Diagnosis.values) + 1):
         refs = selectors.reference_examples(user=clinician, per_class=2)
     cnv = [r.scan_id for r in refs["CNV"]]

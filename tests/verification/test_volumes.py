@@ -187,6 +187,19 @@ def test_tier_2_correction_of_a_volume_grade_keeps_the_original(volume, grader_t
     assert list(Grade.objects.current().filter(volume=volume, tier=2)) == [b]
 
 
+def test_a_volumes_key_bscans_are_those_its_current_tier2_grades_marked(volume, grader_t1, grader_t2, grader_t2b):
+    services.quality_submit(volume=volume, grader=grader_t1, accept=True)
+    a = services.grade_submit(volume=volume, grader=grader_t2, label=Diagnosis.CNV, findings=CNV_FINDINGS,
+                              confidence=4, key_slices=[1])
+    services.grade_correct(grade=a, grader=grader_t2, label=Diagnosis.CNV, findings=CNV_FINDINGS, confidence=4,
+                           key_slices=[4, 0])
+    services.grade_submit(volume=volume, grader=grader_t2b, label=Diagnosis.CNV, findings=CNV_FINDINGS,
+                          confidence=4, key_slices=[2, 4])
+    assert [s.slice_index for s in selectors.volume_key_scans(volume=volume)] == [0, 2, 4]  # not 1: corrected away
+    grades = list(Grade.objects.filter(volume=volume, tier=2))
+    assert selectors.key_slices_of(grades) == [0, 2, 4]
+
+
 @pytest.mark.parametrize("keys", [[5], [-1], ["2"], [True], [1.5]])
 def test_key_slices_outside_the_volume_or_not_indices_are_refused(volume, grader_t1, grader_t2, keys):
     services.quality_submit(volume=volume, grader=grader_t1, accept=True)

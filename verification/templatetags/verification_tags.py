@@ -121,7 +121,8 @@ _REFERENCES_ATTR = "_verification_reference_examples"
 def reference_examples_for(context: dict[str, Any], scan: Any = None) -> dict[str, Any]:
     """``{% reference_examples_for scan as refs %}``: verified examples of each class for the
     viewer's side-by-side comparison (``selectors.reference_examples``), ``scan`` itself and
-    its own volume left out; one query per page however many viewers it has."""
+    its own volume left out; those queries run once per request however many viewers the
+    page has."""
     request = context.get("request")
     user = getattr(request, "user", None)
     cached = getattr(request, _REFERENCES_ATTR, None)
