@@ -5,9 +5,10 @@ else touched), on real B-scans of ``OCT_DATA_DIR`` (default ``../shared/oct``) m
 one multi-frame OPT file per transfer syntax:
 
 * read: parse, de-identify and decode (``intake.formats.volume_source_read``);
-* submit: register every B-scan with its grey copy, open its review, request its reading,
-  in one transaction (``intake.volumes.volume_submit``); the tasks are not published
-  (the scans stay QUEUED) because the model is timed on its own below, as a worker runs it;
+* submit: register every B-scan with its grey copy, open the volume's review (one for all
+  its B-scans), request the readings, in one transaction (``intake.volumes.volume_submit``);
+  the tasks are not published (the scans stay QUEUED) because the model is timed on its
+  own below, as a worker runs it;
 * reading: the shipped model over all B-scans (``inference.services.predict_scans``,
   batches of ``OCT_INFERENCE_BATCH_SIZE``), then the per-eye rule.
 
@@ -78,7 +79,10 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=12, help="lone uploads timed for the per-B-scan baseline")
     ap.add_argument("--syntax", default="all", choices=["all", "uncompressed", "jpeg-baseline", "jpeg2000-lossless",
                                                          "jpeg-ls-lossless"])
-    ap.add_argument("--profile", type=Path, help="write a cProfile of one uncompressed volume here and print its top")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of one uncompressed volume here and print its top; "
+                                                 "frames are encoded as PNG on one thread "
+                                                 "(OCT_VOLUME_ENCODE_THREADS=1): cProfile sees only the thread "
+                                                 "it runs in")
     ap.add_argument("--rss", action="store_true", help="peak RSS of one process reading, submitting and reading a "
                                                       "volume of --rss-slices 1536-wide B-scans (a child process)")
     ap.add_argument("--rss-slices", type=int, default=97)
@@ -95,6 +99,10 @@ def main() -> None:
     if args.rss:
         _rss(args, root)
         return
+    if args.profile:
+        # cProfile follows only the calling thread: on the encode pool's threads the frames'
+        # PNG encoding would be missing from the profile ("frames encoded as PNG" ~0).
+        os.environ["OCT_VOLUME_ENCODE_THREADS"] = "1"
     _setup()
     from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless  # noqa: PLC0415
 
@@ -137,7 +145,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"read": [], "submit": [], "reading": [], "total": [], "cpu": []}
         eye = None
         for _ in range(args.repeat):
-            step, eye = _volume_once(data)
+            step, eye, _ = _volume_once(data)
             for key, value in step.items():
                 times[key].append(value)
         if label == "uncompressed":
@@ -159,7 +167,7 @@ def main() -> None:
 
 
 def _volume_once(data: bytes):
-    """Read, submit and read one volume; the seconds of each step and the per-eye reading."""
+    """Read, submit and read one volume; the seconds of each step, the per-eye reading and the volume."""
     from django.db import transaction  # noqa: PLC0415
 
     from inference.selectors import volume_reading  # noqa: PLC0415
@@ -178,7 +186,7 @@ def _volume_once(data: bytes):
     predict_scans(scan_ids=list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))
     eye = volume_reading(volume=volume).reading
     t3, c3 = time.perf_counter(), time.process_time()
-    return {"read": t1 - t0, "submit": t2 - t1, "reading": t3 - t2, "total": t3 - t0, "cpu": c3 - c0}, eye
+    return {"read": t1 - t0, "submit": t2 - t1, "reading": t3 - t2, "total": t3 - t0, "cpu": c3 - c0}, eye, volume
 
 
 def _singles(files: list[bytes]) -> tuple[float, float]:
@@ -216,10 +224,7 @@ def _readings_out(path: Path, data: bytes, files: list[bytes]) -> None:
         by_scan = {p["scan_id"]: p for p in Prediction.objects.filter(scan_id__in=scan_ids).values("scan_id", *fields)}
         return [{k: by_scan[i][k] for k in fields} for i in scan_ids]
 
-    _, _ = _volume_once(data)
-    from cases.models import Volume  # noqa: PLC0415
-
-    volume = Volume.objects.order_by("-id").first()
+    _, _, volume = _volume_once(data)
     out = {"volume": rows(list(volume.scans.order_by("slice_index").values_list("pk", flat=True)))}
     case = CaseFactory()
     lone = []
@@ -240,11 +245,12 @@ def _profile(path: Path, data: bytes) -> None:
     # CPU time, not wall time: on a shared machine the wall clock counts the waits for a core.
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
-    step, _ = _volume_once(data)
+    step, _, _ = _volume_once(data)
     profiler.disable()
     path.parent.mkdir(parents=True, exist_ok=True)
     profiler.dump_stats(str(path))
-    print(" ".join(f"{k} {v:.2f} s" for k, v in step.items()))
+    print(" ".join(f"{k} {v:.2f} s" for k, v in step.items()),
+          "(frames encoded on 1 thread, OCT_VOLUME_ENCODE_THREADS=1, for cProfile to see them)")
     stats = pstats.Stats(str(path))
     _stages(stats)
     stats.sort_stats("tottime").print_stats(25)
@@ -262,16 +268,14 @@ STAGES = [
     (2, "audit log entries", ["auditlog/receivers.py:log_create"]),
     (1, "image files written", ["cases/services.py:scan_register>django/db/models/fields/files.py:save"]),
     (1, "full_clean", ["cases/services.py:_full_clean"]),
-    (1, "review opened per B-scan", ["verification/services.py:review_open"]),
+    (1, "review opened (one per volume)", ["verification/services.py:review_open"]),
     (0, "reading (predict_scans)", ["inference/services/run.py:predict_scans"]),
     (1, "stored B-scans loaded and decoded", ["inference/services/run.py:_load_image"]),
     (1, "model (preprocess, ONNX run, heatmap grid, quality)", ["inference/runtime.py:predict_images"]),
     (2, "ONNX session run", ["inference/runtime.py:run_arrays"]),
     (2, "preprocessing", ["inference/preprocessing.py:preprocess"]),
     (2, "heatmap mapped onto the image grid", ["inference/preprocessing.py:heatmap_to_grid"]),
-    (1, "heatmap overlay PNG rendered", ["inference/heatmap.py:heatmap_overlay_png"]),
-    (1, "heatmap stored (grid or file)", ["inference/services/run.py:_prediction_from>django/db/models/fields/files.py:save",
-                                          "inference/heatmap.py:heatmap_grid_png"]),
+    (1, "heatmap grid encoded as PNG", ["inference/heatmap.py:heatmap_grid_png"]),
     (1, "readings stored (rows, status, locks)", ["inference/services/run.py:_finish",
                                                    "inference/services/run.py:_store_batch",
                                                    "-inference/services/run.py:_store_batch>"
@@ -336,7 +340,7 @@ def _rss_child(args) -> None:
     get_model()
     data = args.rss_child.read_bytes()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    step, eye = _volume_once(data)
+    step, eye, _ = _volume_once(data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RSS slices={args.rss_slices} size=1536x496 file_mb={len(data) / 1e6:.1f} "
           f"model_loaded_mb={before:.0f} peak_mb={peak:.0f} total_s={step['total']:.2f} cpu_s={step['cpu']:.2f} "

@@ -78,6 +78,7 @@ def _overlay_png(levels: np.ndarray, size: tuple[int, int]) -> bytes:
     # decodes to the same RGBA pixels at a fraction of the size and encoding time of RGBA.
     layer.putpalette(_OVERLAY_LUT[:, :3].ravel().tolist())
     buf = io.BytesIO()
-    # Fast zlib level: the overlay is regenerated from the heatmap grid, never archived.
+    # Fast zlib level: the first view of a reading waits for this encoding (and a report
+    # draws it again on every render), at the cost of a larger file kept in storage.
     layer.save(buf, format="PNG", compress_level=1, transparency=bytes(_OVERLAY_LUT[:, 3]))
     return buf.getvalue()

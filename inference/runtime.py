@@ -59,7 +59,8 @@ class Reading:
     gate_passed: bool  # False -> "not an OCT B-scan"
     gate_reason: str  # "" when passed, a human sentence otherwise
     # float32 in [0, 1] on the original image, sampled every preprocessing.HEATMAP_STEP
-    # pixels: shape (ceil(H / step), ceil(W / step)); heatmap_overlay_png scales it up.
+    # pixels: shape (ceil(H / step), ceil(W / step)). A reading keeps its levels
+    # (heatmap.heatmap_grid_png); heatmap.heatmap_overlay_from_grid scales them up to the image.
     heatmap: np.ndarray
     inference_ms: float
     # When not to trust it (inference.quality): score, flag, components, reasons.

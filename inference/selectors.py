@@ -255,6 +255,18 @@ def scan_analysis(*, user: Any, scan: Scan, visible: bool, prediction: Predictio
     )
 
 
+def predictions_heatmap_grid_load(*, predictions: Iterable[Prediction]) -> None:
+    """Load, in one query, the heatmap grid (deferred by ``PREDICTION_DEFERRED``) of those
+    of ``predictions`` that name a heatmap, for ``heatmap_overlay`` to draw from without a
+    query per reading."""
+    todo = [p for p in predictions if p.heatmap and "heatmap_grid" in p.get_deferred_fields()]
+    if not todo:
+        return
+    grids = dict(Prediction.objects.filter(pk__in=[p.pk for p in todo]).values_list("pk", "heatmap_grid"))
+    for prediction in todo:
+        prediction.heatmap_grid = grids.get(prediction.pk)
+
+
 @dataclass(frozen=True)
 class HeatmapOverlay:
     png: bytes

@@ -59,6 +59,17 @@ def _scan_data(scan: Scan) -> dict[str, Any]:
     }
 
 
+def _volume_data(volume: Volume) -> dict[str, Any]:
+    """A volume's part of an event, as ``_scan_data`` is a scan's: its eye is the volume's laterality."""
+    return {
+        "volume": volume.pk,
+        "case": volume.case_id,
+        "eye": volume.laterality,
+        "slice_count": volume.slice_count,
+        "patient_pseudonym": patient_pseudonym(volume.case.patient.identifier),
+    }
+
+
 def _subscribers(event: str) -> list[Webhook]:
     return [w for w in Webhook.objects.filter(is_active=True) if event in (w.events or [])]
 
@@ -160,11 +171,7 @@ def _volume_verified(review: Review) -> None:
         return
     volume = Volume.objects.select_related("case__patient").get(pk=review.volume_id)
     data = {
-        "volume": volume.pk,
-        "case": volume.case_id,
-        "eye": volume.laterality,
-        "slice_count": volume.slice_count,
-        "patient_pseudonym": patient_pseudonym(volume.case.patient.identifier),
+        **_volume_data(volume),
         "final_label": review.final_label,
         "verified_at": review.verified_at.isoformat(),
         "key_slices": [

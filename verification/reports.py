@@ -31,7 +31,12 @@ from cases.diagnoses import DECISION_SUPPORT_NOTICE, URGENCY_RANK, Diagnosis, Ur
 from cases.models import Case, Scan
 from cases.roles import Role, has_role
 from inference.models import Prediction
-from inference.selectors import heatmap_overlay, predictions_current_by_scan, reading_shown
+from inference.selectors import (
+    heatmap_overlay,
+    predictions_current_by_scan,
+    predictions_heatmap_grid_load,
+    reading_shown,
+)
 from octportal.errors import Conflict, Forbidden
 
 from . import blinding
@@ -185,6 +190,8 @@ def _composite(scan: Scan, prediction: Prediction | None) -> tuple[str, str] | N
         overlay = heatmap_overlay(prediction=prediction, scan=scan) if prediction is not None else None
         if overlay is not None:
             with Image.open(io.BytesIO(overlay.png)) as hm:
+                # A copy for an overlay drawn from the grid (the scan's size), but a stored
+                # overlay file's size is not checked, and alpha_composite needs equal sizes.
                 layer = hm.convert("RGBA").resize(base.size)
             blended = Image.alpha_composite(base, layer)
             blended.thumbnail(KEY_SCAN_SIZE)
@@ -205,8 +212,11 @@ def _key_images(rows: list[ReportScan]) -> list[dict[str, Any]]:
     """The most urgent, most confident read scans first (at most ``KEY_SCANS``)."""
     read = [r for r in rows if r.result is not None]
     read.sort(key=lambda r: (URGENCY_RANK.get(r.result.urgency, 9), -r.result.confidence))
+    key = read[:KEY_SCANS]
+    # Their grids in one query: drawn from where a reading has no stored overlay file.
+    predictions_heatmap_grid_load(predictions=[row.result for row in key])
     images = []
-    for row in read[:KEY_SCANS]:
+    for row in key:
         pair = _composite(row.scan, row.result)
         if pair is not None:
             images.append({"row": row, "image": pair[0], "heatmap": pair[1]})

@@ -24,9 +24,9 @@ from cases.diagnoses import URGENCY_BY_DIAGNOSIS, Diagnosis, Urgency, urgency_fo
 from cases.models import Scan
 
 from .. import runtime
-from ..heatmap import heatmap_grid_png
 from ..models import ModelVersion, Prediction
 from ..selectors import prediction_current, predictions_current_by_scan
+from .overlays import prediction_heatmap_grid_set
 from .registry import model_version_for
 
 logger = logging.getLogger(__name__)
@@ -156,11 +156,9 @@ def _prediction_from(scan_id: int, version: ModelVersion, reading: Any) -> Predi
         # Few overlays are ever looked at: keep the grid they are drawn from and the name
         # the overlay will be stored under when first asked for (prediction_heatmap_png).
         try:
-            prediction.heatmap_grid = heatmap_grid_png(reading.heatmap)
+            prediction_heatmap_grid_set(prediction=prediction, heatmap=reading.heatmap)
         except Exception:  # noqa: BLE001 - the reading stands without its heatmap
             logger.exception("heatmap grid failed for scan id %s", scan_id)
-        else:
-            prediction.heatmap.name = Prediction._meta.get_field("heatmap").generate_filename(prediction, "heatmap.png")
     return prediction
 
 
@@ -172,12 +170,8 @@ def _finish(scan_id: int, *, prediction: Prediction | None, failure: str) -> Pre
             return None
         # Another run of the same scan and version may have won: then keep theirs.
         stored = _prediction_save(prediction) if prediction is not None else None
-        if stored is not None and not stored.gate_passed:
-            failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
-        status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
-        Scan.objects.filter(pk=scan_id).update(
-            status=status, status_detail=failure[:500], status_changed_at=timezone.now()
-        )
+        status, detail = _final_status(stored, failure)
+        _statuses_store({(status, detail): [scan_id]})
         scan_reading_copy(scan_id=scan_id)
     logger.info("scan id %s %s", scan_id, status)
     return stored
@@ -253,18 +247,32 @@ def _store_batch(finished: list[tuple[int, Prediction | None, str]]) -> dict[int
         outcomes: dict[tuple[str, str], list[int]] = {}
         for sid, _, failure in rows:
             prediction = stored.get(sid)
-            if prediction is not None and not prediction.gate_passed:
-                failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
-            status = Scan.Status.FAILED if failure else Scan.Status.ANALYSED
-            outcomes.setdefault((status, failure[:500]), []).append(sid)
+            outcomes.setdefault(_final_status(prediction, failure), []).append(sid)
             results[sid] = prediction
-        now = timezone.now()
-        for (status, detail), members in outcomes.items():
-            Scan.objects.filter(pk__in=members).update(status=status, status_detail=detail, status_changed_at=now)
+        _statuses_store(outcomes)
         scans_reading_copy(scan_ids=ids)
     for (status, _), members in outcomes.items():
         logger.info("scan ids %s %s", members, status)
     return results
+
+
+def _final_status(stored: Prediction | None, failure: str) -> tuple[str, str]:
+    """The final status of a read scan and its detail (the failure message, at most 500
+    characters), from its stored prediction (if any) and the failure found while reading it.
+
+    A stored reading that did not pass the input check fails the scan, with the check's
+    default reason when no other message was given (e.g. another run's reading was kept).
+    """
+    if stored is not None and not stored.gate_passed:
+        failure = failure or MSG_GATE.format(reason=GATE_DEFAULT_REASON)
+    return (Scan.Status.FAILED if failure else Scan.Status.ANALYSED), failure[:500]
+
+
+def _statuses_store(outcomes: dict[tuple[str, str], list[int]]) -> None:
+    """Set the final (status, detail) of each group of scans: one update per distinct outcome."""
+    now = timezone.now()
+    for (status, detail), members in outcomes.items():
+        Scan.objects.filter(pk__in=members).update(status=status, status_detail=detail, status_changed_at=now)
 
 
 def _prediction_save(prediction: Prediction) -> Prediction:

@@ -173,10 +173,10 @@ def test_worker_in_another_network_namespace_reads_uploads_from_the_bucket(
         for p in Prediction.objects.filter(scan_id__in=ids).select_related("scan"):
             # The heatmap's grid is in the row; its overlay is drawn by the web side when asked for.
             assert p.gate_passed and p.predicted and p.heatmap and p.heatmap_grid
-            for name in (p.scan.image.name,):
-                head = client_s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{name}")
-                assert head["ContentLength"] > 0, f"{name} is not in the bucket"
-                assert not (Path(django_settings.MEDIA_ROOT) / name).exists(), "nothing on the web side's disk"
+            name = p.scan.image.name
+            head = client_s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{name}")
+            assert head["ContentLength"] > 0, f"{name} is not in the bucket"
+            assert not (Path(django_settings.MEDIA_ROOT) / name).exists(), "nothing on the web side's disk"
         assert log().count("Task inference.tasks.predict_scan[") >= len(batches), "the namespaced worker did the work"
         left = [p for p in site.media_root.rglob("*") if p.is_file()]
         assert not left, f"the worker wrote to its own disk instead of the bucket: {left}"

@@ -116,8 +116,6 @@ def make_prediction(scan, version: ModelVersion | None = None, predicted: str = 
     its overlay not yet rendered."""
     from django.core.files.base import ContentFile
 
-    from inference.heatmap import heatmap_grid_png
-
     version = version or ModelVersion.objects.filter(is_active=True).first() or make_version()
     probs = {c: (confidence if c == predicted else (1 - confidence) / 3) for c in CLASSES}
     p = Prediction(
@@ -140,9 +138,8 @@ def make_prediction(scan, version: ModelVersion | None = None, predicted: str = 
     )
     if heatmap is not None:
         p.heatmap.save("h.png", ContentFile(heatmap), save=False)
-    if heatmap_grid is not None:
-        p.heatmap_grid = heatmap_grid_png(heatmap_grid)
-        p.heatmap.name = Prediction._meta.get_field("heatmap").generate_filename(p, "heatmap.png")
+    if heatmap_grid is not None:  # as the worker stores it
+        services.overlays.prediction_heatmap_grid_set(prediction=p, heatmap=heatmap_grid)
     p.save()
     services.run.scan_reading_copy(scan_id=scan.pk)  # as the services do when they store a reading
     return p

@@ -43,3 +43,18 @@ def test_urgency_refresh_rederives_stored_urgency_from_the_one_rule(db, monkeypa
     monkeypatch.setitem(URGENCY_BY_DIAGNOSIS, Diagnosis.DRUSEN, Urgency.URGENT)
     assert services.predictions_urgency_refresh() == 1
     assert Prediction.objects.get(pk=p.pk).urgency == Urgency.URGENT
+
+
+def test_heatmap_grids_of_many_readings_load_in_one_query(db, django_assert_num_queries):
+    import numpy as np
+
+    version = make_version()
+    with_grid = [make_prediction(ScanFactory(), version, heatmap_grid=np.full((4, 4), 0.5)) for _ in range(3)]
+    without = make_prediction(ScanFactory(), version)
+    current = selectors.predictions_current_by_scan(scan_ids=[p.scan_id for p in [*with_grid, without]])
+    with django_assert_num_queries(1):
+        selectors.predictions_heatmap_grid_load(predictions=current.values())
+        grids = [bytes(current[p.scan_id].heatmap_grid) for p in with_grid]
+    assert grids == [bytes(p.heatmap_grid) for p in with_grid]
+    with django_assert_num_queries(0):  # loaded already; a reading without a heatmap is left alone
+        selectors.predictions_heatmap_grid_load(predictions=current.values())

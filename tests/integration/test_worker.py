@@ -53,12 +53,8 @@ def upload(client, case, data: bytes, name: str):
     )
 
 
-def test_uploads_get_predictions_from_a_real_worker(
-    postgres, model_available, images, broker_url, publish_to, worker_factory, client, clinician
-):
-    publish_to(broker_url)
-    worker = worker_factory(broker_url)
-    worker.start()
+def test_uploads_get_predictions_from_a_real_worker(images, reading_worker, client, clinician):
+    worker = reading_worker
     case = CaseFactory()
     client.force_login(clinician)
     for i, data in enumerate(images[:3]):
@@ -72,7 +68,10 @@ def test_uploads_get_predictions_from_a_real_worker(
         assert p.gate_passed and p.predicted and p.heatmap and p.heatmap_grid
     overlay = client.get(reverse("inference:heatmap", args=[ids[0]]))
     assert overlay.status_code == 200 and overlay.content.startswith(b"\x89PNG")
-    assert worker.text().count("Task inference.tasks.predict_scan[") >= 3, "the worker process did the work"
+    # The worker process did the work: each upload's task ended there. Waited for: a task
+    # whose scan an earlier task's batch took along may end after all three are analysed.
+    wait_for(lambda: worker.succeeded("inference.tasks.predict_scan") >= 3, timeout=30,
+             what=f"the 3 uploads' predict_scan tasks to succeed in the worker (log {worker.log})")
 
 
 def test_worker_killed_mid_task_recovers_within_the_bound_with_one_prediction_per_scan(

@@ -19,6 +19,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
+from django.db.models import Max
 
 from cases.diagnoses import URGENCY_BY_DIAGNOSIS
 from django.contrib.auth import get_user_model
@@ -44,6 +45,11 @@ CLASS_OF = "CASE WHEN g % 20 < 8 THEN 'NORMAL' WHEN g % 20 < 11 THEN 'DRUSEN' WH
 # written onto the scan as its copy (current_*) in the same INSERT, so no UPDATE rewrites
 # a million rows (scan_reading_copy's rule: blank unless the reading passed the gate).
 SCAN_CLASS = f"CASE WHEN g % 50 = 49 THEN '' ELSE {CLASS_OF} END"
+# A grade's columns after the one it is on (scan_id or volume_id).
+GRADE_COLUMNS = (
+    "tier, grader_id, created_at, time_taken_ms, comment, accepted, exclusion_reason, label,"
+    " finding_cnv, finding_macular_edema, finding_drusen, finding_other, confidence, reference_label, key_slices"
+)
 
 
 GRADERS = {"grader1": Role.GRADER_T1, "grader2a": Role.GRADER_T2, "grader2b": Role.GRADER_T2, "grader3": Role.GRADER_T3}
@@ -97,6 +103,8 @@ class Command(BaseCommand):
         if not ModelVersion.objects.filter(is_active=True).exists():
             ModelVersion.objects.filter(pk=version.pk).update(is_active=True)
         t1, t2a, t2b, t3 = (users[k].pk for k in ("grader1", "grader2a", "grader2b", "grader3"))
+        # The grades this run adds (the scans' and the volumes') are counted by id at the end.
+        grades_before = Grade.objects.aggregate(last=Max("id"))["last"] or 0
         with transaction.atomic(), connection.cursor() as cur:
             run = f"{int(time.time())}"
             cur.execute(
@@ -155,10 +163,7 @@ class Command(BaseCommand):
                 FROM (SELECT s.id, s.uploaded_at, {_stage_sql().replace('g %', 's.g %')} AS st
                       FROM ({numbered}) s) r"""
             )
-            grade_cols = (
-                "scan_id, tier, grader_id, created_at, time_taken_ms, comment, accepted, exclusion_reason, label,"
-                " finding_cnv, finding_macular_edema, finding_drusen, finding_other, confidence, reference_label, key_slices"
-            )
+            grade_cols = f"scan_id, {GRADE_COLUMNS}"
             staged = f"SELECT r.scan_id, r.stage, s.uploaded_at FROM {Review._meta.db_table} r JOIN {scan_table} s ON s.id = r.scan_id WHERE s.id > {before}"
             cur.execute(
                 f"""INSERT INTO {Grade._meta.db_table} ({grade_cols})
@@ -192,7 +197,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"seeded {patients:,} patients, {n_cases:,} examinations, {scans:,} scans with readings and reviews, "
             f"{volumes:,} volumes of {slices} B-scans, "
-            f"{Grade.objects.filter(scan_id__gt=before).count():,} grades in {time.perf_counter() - started:.0f} s"
+            f"{Grade.objects.filter(pk__gt=grades_before).count():,} grades in {time.perf_counter() - started:.0f} s"
         )
 
 
@@ -258,8 +263,7 @@ def _seed_volumes(cur, *, run: str, volumes: int, slices: int, version: int, gra
                CASE WHEN st = 'excluded' THEN 'severe_artifact' ELSE '' END, uploaded_at, uploaded_at, false
         FROM (SELECT id, uploaded_at, {vol_stage} AS st, {vol_class} AS cls FROM ({numbered}) n) r"""
     )
-    cols = ("volume_id, tier, grader_id, created_at, time_taken_ms, comment, accepted, exclusion_reason, label,"
-            " finding_cnv, finding_macular_edema, finding_drusen, finding_other, confidence, reference_label, key_slices")
+    cols = f"volume_id, {GRADE_COLUMNS}"
     staged = (f"SELECT r.volume_id, r.stage, r.final_label, v.uploaded_at FROM {Review._meta.db_table} r "
               f"JOIN {volume_table} v ON v.id = r.volume_id WHERE v.id >= {int(first_volume)}")
     key = f"'[{int(slices) // 2}]'::jsonb"
