@@ -151,8 +151,7 @@ class WorklistApi(ListAPIView):
     allowed_roles = GRADER_ROLES
     serializer_class = WorklistItemOutput
     pagination_class = QuerysetCursorPagination  # v1 (and the schema); the /api/ alias keeps numbered pages, count capped
-    #: The worklist's selector (by name, in ``selectors``) and the filters on it.
-    worklist_selector = "worklist_for"
+    #: The filters on the worklist (``worklist`` gives its rows).
     worklist_filter: type[django_filters.FilterSet] = WorklistFilter
 
     @property
@@ -166,9 +165,11 @@ class WorklistApi(ListAPIView):
         tier = self.kwargs["tier"]
         _require_tier(self.request.user, tier)
         rejected = self.request.query_params.get("rejected") == "1"
-        select = getattr(selectors, self.worklist_selector)
-        qs = select(user=self.request.user, tier=tier, include_gate_rejected=rejected)
+        qs = self.worklist(user=self.request.user, tier=tier, include_gate_rejected=rejected)
         return filtered(self.worklist_filter, self.request, qs)
+
+    def worklist(self, **kwargs):
+        return selectors.worklist_for(**kwargs)
 
 
 class VolumeWorklistFilter(WorklistFilter):
@@ -183,8 +184,10 @@ class VolumeWorklistApi(WorklistApi):
     page's toggle does). Cursor pages under /api/v1/."""
 
     serializer_class = VolumeWorklistItemOutput
-    worklist_selector = "volume_worklist_for"
     worklist_filter = VolumeWorklistFilter
+
+    def worklist(self, **kwargs):
+        return selectors.volume_worklist_for(**kwargs)
 
 
 VolumeWorklistApi = extend_schema(
