@@ -319,7 +319,7 @@ vertical window of {card['preprocessing']['window_scale']}× the band thickness 
 the height) over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
 {_augment_text(hp.get('augment', '1.3'))}
 {hp['epochs']} epochs × {hp['samples_per_epoch']} class-balanced draws + {hp['negatives_per_epoch']} generated non-OCT images,
-batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}.
+batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, training seed {hp.get('train_seed', c['seed'])}.
 Fixed epoch count: no checkpoint or threshold is chosen on the test split. Versions: {', '.join(f'{k} {v}' for k, v in c['versions'].items())}.
 
 ## Results on never-seen patients (test split, exported ONNX model through `inference.runtime`)

@@ -381,7 +381,13 @@ def leave_kermany_out(
 
 #: What a checkpoint (train_wall.json) or a loso.json records of its recipe, with the value
 #: a run from before the key was recorded had.
-RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "band"}
+# What a recorded run without the key was trained with (every run before the key existed).
+RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "band", "train_seed": 20240501}
+
+
+def recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe keys of this command, as recorded beside a run's results."""
+    return {key: getattr(args, key) for key in RECIPE_KEYS}
 
 
 def recipe_mismatch(recorded: dict[str, Any], args: argparse.Namespace) -> str | None:
@@ -416,7 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
-    ap.add_argument("--seed", type=int, default=20240501)
+    ap.add_argument("--seed", type=int, default=20240501, help="the patient split's seed (and the training seed unless --train-seed is given)")
+    ap.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seed of the weights' training only (sampling order, augmentation draws, head initialisation); the "
+        "patient split, the negatives and the suite stay on --seed, so two runs with different training seeds are "
+        "judged on the same validation images",
+    )
     ap.add_argument("--frozen-blocks", type=int, default=0, help="MBConv blocks (after the stem, which always stays) kept at their ImageNet weights")
     ap.add_argument(
         "--augment",
@@ -439,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-checkpoint", action="store_true", help="skip final training and load --out/model.pt (re-export and re-evaluate only)")
     ap.add_argument("--smoke", action="store_true", help="tiny run to check the pipeline (results meaningless; not exported to inference/weights)")
     args = ap.parse_args(argv)
+    if args.train_seed is None:
+        args.train_seed = args.seed
 
     t_start = time.time()
     command = "python -m training.train " + " ".join(_shown_args(argv if argv is not None else sys.argv[1:]))
@@ -484,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         negatives_per_epoch=npe,
         batch_size=args.batch_size,
         lr=args.lr,
-        seed=args.seed,
+        seed=args.train_seed,
         device=device,
         frozen_blocks=args.frozen_blocks,
         augment=args.augment,
@@ -492,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stage == "loso-kermany":
         result = leave_kermany_out(root, items, cached, train_in, val_in, neg_train, cfg, epochs=loso_epochs, common=common, smoke=args.smoke)
-        result.update({"run_of": MODEL_VERSION, "frozen_blocks": args.frozen_blocks, "augment": args.augment, "window": args.window})
+        result.update({"run_of": MODEL_VERSION, **recipe(args)})
         (args.out / "loso_kermany.json").write_text(json.dumps(E.json_safe(result), indent=1))
         log(f"Kermany-out stage done in {(time.time() - t_start) / 60:.1f} min")
         return 0
@@ -535,9 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             "kermany_val_accuracy": float((lv.argmax(1) == yidx(kval)).mean()),
             "wall_s": time.time() - t_loso,
             "run_of": MODEL_VERSION,
-            "frozen_blocks": args.frozen_blocks,
-            "augment": args.augment,
-            "window": args.window,
+            **recipe(args),
         }
         loso_path.write_text(json.dumps(loso, indent=1))
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
@@ -565,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         train_wall = time.time() - t_final
         torch.save(model.state_dict(), args.out / "model.pt")
         (args.out / "train_wall.json").write_text(
-            json.dumps({"final_train_wall_s": train_wall, "command": command, "frozen_blocks": args.frozen_blocks, "augment": args.augment, "window": args.window})
+            json.dumps({"final_train_wall_s": train_wall, "command": command, **recipe(args)})
         )
     xv = deterministic_inputs(root, val_in, cfg)
     lv, gv = predict_logits(model, xv, device)
@@ -577,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         cand_dir = args.out / "candidate"
         export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
         (cand_dir / "model.json").write_text(
-            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}{', full-height window' if args.window == 'full' else ''}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}{', full-height window' if args.window == 'full' else ''}, training seed {args.train_seed}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
         )
         log(f"candidate exported to {cand_dir} for the robustness suite")
         log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
@@ -666,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
             "frozen": frozen_text(args.frozen_blocks),
             "augment": args.augment,
             "window": args.window,
+            "train_seed": args.train_seed,
         },
         "splits": counts,
         "loso": loso,

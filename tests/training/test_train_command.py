@@ -55,6 +55,10 @@ def test_candidate_reports_validation_beside_the_shipped_model_and_exports_nothi
     with pytest.raises(SystemExit) as exc:
         main([*args[:-1], "5", "--stage", "final", "--reuse-checkpoint"])
     assert exc.value.code == 2
+    # So is re-exporting it as if another training seed had trained it.
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--train-seed", "7", "--stage", "final", "--reuse-checkpoint"])
+    assert exc.value.code == 2
     assert not (tmp_path / "weights").exists()
 
 
