@@ -18,13 +18,13 @@ from PIL import Image, ImageFilter
 from inference import preprocessing as P
 from training.data import CLASSES
 
-#: ``--augment`` recipes: "1.3" is v1.3.0's (kept bit for bit, so the documented
-#: command still rebuilds that model); "acquisition" adds the acquisition
+#: ``--augment`` recipes: "1.3" is v1.3.0's (kept bit for bit, so
+#: ``--augment 1.3 --train-seed 20240501`` still rebuilds that model); "acquisition" adds the acquisition
 #: differences of issue #13 (see :func:`acquisition_input`); "robust" is the second
 #: attempt at #13, milder, with off-fovea cuts for NORMAL scans only
 #: (see :func:`robust_input`); "robust-strong" is the third: the "robust" framing
 #: with the "acquisition" strengths and, now and then, all of them at once
-#: (see :func:`robust_strong_input`).
+#: (see :func:`robust_strong_input`), v1.4.0's and the default.
 RECIPES: tuple[str, ...] = ("1.3", "acquisition", "robust", "robust-strong")
 
 NORMAL_LABEL = CLASSES.index("NORMAL")

@@ -249,7 +249,7 @@ OCT_DICOM_QUIET_S = env.float("OCT_DICOM_QUIET_S", default=10.0)
 # B-scans are urgent with at least this probability. Chosen on the validation split by
 # training/evaluate_eyes.py (k=2 lost 2 of 26 urgent eyes there; docs/volumes.md).
 OCT_EYE_URGENT_MIN_SLICES = env.int("OCT_EYE_URGENT_MIN_SLICES", default=1)
-OCT_EYE_URGENT_MIN_P = env.float("OCT_EYE_URGENT_MIN_P", default=0.5)
+OCT_EYE_URGENT_MIN_P = env.float("OCT_EYE_URGENT_MIN_P", default=0.3)
 
 # Tiered verification.
 VERIFICATION_REQUIRED_GRADES = max(1, env.int("VERIFICATION_REQUIRED_GRADES", default=2))

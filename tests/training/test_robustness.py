@@ -206,8 +206,11 @@ def test_kermany_out_table_counts_normal_specificity_from_the_confusion_matrix()
     }
     assert R.normal_specificity(rep) == pytest.approx(17 / 20)
     lo = {"kermany_in_set": rep, "kermany_drusen": {"n": 3, "predicted": {"CNV": 1, "DME": 0, "DRUSEN": 0, "NORMAL": 2}}, "epochs": 5}
-    (row,) = [line for line in R.kermany_out_lines([lo]) if line.startswith("| 1.3 |")]
+    # A record without recipe keys is an early run: the 1.3 recipe, trained with the split's seed.
+    (row,) = [line for line in R.kermany_out_lines([lo]) if line.startswith("| 1.3, training seed 20240501 |")]
     assert "| 85.0% |" in row and "| 3: CNV 1, NORMAL 2 |" in row
+    later = {**lo, "augment": "robust-strong", "window": "full", "train_seed": 1}
+    assert any(line.startswith("| robust-strong, full-height window, training seed 1 |") for line in R.kermany_out_lines([later]))
 
 
 def _row(cm: list[list[int]]) -> dict:
