@@ -378,7 +378,7 @@ RULES = ("single", "pooled")
 
 
 def check_rule(cand: dict[str, Any], base: dict[str, Any], loso_accuracy: float | None, rule: str = "single") -> list[tuple[str, bool, str]]:
-    """A 1.4.0 shipping rule of docs/training.md, on two validation-split suite outputs.
+    """A shipping rule of docs/training.md, on two validation-split suite outputs (candidate, shipped model).
 
     ``single``: the rule of the first four candidates (at most one image lost per class and
     per row). ``pooled``: the rule of the fifth and sixth runs (per-row non-inferiority with a
@@ -409,7 +409,7 @@ def _correct(row: dict[str, Any]) -> list[int]:
 
 def _clean_floor(cr: dict[str, Any], br: dict[str, Any]) -> tuple[str, bool, str]:
     acc = cr["clean"]["accuracy"]
-    return ("clean accuracy >= 96.3%", acc >= 0.963, f"{_pct(acc)} (1.3.0 {_pct(br['clean']['accuracy'])})")
+    return ("clean accuracy >= 96.3%", acc >= 0.963, f"{_pct(acc)} (shipped {_pct(br['clean']['accuracy'])})")
 
 
 def _floors(c: dict[str, Any]) -> list[tuple[str, float, int]]:
@@ -458,15 +458,15 @@ def _rule_pooled(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> lis
         fails = [f"{key} {_pct(cv)} < 95%" for key, cv, _ in _floors(c) if cv < 0.95]
         if c["accuracy"] < b["accuracy"] - 0.02 - 1e-9:
             fails.append(f"accuracy {_pct(c['accuracy'])} < {_pct(b['accuracy'])} - 2")
-        out.append((f"{k}: >= 95% floors, accuracy >= 1.3.0 - 2", not fails, _row_detail(c, fails)))
+        out.append((f"{k}: >= 95% floors, accuracy >= shipped - 2", not fails, _row_detail(c, fails)))
     pc, pb = pooled_counts(cr, rows), pooled_counts(br, rows)
     for c in D.CLASSES:
         (a, n), (b, m) = pc["recall"][c], pb["recall"][c]
         if not n or not m:
             continue
-        out.append((f"pooled {c} recall >= 1.3.0 - 2", a / n >= b / m - 0.02 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
+        out.append((f"pooled {c} recall >= shipped - 2", a / n >= b / m - 0.02 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
     (a, n), (b, m) = pc["urgent"], pb["urgent"]
-    out.append(("pooled urgent sensitivity >= 1.3.0 - 1", a / n >= b / m - 0.01 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
+    out.append(("pooled urgent sensitivity >= shipped - 1", a / n >= b / m - 0.01 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
     return out
 
 
@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rule == "pooled":
             rows = [k for k in base["rows"] if k in cand["rows"]]
             print(f"pooled accuracy over {len(rows)} rows: {_pct(pooled_counts(cand['rows'], rows)['accuracy'])} "
-                  f"(1.3.0 {_pct(pooled_counts(base['rows'], rows)['accuracy'])}; the tie-break between two passing candidates)")
+                  f"(shipped {_pct(pooled_counts(base['rows'], rows)['accuracy'])}; the tie-break between two passing candidates)")
         for name, ok, detail in verdict:
             print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
         ok = all(v for _, v, _ in verdict)

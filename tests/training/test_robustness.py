@@ -247,18 +247,18 @@ def test_the_pooled_rule_allows_a_two_point_row_margin_but_no_pooled_loss_of_a_c
     # A third image lost on clean is more than the row's margin (97% < 100% - 2 on the row).
     worse = _suite({**cand["rows"], "clean": _row([[25, 0, 0, 0], [1, 24, 0, 0], [0, 0, 23, 2], [0, 0, 0, 25]])})
     failed = [name for name, ok, _ in R.check_rule(worse, base, 0.92, "pooled") if not ok]
-    assert failed == ["clean: >= 95% floors, accuracy >= 1.3.0 - 2", "pooled DRUSEN recall >= 1.3.0 - 2"]
+    assert failed == ["clean: >= 95% floors, accuracy >= shipped - 2", "pooled DRUSEN recall >= shipped - 2"]
     # A NORMAL specificity floor under 95% fails its row whatever the margin.
     leaky = _suite({**cand["rows"], "hospital": _row([[25, 0, 0, 0], [0, 25, 0, 0], [0, 0, 25, 0], [0, 2, 0, 23]])})
     failed = [name for name, ok, _ in R.check_rule(leaky, base, 0.92, "pooled") if not ok]
-    assert failed == ["hospital: >= 95% floors, accuracy >= 1.3.0 - 2"]
+    assert failed == ["hospital: >= 95% floors, accuracy >= shipped - 2"]
     # One DME scan lost on each of three rows passes the single-image rule but is a pooled loss of 3 of 75 (4 points).
     one_each = [[25, 0, 0, 0], [1, 24, 0, 0], [0, 0, 25, 0], [0, 0, 0, 25]]
     drifting = _suite({"clean": _row(one_each), "shadows": _row(one_each), "off_fovea": _row(c_off), "hospital": _row(one_each)})
     single = {name: ok for name, ok, _ in R.check_rule(drifting, base, 0.92)}
     assert single["every class recall at most one image below"] and single["hospital: no worse, >= 95%"]
     failed = [name for name, ok, _ in R.check_rule(drifting, base, 0.92, "pooled") if not ok]
-    assert failed == ["pooled DME recall >= 1.3.0 - 2"]
+    assert failed == ["pooled DME recall >= shipped - 2"]
     # The guard is still there.
     assert not dict((n, ok) for n, ok, _ in R.check_rule(cand, base, 0.89, "pooled"))["LOSO OCTDL accuracy >= 90%"]
 
