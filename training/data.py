@@ -9,6 +9,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,18 @@ from inference import preprocessing as P
 
 CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+#: What a run records of its recipe (train_wall.json, loso.json, loso_kermany.json), with the
+#: value a run from before the key was recorded had.
+RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "band", "train_seed": 20240501}
+
+
+def recipe_label(record: dict[str, Any]) -> str:
+    """A recorded run's recipe in words, e.g. "robust-strong, full-height window, training seed 1"."""
+    r = {key: record.get(key, before) for key, before in RECIPE_KEYS.items()}
+    window = ", full-height window" if r["window"] == "full" else ""
+    return f"{r['augment']}{window}, training seed {r['train_seed']}"
 
 
 def data_dir() -> Path:

@@ -362,7 +362,7 @@ Confusion matrix (LOSO, OCTDL):
 {_cm_table(lo['octdl_in_set'])}
 
 LOSO on OCTDL AMD ({lo['octdl_amd']['n']} images, out of set): predicted {_dist(lo['octdl_amd']['predicted'])}.
-The LOSO model was trained in {lo.get('wall_s', float('nan')) / 60:.0f} min, in the run of version {lo.get('run_of', 'unknown')}.
+The LOSO model was trained in {lo.get('wall_s', float('nan')) / 60:.0f} min with the final model's recipe ({D.recipe_label(lo)}; checked before export).
 
 ## Out of set: OCTDL AMD (final model)
 {amd['n']} AMD scans (a disease outside the four classes). Predicted: {_dist(amd['predicted'])}; {_pct(amd['urgent_fraction'])} called

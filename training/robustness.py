@@ -484,10 +484,8 @@ def kermany_out_lines(runs: list[dict[str, Any]]) -> list[str]:
         rep, dr = lo["kermany_in_set"], lo["kermany_drusen"]
         rec = {c: rep["per_class"][c]["sensitivity"] for c in ("CNV", "DME", "NORMAL")}
         called = ", ".join(f"{c} {n}" for c, n in dr["predicted"].items() if n)
-        recipe = lo.get("augment", "1.3") + (", full-height window" if lo.get("window") == "full" else "")
-        recipe += f", training seed {lo.get('train_seed', 20240501)}"
         rows.append(
-            f"| {recipe} | {rep['n']} | {_pct(rep['accuracy'])} | {_pct(rec['CNV'])} | {_pct(rec['DME'])} | "
+            f"| {D.recipe_label(lo)} | {rep['n']} | {_pct(rep['accuracy'])} | {_pct(rec['CNV'])} | {_pct(rec['DME'])} | "
             f"{_pct(rec['NORMAL'])} | {_pct(normal_specificity(rep))} | {_pct(rep['urgent']['sensitivity'])} | "
             f"{rep['urgent']['auc']:.4f} | {dr['n']}: {called} | {lo.get('epochs')} |"
         )

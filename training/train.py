@@ -48,7 +48,7 @@ from training.model import ExportWrapper, OctNet
 WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
 ONNX_NAME = "oct-lite0-v1.onnx"
 MODEL_NAME = "oct-lite0"
-MODEL_VERSION = "1.4.0"  # 1.3.0: full fine-tune; 1.4.0: robust-strong augmentation, training seed 1 (issue #13); 1.0.0: cut schedule; 1.1.0: 8 final epochs (underfit); 1.2.0: 16 epochs, 5 blocks frozen; see docs/training.md
+MODEL_VERSION = "1.4.0"  # 1.0.0: cut schedule; 1.1.0: 8 final epochs (underfit); 1.2.0: 16 epochs, 5 blocks frozen; 1.3.0: full fine-tune; 1.4.0: robust-strong augmentation, training seed 1 (issue #13); see docs/training.md
 
 
 def log(msg: str) -> None:
@@ -379,20 +379,14 @@ def leave_kermany_out(
     }
 
 
-#: What a checkpoint (train_wall.json) or a loso.json records of its recipe, with the value
-#: a run from before the key was recorded had.
-# What a recorded run without the key was trained with (every run before the key existed).
-RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "band", "train_seed": 20240501}
-
-
 def recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe keys of this command, as recorded beside a run's results."""
-    return {key: getattr(args, key) for key in RECIPE_KEYS}
+    return {key: getattr(args, key) for key in D.RECIPE_KEYS}
 
 
 def recipe_mismatch(recorded: dict[str, Any], args: argparse.Namespace) -> str | None:
     """How a recorded run's recipe differs from this command's (e.g. "--augment 1.3, not robust"), or None."""
-    for key, before in RECIPE_KEYS.items():
+    for key, before in D.RECIPE_KEYS.items():
         got, want = recorded.get(key, before), getattr(args, key)
         if type(want)(got) != want:
             return f"--{key.replace('_', '-')} {got}, not {want}"
@@ -589,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         cand_dir = args.out / "candidate"
         export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
         (cand_dir / "model.json").write_text(
-            json.dumps({"name": MODEL_NAME, "version": f"candidate ({args.augment}{', full-height window' if args.window == 'full' else ''}, training seed {args.train_seed}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+            json.dumps({"name": MODEL_NAME, "version": f"candidate ({D.recipe_label(recipe(args))}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
         )
         log(f"candidate exported to {cand_dir} for the robustness suite")
         log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
