@@ -9,6 +9,13 @@ and the ratio. Needs only the app environment::
     .venv/bin/python bench/model_ab.py /tmp/old.onnx            # against the shipped model
 
 The last line prints the ratio (new / old; above 1 means the new model is slower).
+
+``--end-to-end`` times what serving one B-scan costs instead of the graph alone:
+``inference.runtime.Model.predict_images`` on one decoded image (preprocessing, the
+graph, the heatmap mapped back to the image and the quality flag), both models in
+alternation with one thread. Issue #13 allows an ensemble or test-time augmentation
+only "if the serving cost stays within 2x of today's per-B-scan time"; this is the
+ratio that limit is checked on.
 """
 from __future__ import annotations
 
@@ -49,13 +56,58 @@ def real_inputs(n: int) -> list[np.ndarray]:
     return [P.preprocess(Image.open(p), cfg).array[None] for p in paths]
 
 
+def real_images(n: int) -> list[Image.Image]:
+    """The first n B-scans in the data set, decoded (or noise images)."""
+    root = Path(os.environ.get("OCT_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "oct"))
+    every = sorted(root.glob("**/*.jp*g"))
+    paths = every[:: max(1, len(every) // max(n, 1))][:n]
+    if not paths:
+        print(f"no B-scans under {root}: timing on noise instead")
+        rng = np.random.default_rng(0)
+        return [Image.fromarray(rng.integers(0, 255, (496, 512), dtype=np.uint8)) for _ in range(n)]
+    out = []
+    for p in paths:
+        with Image.open(p) as img:
+            img.load()
+            out.append(img.copy())
+    return out
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    from inference import runtime as R
+
+    # Each file with the model.json beside it, or the shipped card when there is none.
+    old, new = (R.load_model(p, intra_op_threads=1, inter_op_threads=1) for p in (args.old, args.new))
+    images = real_images(args.images)
+    for img in images:
+        old.predict_images([img])
+        new.predict_images([img])
+    t_old, t_new = [], []
+    for i in range(args.iterations):
+        img = images[i % len(images)]
+        t0 = time.perf_counter()
+        old.predict_images([img])
+        t1 = time.perf_counter()
+        new.predict_images([img])
+        t2 = time.perf_counter()
+        t_old.append((t1 - t0) * 1e3)
+        t_new.append((t2 - t1) * 1e3)
+    for name, m, t in (("old", old, t_old), ("new", new, t_new)):
+        print(f"{name} {m.path} ({m.version}): one B-scan end to end p50 {np.median(t):.2f} ms, p95 {np.percentile(t, 95):.2f} ms (n={len(t)})")
+    print(f"KEY end-to-end new/old p50 {np.median(t_new) / np.median(t_old):.3f} ({len(images)} images, 1 thread, alternating)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path, help="the baseline .onnx")
     parser.add_argument("new", type=Path, nargs="?", default=C.WEIGHTS_DIR / "oct-lite0-v1.onnx", help="default: the shipped model")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--end-to-end", action="store_true", help="time runtime.Model.predict_images on one decoded image, not session.run")
     args = parser.parse_args()
+    if args.end_to_end:
+        end_to_end(args)
+        return
 
     old, new = session(args.old), session(args.new)
     inputs = real_inputs(args.images)

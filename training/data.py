@@ -29,7 +29,10 @@ def recipe_label(record: dict[str, Any]) -> str:
     """A recorded run's recipe in words, e.g. "robust-strong, full-height window, training seed 1"."""
     r = {key: record.get(key, before) for key, before in RECIPE_KEYS.items()}
     window = ", full-height window" if r["window"] == "full" else ""
-    return f"{r['augment']}{window}, training seed {r['train_seed']}"
+    seeds = r["train_seed"]
+    if isinstance(seeds, list):  # an ensemble's members (training.ensemble)
+        return f"{r['augment']}{window}, training seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}"
+    return f"{r['augment']}{window}, training seed {seeds}"
 
 
 def data_dir() -> Path:

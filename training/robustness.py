@@ -310,6 +310,10 @@ def run_suite(
             "classes": list(st.classes),
             **row_metrics(p, y),
             "quality": quality_metrics(p, y, raws, cfg),
+            # Each image's label and prediction (class indices, D.CLASSES order), so that two
+            # models' outputs can be paired image by image (--rule paired).
+            "true": [int(v) for v in y],
+            "pred": [int(v) for v in p.argmax(1)],
         }
     return rows
 
@@ -374,17 +378,25 @@ def format_quality_table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RULES = ("single", "pooled")
+RULES = ("single", "pooled", "paired")
 
 
-def check_rule(cand: dict[str, Any], base: dict[str, Any], loso_accuracy: float | None, rule: str = "single") -> list[tuple[str, bool, str]]:
+def check_rule(
+    cand: dict[str, Any],
+    base: dict[str, Any],
+    loso_accuracy: float | None,
+    rule: str = "single",
+    fragile: dict[str, Any] | None = None,
+) -> list[tuple[str, bool, str]]:
     """A shipping rule of docs/training.md, on two validation-split suite outputs (candidate, shipped model).
 
     ``single``: the rule of the first four candidates (at most one image lost per class and
     per row). ``pooled``: the rule of the fifth and sixth runs (per-row non-inferiority with a
-    2-point margin, class recall pooled over the rows). Returns (condition, passed, detail) per
-    condition; the candidate ships only if every one passes. Refuses outputs of another split,
-    seed or image set.
+    2-point margin, class recall pooled over the rows). ``paired``: the 1.5.0 rule (margins of
+    two paired standard errors from the images on which the two models disagree, better than
+    the shipped model by one pooled standard error, and still better than ``fragile``, 1.3.0's
+    output, where 1.3.0 is fragile). Returns (condition, passed, detail) per condition; the
+    candidate ships only if every one passes. Refuses outputs of another split, seed or image set.
     """
     if cand["split"] != "val" or base["split"] != "val":
         raise ValueError("the shipping rule is judged on the validation split only")
@@ -392,12 +404,19 @@ def check_rule(cand: dict[str, Any], base: dict[str, Any], loso_accuracy: float 
         raise ValueError("the two suite outputs were not run on the same images and seed")
     cr, br = cand["rows"], base["rows"]
     stress = [k for k in br if k != "clean" and k in cr]
-    out = _rule_single(cr, br, stress) if rule == "single" else _rule_pooled(cr, br, ["clean", *stress])
+    if rule == "paired":
+        if fragile is None:
+            raise ValueError("the paired rule also compares with 1.3.0's output where 1.3.0 is fragile")
+        out = _rule_paired(cr, br, ["clean", *stress])
+        better_than, who = fragile["rows"], "1.3.0"
+    else:
+        out = _rule_single(cr, br, stress) if rule == "single" else _rule_pooled(cr, br, ["clean", *stress])
+        better_than, who = br, ""
     for k in ("shadows", "off_fovea", "hospital"):
-        cv, bv = cr[k]["normal_specificity"], br[k]["normal_specificity"]
-        out.append((f"{k}: NORMAL specificity strictly higher", cv > bv, f"{_pct(cv)} vs {_pct(bv)}"))
-    cm_, bm_ = (float(np.mean([r[k]["accuracy"] for k in stress])) for r in (cr, br))
-    out.append(("mean stress accuracy strictly higher", cm_ > bm_, f"{_pct(cm_)} vs {_pct(bm_)}"))
+        cv, bv = cr[k]["normal_specificity"], better_than[k]["normal_specificity"]
+        out.append((f"{k}: NORMAL specificity strictly higher{' than ' + who if who else ''}", cv > bv, f"{_pct(cv)} vs {_pct(bv)}"))
+    cm_, bm_ = (float(np.mean([r[k]["accuracy"] for k in stress])) for r in (cr, better_than))
+    out.append((f"mean stress accuracy strictly higher{' than ' + who if who else ''}", cm_ > bm_, f"{_pct(cm_)} vs {_pct(bm_)}"))
     out.append(("LOSO OCTDL accuracy >= 90%", loso_accuracy is not None and loso_accuracy >= 0.90, _pct(loso_accuracy)))
     return out
 
@@ -467,6 +486,70 @@ def _rule_pooled(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> lis
         out.append((f"pooled {c} recall >= shipped - 2", a / n >= b / m - 0.02 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
     (a, n), (b, m) = pc["urgent"], pb["urgent"]
     out.append(("pooled urgent sensitivity >= shipped - 1", a / n >= b / m - 0.01 - 1e-9, f"{a}/{n} = {_pct(a / n)} vs {b}/{m} = {_pct(b / m)}"))
+    return out
+
+
+def paired_margin(d: int, n: int, standard_errors: float = 2.0) -> float:
+    """``standard_errors`` x the standard error of a paired difference of two proportions on n images
+    when the two models' predictions differ on d of them: about sqrt(d) / n, with d floored at 1."""
+    return standard_errors * float(np.sqrt(max(d, 1))) / n
+
+
+def _paired_arrays(r: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    if "pred" not in r or "true" not in r:
+        raise ValueError("the paired rule needs each image's prediction: rerun the suite (its outputs now record them)")
+    return np.asarray(r["true"], dtype=np.int64), np.asarray(r["pred"], dtype=np.int64)
+
+
+def _paired_rows(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, slice]]:
+    """(labels, candidate predictions, shipped predictions) concatenated over the rows, and each row's slice."""
+    ys, pcs, pbs, where, at = [], [], [], {}, 0
+    for k in rows:
+        (yc, pc), (yb, pb) = _paired_arrays(cr[k]), _paired_arrays(br[k])
+        if not np.array_equal(yc, yb):
+            raise ValueError(f"row {k}: the two outputs were not run on the same images in the same order")
+        ys.append(yc)
+        pcs.append(pc)
+        pbs.append(pb)
+        where[k] = slice(at, at + len(yc))
+        at += len(yc)
+    return np.concatenate(ys), np.concatenate(pcs), np.concatenate(pbs), where
+
+
+def _rule_paired(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> list[tuple[str, bool, str]]:
+    y, pc, pb, where = _paired_rows(cr, br, rows)
+    out = [_clean_floor(cr, br)]
+    for k in rows:
+        sl = where[k]
+        c, n = cr[k], sl.stop - sl.start
+        d = int((pc[sl] != pb[sl]).sum())
+        acc_c, acc_b = float((pc[sl] == y[sl]).mean()), float((pb[sl] == y[sl]).mean())
+        margin = paired_margin(d, n)
+        fails = [f"{key} {_pct(cv)} < 95%" for key, cv, _ in _floors(c) if cv < 0.95]
+        if acc_c < acc_b - margin - 1e-9:
+            fails.append(f"accuracy {_pct(acc_c)} < {_pct(acc_b)} - {100 * margin:.1f}")
+        detail = _row_detail(c, fails) + f" (shipped {_pct(acc_b)}; {d} of {n} predictions differ, margin {100 * margin:.1f} points)"
+        out.append((f"{k}: >= 95% floors, accuracy >= shipped - 2 SE", not fails, detail))
+    urgent = np.isin(y, [D.CLASSES.index("CNV"), D.CLASSES.index("DME")])
+    groups = [(f"pooled {c} recall", y == i, pc == y, pb == y) for i, c in enumerate(D.CLASSES)]
+    called_c, called_b = (np.isin(p, [D.CLASSES.index("CNV"), D.CLASSES.index("DME")]) for p in (pc, pb))
+    groups.append(("pooled urgent sensitivity", urgent, called_c, called_b))
+    for name, mask, ok_c, ok_b in groups:
+        n = int(mask.sum())
+        if not n:
+            continue
+        d = int((pc[mask] != pb[mask]).sum())
+        a, b = float(ok_c[mask].mean()), float(ok_b[mask].mean())
+        margin = paired_margin(d, n)
+        out.append((f"{name} >= shipped - 2 SE", a >= b - margin - 1e-9,
+                    f"{int(ok_c[mask].sum())}/{n} = {_pct(a)} vs {int(ok_b[mask].sum())}/{n} = {_pct(b)}; {d} differ, margin {100 * margin:.1f} points"))
+    d, n = int((pc != pb).sum()), len(y)
+    a, b = float((pc == y).mean()), float((pb == y).mean())
+    se = paired_margin(d, n, standard_errors=1.0)
+    out.append(("pooled accuracy >= shipped + 1 SE", a >= b + se - 1e-9, f"{_pct(a)} vs {_pct(b)} over {n} images; {d} differ, one SE {100 * se:.2f} points"))
+    sl = where["clean"]
+    errs_c, errs_b = int((pc[sl] != y[sl]).sum()), int((pb[sl] != y[sl]).sum())
+    out.append(("clean errors no more than shipped", errs_c <= errs_b, f"{errs_c} vs {errs_b}"))
     return out
 
 
@@ -646,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--loso-json", type=Path, help="with --check-rule: the candidate recipe's loso.json")
     ap.add_argument("--rule", choices=RULES, default="single",
-                    help="with --check-rule: single (the first four candidates' rule) or pooled (the fifth and sixth runs'); docs/training.md")
+                    help="with --check-rule: single (the first four candidates' rule), pooled (the fifth and sixth runs') or "
+                    "paired (the 1.5.0 candidate's, with --fragile-json); docs/training.md")
+    ap.add_argument("--fragile-json", type=Path, help="with --rule paired: 1.3.0's validation output (where 1.3.0 is fragile)")
     ap.add_argument(
         "--kermany-out",
         type=Path,
@@ -668,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_rule:
         cand, base = (json.loads(p.read_text()) for p in args.check_rule)
         loso_acc = json.loads(args.loso_json.read_text())["octdl_in_set"]["accuracy"] if args.loso_json else None
-        verdict = check_rule(cand, base, loso_acc, args.rule)
+        fragile = json.loads(args.fragile_json.read_text()) if args.fragile_json else None
+        verdict = check_rule(cand, base, loso_acc, args.rule, fragile)
         if args.rule == "pooled":
             rows = [k for k in base["rows"] if k in cand["rows"]]
             print(f"pooled accuracy over {len(rows)} rows: {_pct(pooled_counts(cand['rows'], rows)['accuracy'])} "

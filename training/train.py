@@ -546,6 +546,13 @@ def main(argv: list[str] | None = None) -> int:
             **recipe(args),
         }
         loso_path.write_text(json.dumps(loso, indent=1))
+        # The raw logits too, so an ensemble's LOSO reading can be the mean of its
+        # members' calibrated probabilities (training.ensemble).
+        np.savez(
+            args.out / "loso_logits.npz",
+            kermany_val=lv, kermany_val_y=yidx(kval), octdl_in_set=lo, octdl_in_set_y=yidx(oin), octdl_amd=la,
+            temperature=np.float64(t_l),
+        )
         log(E.format_report("LOSO: all OCTDL DME/NORMAL (OCTDL never trained on)", rep))
         log("LOSO AMD: " + json.dumps(loso["octdl_amd"]))
         del m_loso

@@ -1,0 +1,202 @@
+"""The ensemble of exported models (training/ensemble.py) and the paired shipping rule."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import data as D
+from training import ensemble as En
+from training import robustness as R
+
+CNV, DME, DRUSEN, NORMAL = (D.CLASSES.index(c) for c in ("CNV", "DME", "DRUSEN", "NORMAL"))
+
+
+def _tiny_member(path, weights: np.ndarray, scale: float) -> None:
+    """A graph with training.train's interface on 2x2 inputs: input -> probabilities, heatmap, oct_score."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("Mul", ["input", "scale"], ["scaled"]),
+        helper.make_node("Sigmoid", ["scaled"], ["sig"]),
+        helper.make_node("Squeeze", ["sig", "axis1"], ["heatmap"]),
+        helper.make_node("ReduceMean", ["sig"], ["oct_score"], axes=[1, 2, 3], keepdims=0),
+    ]
+    inits = [
+        numpy_helper.from_array(weights.astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "member",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+        [
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 2, 2]),
+            helper.make_tensor_value_info("oct_score", TensorProto.FLOAT, ["batch"]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_the_ensemble_graph_outputs_the_mean_of_its_members(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    members = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    _tiny_member(members[0], rng.normal(size=(4, 4)), 1.0)
+    _tiny_member(members[1], rng.normal(size=(4, 4)), 3.0)
+    En.compose(members, tmp_path / "e.onnx")
+    x = rng.normal(size=(5, 1, 2, 2)).astype(np.float32)
+    assert En.parity(members, tmp_path / "e.onnx", x) < 1e-6
+    probs, heat, score = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    a = ort.InferenceSession(str(members[0]), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    # The members really differ, so the mean is not either of them.
+    assert not np.allclose(a[0], probs, atol=1e-3)
+    assert probs.shape == (5, 4) and heat.shape == (5, 2, 2) and score.shape == (5,)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+
+
+def test_compose_refuses_one_member_and_graphs_of_another_interface(tmp_path):
+    pytest.importorskip("onnx")
+    rng = np.random.default_rng(1)
+    _tiny_member(tmp_path / "a.onnx", rng.normal(size=(4, 4)), 1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        En.compose([tmp_path / "a.onnx"], tmp_path / "e.onnx")
+    import onnx
+
+    m = onnx.load(str(tmp_path / "a.onnx"))
+    m.graph.output[2].name = "gate"
+    m.graph.node[-1].output[0] = "gate"
+    onnx.save(m, str(tmp_path / "b.onnx"))
+    with pytest.raises(ValueError, match="not a model exported by training.train"):
+        En.compose([tmp_path / "a.onnx", tmp_path / "b.onnx"], tmp_path / "e.onnx")
+    assert not (tmp_path / "e.onnx").exists()
+
+
+def _loso_run(folder, seed: int, logits_scale: float, temperature: float, epochs: int = 5, augment: str = "robust-strong"):
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    y_k = np.array([0, 1, 2, 3] * 5)
+    y_o = np.array([DME] * 6 + [NORMAL] * 6)
+    kv = np.eye(4)[y_k] * logits_scale + rng.normal(0, 1, (20, 4))
+    oi = np.eye(4)[y_o] * logits_scale + rng.normal(0, 2, (12, 4))
+    amd = rng.normal(0, 1, (7, 4))
+    np.savez(folder / "loso_logits.npz", kermany_val=kv, kermany_val_y=y_k, octdl_in_set=oi, octdl_in_set_y=y_o, octdl_amd=amd,
+             temperature=np.float64(temperature))
+    (folder / "loso.json").write_text(json.dumps({
+        "epochs": epochs, "train_images": 1000, "temperature": temperature, "wall_s": 60.0,
+        "octdl_in_set": {"accuracy": float((oi.argmax(1) == y_o).mean())},
+        "augment": augment, "window": "band", "frozen_blocks": 5, "train_seed": seed,
+    }))
+    return kv, oi, amd, y_o
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_the_ensembles_loso_reading_is_the_mean_of_the_members_calibrated_probabilities(tmp_path):
+    _, oi1, _, y = _loso_run(tmp_path / "s1", 1, 2.0, 1.5)
+    _, oi2, _, _ = _loso_run(tmp_path / "s2", 2, 3.0, 0.8)
+    lo = En.ensemble_loso([tmp_path / "s1", tmp_path / "s2"])
+    want = (_softmax(oi1 / 1.5) + _softmax(oi2 / 0.8)) / 2
+    assert lo["octdl_in_set"]["accuracy"] == pytest.approx(float((want.argmax(1) == y).mean()))
+    assert lo["octdl_in_set"]["n"] == 12 and lo["octdl_amd"]["n"] == 7
+    assert lo["train_seed"] == [1, 2] and lo["temperature"] == [1.5, 0.8] and lo["augment"] == "robust-strong"
+    assert D.recipe_label(lo) == "robust-strong, training seeds 1 and 2"
+    assert [m["train_seed"] for m in lo["members"]] == [1, 2]
+
+
+def test_the_ensembles_loso_refuses_members_of_another_recipe(tmp_path):
+    _loso_run(tmp_path / "s1", 1, 2.0, 1.5)
+    _loso_run(tmp_path / "s2", 2, 2.0, 1.5, augment="1.3")
+    with pytest.raises(ValueError, match="augment"):
+        En.ensemble_loso([tmp_path / "s1", tmp_path / "s2"])
+
+
+def _row(true: list[int], pred: list[int]) -> dict:
+    """A suite row from each image's label and prediction, with the figures run_suite derives from them."""
+    y, p = np.asarray(true), np.asarray(pred)
+    probs = np.eye(4)[p]
+    return {**R.row_metrics(probs, y), "true": list(map(int, y)), "pred": list(map(int, p))}
+
+
+def _suite(rows: dict) -> dict:
+    return {"split": "val", "seed": 0, "n_images": 100, "limit": None, "rows": rows}
+
+
+def test_paired_margin_is_two_standard_errors_of_the_disagreement():
+    assert R.paired_margin(4, 264) == pytest.approx(2 * 2 / 264)
+    assert R.paired_margin(0, 100) == pytest.approx(2 / 100)  # d floored at 1
+    assert R.paired_margin(9, 100, standard_errors=1.0) == pytest.approx(0.03)
+
+
+def test_the_paired_rule_counts_disagreement_and_asks_for_a_pooled_gain():
+    # 100 images per row: 25 per class.
+    y = [CNV] * 25 + [DME] * 25 + [DRUSEN] * 25 + [NORMAL] * 25
+    shipped = list(y)
+    shipped[50] = NORMAL  # one DRUSEN missed
+    shipped[51] = NORMAL
+    cand = list(y)  # fixes both
+    cand[0] = DME  # a CNV called DME: still urgent, one error
+    rows_s = {k: _row(y, shipped) for k in ("clean", "shadows", "off_fovea", "hospital")}
+    rows_c = {k: _row(y, cand) for k in ("clean", "shadows", "off_fovea", "hospital")}
+    fragile_y = [NORMAL] * 25
+    fragile = _suite({**rows_s, "off_fovea": _row(fragile_y, [CNV] * 3 + [NORMAL] * 22),
+                      "shadows": _row(y, y[:75] + [DME] * 2 + [NORMAL] * 23), "hospital": _row(y, y[:75] + [DME] * 9 + [NORMAL] * 16)})
+    rows_s["off_fovea"] = _row(fragile_y, [NORMAL] * 25)
+    rows_c["off_fovea"] = _row(fragile_y, [NORMAL] * 25)
+    verdict = R.check_rule(_suite(rows_c), _suite(rows_s), 0.91, "paired", fragile)
+    failed = [name for name, ok, _ in verdict if not ok]
+    # Pooled over the 325 images, 9 predictions differ: 6 fixed, 3 lost, a gain of 3 of 325, exactly one SE (sqrt(9) / 325).
+    assert failed == [], failed
+    detail = dict((name, d) for name, _, d in verdict)
+    assert "3 of 100 predictions differ" in detail["clean: >= 95% floors, accuracy >= shipped - 2 SE"]
+
+    # The same model as the shipped one is not better by a standard error.
+    same = R.check_rule(_suite(rows_s), _suite(rows_s), 0.91, "paired", fragile)
+    assert [name for name, ok, _ in same if not ok] == ["pooled accuracy >= shipped + 1 SE"]
+
+    # Three CNV scans called NORMAL on clean: three errors there against the shipped model's two.
+    worse_clean = list(y)
+    worse_clean[0:3] = [NORMAL] * 3
+    rows_w = {**rows_c, "clean": _row(y, worse_clean)}
+    failed = [name for name, ok, _ in R.check_rule(_suite(rows_w), _suite(rows_s), 0.91, "paired", fragile) if not ok]
+    assert "clean errors no more than shipped" in failed
+
+    # Losing ten CNV scans on one row is outside its margin (12 differ: 8 points lost, margin 2*sqrt(12)/100 = 6.9).
+    bad = list(y)
+    bad[0:10] = [NORMAL] * 10
+    rows_b = {**rows_c, "hospital": _row(y, bad)}
+    failed = [name for name, ok, _ in R.check_rule(_suite(rows_b), _suite(rows_s), 0.91, "paired", fragile) if not ok]
+    assert "hospital: >= 95% floors, accuracy >= shipped - 2 SE" in failed
+    assert "pooled CNV recall >= shipped - 2 SE" in failed
+    assert "pooled urgent sensitivity >= shipped - 2 SE" in failed
+
+    # The comparison with 1.3.0 where it is fragile and the LOSO guard are still there.
+    names = dict((n, ok) for n, ok, _ in R.check_rule(_suite(rows_c), _suite(rows_s), 0.89, "paired", fragile))
+    assert names["off_fovea: NORMAL specificity strictly higher than 1.3.0"]
+    assert not names["LOSO OCTDL accuracy >= 90%"]
+    with pytest.raises(ValueError, match="1.3.0"):
+        R.check_rule(_suite(rows_c), _suite(rows_s), 0.91, "paired")
+
+
+def test_the_paired_rule_needs_each_images_prediction_on_the_same_images():
+    y = [CNV, DME, DRUSEN, NORMAL] * 5
+    old = {k: {kk: v for kk, v in _row(y, y).items() if kk not in ("pred", "true")} for k in ("clean", "shadows", "off_fovea", "hospital")}
+    new = {k: _row(y, y) for k in old}
+    with pytest.raises(ValueError, match="prediction"):
+        R.check_rule(_suite(new), _suite(old), 0.91, "paired", _suite(new))
+    shuffled = {**new, "clean": _row(y[::-1], y[::-1])}
+    with pytest.raises(ValueError, match="same images"):
+        R.check_rule(_suite(shuffled), _suite(new), 0.91, "paired", _suite(new))

@@ -1,0 +1,198 @@
+"""A small ensemble of exported models as one ONNX graph (issue #13).
+
+    PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage candidate \\
+        --members inference/weights/oct-lite0-v1.onnx training/runs/s2/candidate/oct-lite0-v1.onnx \\
+        --loso training/runs/s1 training/runs/s2 --out training/runs/ensemble
+
+The members are models exported by ``training.train``: the same input size, the same
+preprocessing and the same outputs. The ensemble's outputs are the means of theirs:
+
+- ``probabilities``: the mean of the members' *calibrated* probabilities (each member's
+  temperature stays inside its own subgraph);
+- ``heatmap``: the mean of the members' class-activation maps (each in [0, 1]);
+- ``oct_score``: the mean of the members' OCT scores.
+
+So ``inference.runtime``, the quality flag and the suite load it like any model, and
+the serving code does not change. The graph runs every member on each B-scan: the
+serving cost grows with the number of members (``bench/model_ab.py --end-to-end``).
+
+The ensemble's leave-one-source-out reading is the mean of the members' LOSO models'
+calibrated probabilities, from the ``loso_logits.npz`` each ``--stage loso`` run writes.
+
+``--stage candidate`` writes ``--out/candidate/`` (the graph and its model.json, for
+``training.robustness``) and ``--out/loso.json``; it never touches inference/weights
+and never reads the test split. ``--stage final`` is for an ensemble a written rule
+has chosen (docs/training.md): it writes the graph into inference/weights, evaluates it
+there through the serving runtime on the test split and writes the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference import evaluation as E
+from training import data as D
+
+OUTPUTS = ("probabilities", "heatmap", "oct_score")
+ENSEMBLE_VERSION = "1.5.0"
+ONNX_NAME = "oct-lite0-v1.onnx"
+WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def compose(members: list[Path], out: Path) -> None:
+    """Write one ONNX graph whose outputs are the element-wise means of the members' outputs."""
+    import onnx
+    from onnx import compose as C
+    from onnx import helper
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    models = [onnx.load(str(p)) for p in members]
+    first = models[0]
+    for p, m in zip(members, models):
+        if [i.name for i in m.graph.input] != ["input"] or [o.name for o in m.graph.output] != list(OUTPUTS):
+            raise ValueError(f"{p}: not a model exported by training.train (input 'input', outputs {', '.join(OUTPUTS)})")
+        if m.graph.input[0].type != first.graph.input[0].type or list(m.opset_import) != list(first.opset_import):
+            raise ValueError(f"{p}: another input shape or opset than {members[0]}")
+    nodes, initializers, value_info = [], [], []
+    for k, m in enumerate(models):
+        prefixed = C.add_prefix(m, f"m{k}_")
+        nodes.append(helper.make_node("Identity", ["input"], [f"m{k}_input"], name=f"m{k}_feed"))
+        nodes.extend(prefixed.graph.node)
+        initializers.extend(prefixed.graph.initializer)
+        value_info.extend(prefixed.graph.value_info)
+    for name in OUTPUTS:
+        nodes.append(helper.make_node("Mean", [f"m{k}_{name}" for k in range(len(models))], [name], name=f"mean_{name}"))
+    graph = helper.make_graph(
+        nodes, "ensemble", list(first.graph.input), list(first.graph.output), initializer=initializers, value_info=value_info
+    )
+    model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="training.ensemble")
+    model.ir_version = first.ir_version
+    helper.set_model_props(model, {f"member_{k}_sha256": sha256(p) for k, p in enumerate(members)})
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+
+
+def parity(members: list[Path], ensemble: Path, x: np.ndarray) -> float:
+    """Max abs difference between the ensemble graph and the mean of its members run one by one."""
+    import onnxruntime as ort
+
+    def run(path: Path) -> list[np.ndarray]:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(list(OUTPUTS), {"input": x})
+
+    outs = [run(p) for p in members]
+    want = [np.mean([o[i] for o in outs], axis=0) for i in range(len(OUTPUTS))]
+    got = run(ensemble)
+    return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
+    """The members' LOSO runs (each a folder with loso.json and loso_logits.npz) read as one ensemble."""
+    records = [json.loads((d / "loso.json").read_text()) for d in dirs]
+    arrays = [np.load(d / "loso_logits.npz") for d in dirs]
+    for d, r in zip(dirs, records):
+        for key, want in D.RECIPE_KEYS.items():
+            if key != "train_seed" and r.get(key, want) != records[0].get(key, D.RECIPE_KEYS[key]):
+                raise ValueError(f"{d}/loso.json: another {key} than {dirs[0]}/loso.json; the members must share the recipe")
+        if r["epochs"] != records[0]["epochs"]:
+            raise ValueError(f"{d}/loso.json: {r['epochs']} epochs, not {records[0]['epochs']}")
+    for name in ("kermany_val_y", "octdl_in_set_y"):
+        if any(not np.array_equal(a[name], arrays[0][name]) for a in arrays):
+            raise ValueError(f"the members' LOSO runs were not evaluated on the same images ({name})")
+
+    def mean_probs(name: str) -> np.ndarray:
+        return np.mean([_softmax(a[name] / float(a["temperature"])) for a in arrays], axis=0)
+
+    kval = mean_probs("kermany_val")
+    rep = E.classification_report(mean_probs("octdl_in_set"), arrays[0]["octdl_in_set_y"])
+    return {
+        "epochs": records[0]["epochs"],
+        "train_images": records[0]["train_images"],
+        "temperature": [float(a["temperature"]) for a in arrays],
+        "octdl_in_set": rep,
+        "octdl_amd": E.out_of_set_report(mean_probs("octdl_amd")),
+        "kermany_val_accuracy": float((kval.argmax(1) == arrays[0]["kermany_val_y"]).mean()),
+        "wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
+        "members": [{"train_seed": r.get("train_seed", D.RECIPE_KEYS["train_seed"]), "accuracy": r["octdl_in_set"]["accuracy"]} for r in records],
+        **{key: records[0].get(key, want) for key, want in D.RECIPE_KEYS.items() if key != "train_seed"},
+        "train_seed": [r.get("train_seed", D.RECIPE_KEYS["train_seed"]) for r in records],
+    }
+
+
+def member_card(onnx_path: Path) -> dict[str, Any]:
+    card = json.loads((onnx_path.parent / "model.json").read_text())
+    if card.get("onnx", ONNX_NAME) != onnx_path.name:
+        raise ValueError(f"{onnx_path.parent / 'model.json'} describes {card.get('onnx')}, not {onnx_path.name}")
+    return card
+
+
+def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str, Any]:
+    """The candidate's model.json: the members' shared constants, the gate threshold of a candidate (0.5)."""
+    first = cards[0]
+    for p, c in zip(members, cards):
+        if c["preprocessing"] != first["preprocessing"] or c["classes"] != first["classes"]:
+            raise ValueError(f"{p}: another preprocessing or class order than {members[0]}")
+    return {
+        "name": first["name"],
+        "version": f"candidate (mean of {len(members)} models: {'; '.join(c['version'] for c in cards)})",
+        "onnx": ONNX_NAME,
+        "classes": first["classes"],
+        "temperature": [c["temperature"] for c in cards],
+        "gate_threshold": 0.5,
+        "preprocessing": first["preprocessing"],
+        "ensemble": {"members": [{"version": c["version"], "sha256": sha256(p), "temperature": c["temperature"]} for p, c in zip(members, cards)]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=("candidate", "final"), default="candidate")
+    ap.add_argument("--members", type=Path, nargs="+", required=True, help="the members' .onnx files (each with its model.json beside it)")
+    ap.add_argument("--loso", type=Path, nargs="+", required=True, help="each member's training.train --out folder holding loso.json and loso_logits.npz")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--card-note", default="", help="with --stage final: a paragraph for the card's Notes")
+    args = ap.parse_args(argv)
+    if len(args.loso) != len(args.members):
+        ap.error("one --loso folder per member")
+    t0 = time.time()
+    cards = [member_card(p) for p in args.members]
+    loso = ensemble_loso(args.loso)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
+    print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]), file=sys.stderr)
+    if args.stage == "candidate":
+        cand = args.out / "candidate"
+        compose(args.members, cand / ONNX_NAME)
+        (cand / "model.json").write_text(json.dumps(candidate_card(cards, args.members), indent=1))
+        x = np.random.default_rng(0).random((4, 1, cards[0]["preprocessing"]["input_size"], cards[0]["preprocessing"]["input_size"]), dtype=np.float32)
+        diff = parity(args.members, cand / ONNX_NAME, x)
+        print(f"ensemble of {len(args.members)} written to {cand} (graph vs mean of the members: max abs diff {diff:.2e}); "
+              f"{time.time() - t0:.0f}s; inference/weights untouched, test split unread", file=sys.stderr)
+        return 0
+    from training import ensemble_final
+
+    return ensemble_final.ship(args, cards, loso, t0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
