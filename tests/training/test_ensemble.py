@@ -200,3 +200,29 @@ def test_the_paired_rule_needs_each_images_prediction_on_the_same_images():
     shuffled = {**new, "clean": _row(y[::-1], y[::-1])}
     with pytest.raises(ValueError, match="same images"):
         R.check_rule(_suite(shuffled), _suite(new), 0.91, "paired", _suite(new))
+
+
+def test_the_final_stage_writes_an_ensemble_card_from_the_served_graph(oct_data, tmp_path):
+    """--stage final --smoke on real images: the shipped model twice (so the mean is that model), all under --out."""
+    pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (requirements-train.txt)")
+    shipped = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    _loso_run(tmp_path / "s1", 1, 2.0, 1.5)
+    _loso_run(tmp_path / "s2", 2, 3.0, 0.8)
+    out = tmp_path / "ens"
+    before = shipped.read_bytes()
+    assert En.main(["--stage", "final", "--smoke", "--members", str(shipped), str(shipped),
+                    "--loso", str(tmp_path / "s1"), str(tmp_path / "s2"), "--out", str(out)]) == 0
+    assert shipped.read_bytes() == before  # --smoke never touches inference/weights
+    card = json.loads((out / "weights" / "model.json").read_text())
+    assert card["version"] == En.ENSEMBLE_VERSION and len(card["ensemble"]["members"]) == 2
+    assert card["card"]["parity_max_abs_diff"] < 1e-5
+    assert card["card"]["hyperparameters"]["train_seed"] == [1, 2]
+    # Two identical members: the calibration "before" is the member's own softmax(logits), not the calibrated output.
+    cal = card["card"]["calibration"]
+    assert cal["test_ece_before"] != cal["test_ece_after"]
+    md = (out / "model-card.md").read_text()
+    assert f"# Model card: oct-lite0 {En.ENSEMBLE_VERSION}" in md
+    assert "The mean of 2 models" in md and "each member's own temperature" in md
+    assert "One LOSO model per member" in md and "training seeds 1 and 2" in md
+    assert (out / "members" / "m0" / "oct-lite0-v1.onnx").read_bytes() == before
