@@ -3,6 +3,8 @@
     PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage candidate \\
         --members inference/weights/oct-lite0-v1.onnx training/runs/s2/candidate/oct-lite0-v1.onnx \\
         --loso training/runs/s1 training/runs/s2 --out training/runs/ensemble
+    # or every member trained from scratch, then shipped (the one command of docs/training.md):
+    PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage final --train-seeds 1 2 --out training/runs/v15
 
 The members are models exported by ``training.train``: the same input size, the same
 preprocessing and the same outputs. The ensemble's outputs are the means of theirs:
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,17 +161,62 @@ def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str
     }
 
 
+def train_members(seeds: list[int], out: Path, *, jobs: int = 2, smoke: bool = False) -> tuple[list[Path], list[Path]]:
+    """Run training.train's candidate and LOSO stages for each training seed; return (members, LOSO folders)."""
+    import subprocess
+
+    folders = [out / f"seed{s}" for s in seeds]
+    todo = []
+    for seed, folder in zip(seeds, folders):
+        folder.mkdir(parents=True, exist_ok=True)
+        for stage, done in (("candidate", folder / "candidate" / ONNX_NAME), ("loso", folder / "loso_logits.npz")):
+            if not done.is_file():
+                cmd = [sys.executable, "-m", "training.train", "--out", str(folder), "--stage", stage, "--threads", "1", "--train-seed", str(seed)]
+                cmd += ["--smoke"] if smoke else []
+                todo.append((cmd, folder / f"{stage}.log"))
+    running: list[tuple[subprocess.Popen[bytes], Path]] = []
+    while todo or running:
+        while todo and len(running) < max(1, jobs):
+            cmd, log = todo.pop(0)
+            print(f"started: {' '.join(cmd[1:])} (log: {log})", file=sys.stderr, flush=True)
+            with open(log, "wb") as fh:
+                running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(D.REPO_ROOT)}), log))
+        time.sleep(5)
+        for proc, log in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, log))
+                if proc.returncode != 0:
+                    for p, _ in running:
+                        p.terminate()
+                    raise SystemExit(f"a member's training failed (exit {proc.returncode}); see {log}")
+    return [f / "candidate" / ONNX_NAME for f in folders], folders
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=("candidate", "final"), default="candidate")
-    ap.add_argument("--members", type=Path, nargs="+", required=True, help="the members' .onnx files (each with its model.json beside it)")
-    ap.add_argument("--loso", type=Path, nargs="+", required=True, help="each member's training.train --out folder holding loso.json and loso_logits.npz")
+    ap.add_argument("--members", type=Path, nargs="+", help="the members' .onnx files (each with its model.json beside it)")
+    ap.add_argument("--loso", type=Path, nargs="+", help="each member's training.train --out folder holding loso.json and loso_logits.npz")
+    ap.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        help="instead of --members and --loso: train each member from scratch with training.train's default recipe and "
+        "this training seed (--stage candidate and --stage loso into --out/seed<N>, two 1-thread processes at a time), "
+        "then use them; a member whose candidate and LOSO logits are already there is not retrained",
+    )
+    ap.add_argument("--jobs", type=int, default=2, help="with --train-seeds: trainings run at a time (1 torch thread each)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--card-note", default="", help="with --stage final: a paragraph for the card's Notes")
-    ap.add_argument("--smoke", action="store_true", help="with --stage final: 40 images per split, everything written under --out only (a pipeline check)")
+    ap.add_argument("--smoke", action="store_true", help="a pipeline check: --train-seeds trains tiny members (training.train --smoke); --stage final uses 40 images "
+                    "per split and writes everything under --out only")
     args = ap.parse_args(argv)
-    if len(args.loso) != len(args.members):
-        ap.error("one --loso folder per member")
+    if args.train_seeds:
+        if args.members or args.loso:
+            ap.error("--train-seeds trains the members: give it instead of --members and --loso")
+        args.members, args.loso = train_members(args.train_seeds, args.out, jobs=args.jobs, smoke=args.smoke)
+    if not args.members or not args.loso or len(args.loso) != len(args.members):
+        ap.error("give --members and one --loso folder per member, or --train-seeds")
     t0 = time.time()
     cards = [member_card(p) for p in args.members]
     loso = ensemble_loso(args.loso)

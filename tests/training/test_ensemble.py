@@ -226,3 +226,22 @@ def test_the_final_stage_writes_an_ensemble_card_from_the_served_graph(oct_data,
     assert "The mean of 2 models" in md and "each member's own temperature" in md
     assert "One LOSO model per member" in md and "training seeds 1 and 2" in md
     assert (out / "members" / "m0" / "oct-lite0-v1.onnx").read_bytes() == before
+
+
+def test_train_seeds_trains_each_member_and_its_loso_model_then_composes(oct_data, tmp_path):
+    """The one command, on tiny trainings (training.train --smoke): two seeds, candidate stage."""
+    pytest.importorskip("torch", reason="torch is not installed (training-only dependency, requirements-train.txt)")
+    out = tmp_path / "ens"
+    assert En.main(["--stage", "candidate", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
+    for seed in (1, 2):
+        assert (out / f"seed{seed}" / "candidate" / "oct-lite0-v1.onnx").is_file()
+        assert (out / f"seed{seed}" / "loso_logits.npz").is_file()
+    card = json.loads((out / "candidate" / "model.json").read_text())
+    assert len(card["ensemble"]["members"]) == 2
+    # The two seeds trained two different members.
+    assert card["ensemble"]["members"][0]["sha256"] != card["ensemble"]["members"][1]["sha256"]
+    assert json.loads((out / "loso.json").read_text())["train_seed"] == [1, 2]
+    # Rerun: nothing is retrained (the logs would be rewritten).
+    mtime = (out / "seed1" / "candidate.log").stat().st_mtime
+    assert En.main(["--stage", "candidate", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
+    assert (out / "seed1" / "candidate.log").stat().st_mtime == mtime
