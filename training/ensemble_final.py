@@ -36,13 +36,19 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     return E.softmax(float(temperature) * np.log(np.clip(probs, 1e-12, 1.0)))
 
 
-def _candidate_record(onnx_path: Path) -> dict[str, Any]:
-    """A candidate's training record (``training.train --stage candidate`` writes it beside --out/candidate/)."""
-    path = onnx_path.parent.parent / "train_wall.json"
-    if not path.is_file():
-        return {}
-    rec = json.loads(path.read_text())
-    return {"command": rec.get("command"), "final_train_wall_s": rec.get("final_train_wall_s")}
+RECORD_KEYS = ("command", "seed", "manifest_sha256", "versions", "device", "hyperparameters", "splits")
+
+
+def member_records(members: list[Path], cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each member's training record (its model.json's ``card``), checked to share the split and the data."""
+    records = [c.get("card") or {} for c in cards]
+    for p, r in zip(members, records):
+        missing = [k for k in RECORD_KEYS if k not in r]
+        if missing:
+            raise SystemExit(f"{p.parent / 'model.json'} lacks {', '.join(missing)}: export the member with this version of training.train")
+        if (r["seed"], r["manifest_sha256"]) != (records[0]["seed"], records[0]["manifest_sha256"]):
+            raise SystemExit(f"{p}: another patient split or MANIFEST.tsv than {members[0]}")
+    return records
 
 
 def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, Any], t0: float) -> int:
@@ -52,8 +58,9 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
 
     root = D.data_dir()
     first = cards[0]
-    seed = int(first["card"]["seed"])
-    if first["card"]["manifest_sha256"] != D.manifest_sha256(root):
+    records = member_records(args.members, cards)
+    seed = int(records[0]["seed"])
+    if records[0]["manifest_sha256"] != D.manifest_sha256(root):
         raise SystemExit(f"{args.members[0]}'s card was made from another MANIFEST.tsv than the one at {root}")
     # The members as they were, beside the run (the first may be the file about to be replaced).
     kept = args.out / "members"
@@ -125,22 +132,21 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
         seed=seed,
         smoke=args.smoke,
     )
-    member_cards = [c.get("card") or _candidate_record(p) for p, c in zip(args.members, cards)]
-    hp = dict(first["card"]["hyperparameters"])
+    hp = dict(records[0]["hyperparameters"])
     hp["train_seed"] = loso["train_seed"]
-    train_walls = [mc.get("final_train_wall_s") for mc in member_cards]
+    train_walls = [r.get("final_train_wall_s") for r in records]
     command = "python -m training.ensemble --stage final " + " ".join(
         ["--members", *map(str, args.members), "--loso", *map(str, args.loso), "--out", str(args.out)]
     )
     card["card"] = {
         "command": command,
-        "member_commands": [mc.get("command") for mc in member_cards],
-        "manifest_sha256": first["card"]["manifest_sha256"],
+        "member_commands": [r["command"] for r in records],
+        "manifest_sha256": records[0]["manifest_sha256"],
         "seed": seed,
-        "versions": {**first["card"]["versions"], "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
-        "device": first["card"]["device"],
+        "versions": {**records[0]["versions"], "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "device": records[0]["device"],
         "hyperparameters": hp,
-        "splits": first["card"]["splits"],
+        "splits": records[0]["splits"],
         "loso": loso,
         "note": args.card_note,
         "parity_max_abs_diff": max_diff,

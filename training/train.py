@@ -390,6 +390,44 @@ def recipe_mismatch(recorded: dict[str, Any], args: argparse.Namespace) -> str |
     return None
 
 
+def run_record(
+    args: argparse.Namespace,
+    root: Path,
+    device: torch.device,
+    command: str,
+    counts: dict[str, Any],
+    *,
+    epochs: int,
+    loso_epochs: int | None,
+    spe: int,
+    npe: int,
+) -> dict[str, Any]:
+    """How the weights were trained, as the card records it (the final model's and a candidate's model.json)."""
+    return {
+        "command": command,
+        "manifest_sha256": D.manifest_sha256(root),
+        "seed": args.seed,
+        "versions": versions(),
+        "device": str(device) + ("" if device.type == "cuda" else f", {torch.get_num_threads()} torch thread(s)"),
+        "hyperparameters": {
+            "epochs": epochs,
+            "loso_epochs": loso_epochs,
+            "samples_per_epoch": spe,
+            "negatives_per_epoch": npe,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "optimizer": "AdamW, weight decay 1e-4, linear warm-up then cosine",
+            "label_smoothing": 0.1,
+            "sampling": "class-balanced",
+            "frozen": frozen_text(args.frozen_blocks),
+            "augment": args.augment,
+            "window": args.window,
+            "train_seed": args.train_seed,
+        },
+        "splits": counts,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("training/runs/v1"))
@@ -587,7 +625,23 @@ def main(argv: list[str] | None = None) -> int:
         cand_dir = args.out / "candidate"
         export_onnx(model, temperature, size, cand_dir / ONNX_NAME)
         (cand_dir / "model.json").write_text(
-            json.dumps({"name": MODEL_NAME, "version": f"candidate ({D.recipe_label(recipe(args))}, to replace {MODEL_VERSION})", "onnx": ONNX_NAME, "classes": list(D.CLASSES), "temperature": temperature, "gate_threshold": 0.5, "preprocessing": cfg}, indent=1)
+            json.dumps(
+                {
+                    "name": MODEL_NAME,
+                    "version": f"candidate ({D.recipe_label(recipe(args))}, to replace {MODEL_VERSION})",
+                    "onnx": ONNX_NAME,
+                    "classes": list(D.CLASSES),
+                    "temperature": temperature,
+                    "gate_threshold": 0.5,
+                    "preprocessing": cfg,
+                    # What an ensemble's card needs of its members (training.ensemble --stage final).
+                    "card": {
+                        **run_record(args, root, device, command, counts, epochs=epochs, loso_epochs=loso_epochs, spe=spe, npe=npe),
+                        "final_train_wall_s": train_wall,
+                    },
+                },
+                indent=1,
+            )
         )
         log(f"candidate exported to {cand_dir} for the robustness suite")
         log(f"candidate done in {(time.time() - t_start) / 60:.1f} min; nothing exported to inference/weights, test split untouched")
@@ -658,27 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     # With a reused checkpoint, the wall time is the training's plus this re-export's.
     wall = time.time() - t_start + (train_wall if args.reuse_checkpoint else 0.0)
     card["card"] = {
-        "command": command,
-        "manifest_sha256": D.manifest_sha256(root),
-        "seed": args.seed,
-        "versions": versions(),
-        "device": str(device) + ("" if device.type == "cuda" else f", {torch.get_num_threads()} torch thread(s)"),
-        "hyperparameters": {
-            "epochs": epochs,
-            "loso_epochs": loso.get("epochs"),
-            "samples_per_epoch": spe,
-            "negatives_per_epoch": npe,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "optimizer": "AdamW, weight decay 1e-4, linear warm-up then cosine",
-            "label_smoothing": 0.1,
-            "sampling": "class-balanced",
-            "frozen": frozen_text(args.frozen_blocks),
-            "augment": args.augment,
-            "window": args.window,
-            "train_seed": args.train_seed,
-        },
-        "splits": counts,
+        **run_record(args, root, device, command, counts, epochs=epochs, loso_epochs=loso.get("epochs"), spe=spe, npe=npe),
         "loso": loso,
         "note": args.card_note,
         "parity_max_abs_diff": max_diff,

@@ -241,7 +241,12 @@ def test_train_seeds_trains_each_member_and_its_loso_model_then_composes(oct_dat
     # The two seeds trained two different members.
     assert card["ensemble"]["members"][0]["sha256"] != card["ensemble"]["members"][1]["sha256"]
     assert json.loads((out / "loso.json").read_text())["train_seed"] == [1, 2]
-    # Rerun: nothing is retrained (the logs would be rewritten).
+    # The final stage from the same folder retrains nothing (the logs would be rewritten) and writes the card
+    # from the members' own training records.
     mtime = (out / "seed1" / "candidate.log").stat().st_mtime
-    assert En.main(["--stage", "candidate", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
+    assert En.main(["--stage", "final", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
     assert (out / "seed1" / "candidate.log").stat().st_mtime == mtime
+    final = json.loads((out / "weights" / "model.json").read_text())
+    assert final["card"]["hyperparameters"]["train_seed"] == [1, 2]
+    assert all("--train-seed" in c for c in final["card"]["member_commands"])
+    assert "training seeds 1 and 2" in (out / "model-card.md").read_text()
