@@ -43,26 +43,30 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def real_inputs(n: int) -> list[np.ndarray]:
-    """Preprocessed inputs [1, 1, S, S] of the first n B-scans in the data set (or noise)."""
+def sample_paths(n: int) -> list[Path]:
+    """n B-scans spread over the data set (none when it is absent: the callers time noise)."""
     root = Path(os.environ.get("OCT_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "oct"))
-    cfg = P.preprocessing_config(C.load_model_json())
     every = sorted(root.glob("**/*.jp*g"))
     paths = every[:: max(1, len(every) // max(n, 1))][:n]
     if not paths:
         print(f"no B-scans under {root}: timing on noise instead")
+    return paths
+
+
+def real_inputs(n: int) -> list[np.ndarray]:
+    """Preprocessed inputs [1, 1, S, S] of n B-scans in the data set (or noise)."""
+    cfg = P.preprocessing_config(C.load_model_json())
+    paths = sample_paths(n)
+    if not paths:
         size = int(cfg["input_size"])
         return [np.random.default_rng(i).normal(size=(1, 1, size, size)).astype(np.float32) for i in range(n)]
     return [P.preprocess(Image.open(p), cfg).array[None] for p in paths]
 
 
 def real_images(n: int) -> list[Image.Image]:
-    """The first n B-scans in the data set, decoded (or noise images)."""
-    root = Path(os.environ.get("OCT_DATA_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "oct"))
-    every = sorted(root.glob("**/*.jp*g"))
-    paths = every[:: max(1, len(every) // max(n, 1))][:n]
+    """n B-scans in the data set, decoded (or noise images)."""
+    paths = sample_paths(n)
     if not paths:
-        print(f"no B-scans under {root}: timing on noise instead")
         rng = np.random.default_rng(0)
         return [Image.fromarray(rng.integers(0, 255, (496, 512), dtype=np.uint8)) for _ in range(n)]
     out = []

@@ -29,10 +29,14 @@ def recipe_label(record: dict[str, Any]) -> str:
     """A recorded run's recipe in words, e.g. "robust-strong, full-height window, training seed 1"."""
     r = {key: record.get(key, before) for key, before in RECIPE_KEYS.items()}
     window = ", full-height window" if r["window"] == "full" else ""
-    seeds = r["train_seed"]
-    if isinstance(seeds, list):  # an ensemble's members (training.ensemble)
-        return f"{r['augment']}{window}, training seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}"
-    return f"{r['augment']}{window}, training seed {seeds}"
+    return f"{r['augment']}{window}, {seeds_text(r['train_seed'])}"
+
+
+def seeds_text(seeds: Any) -> str:
+    """"training seed 1", or an ensemble's members' "training seeds 1 and 2" (training.ensemble)."""
+    if isinstance(seeds, list):
+        return f"training seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}"
+    return f"training seed {seeds}"
 
 
 def data_dir() -> Path:

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 
 from inference import evaluation as E
+from inference.card import WEIGHTS_DIR
 from training import data as D
 
 OUTPUTS = ("probabilities", "heatmap", "oct_score")
 ENSEMBLE_VERSION = "1.5.0"
 ONNX_NAME = "oct-lite0-v1.onnx"
-WEIGHTS_DIR = D.REPO_ROOT / "inference" / "weights"
 
 
 def sha256(path: Path) -> str:
@@ -108,8 +108,8 @@ def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
     records = [json.loads((d / "loso.json").read_text()) for d in dirs]
     arrays = [np.load(d / "loso_logits.npz") for d in dirs]
     for d, r in zip(dirs, records):
-        for key, want in D.RECIPE_KEYS.items():
-            if key != "train_seed" and r.get(key, want) != records[0].get(key, D.RECIPE_KEYS[key]):
+        for key, before in D.RECIPE_KEYS.items():
+            if key != "train_seed" and r.get(key, before) != records[0].get(key, before):
                 raise ValueError(f"{d}/loso.json: another {key} than {dirs[0]}/loso.json; the members must share the recipe")
         if r["epochs"] != records[0]["epochs"]:
             raise ValueError(f"{d}/loso.json: {r['epochs']} epochs, not {records[0]['epochs']}")
@@ -136,19 +136,23 @@ def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
     }
 
 
-def member_card(onnx_path: Path) -> dict[str, Any]:
-    card = json.loads((onnx_path.parent / "model.json").read_text())
-    if card.get("onnx", ONNX_NAME) != onnx_path.name:
-        raise ValueError(f"{onnx_path.parent / 'model.json'} describes {card.get('onnx')}, not {onnx_path.name}")
-    return card
+def member_cards(members: list[Path]) -> list[dict[str, Any]]:
+    """Each member's model.json, checked to describe its file and to share the first member's
+    preprocessing and class order (the graph feeds every member the same input)."""
+    cards = []
+    for p in members:
+        card = json.loads((p.parent / "model.json").read_text())
+        if card.get("onnx", ONNX_NAME) != p.name:
+            raise ValueError(f"{p.parent / 'model.json'} describes {card.get('onnx')}, not {p.name}")
+        if cards and (card["preprocessing"], card["classes"]) != (cards[0]["preprocessing"], cards[0]["classes"]):
+            raise ValueError(f"{p}: another preprocessing or class order than {members[0]}")
+        cards.append(card)
+    return cards
 
 
 def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str, Any]:
     """The candidate's model.json: the members' shared constants, the gate threshold of a candidate (0.5)."""
     first = cards[0]
-    for p, c in zip(members, cards):
-        if c["preprocessing"] != first["preprocessing"] or c["classes"] != first["classes"]:
-            raise ValueError(f"{p}: another preprocessing or class order than {members[0]}")
     return {
         "name": first["name"],
         "version": f"candidate (mean of {len(members)} models: {'; '.join(c['version'] for c in cards)})",
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.members or not args.loso or len(args.loso) != len(args.members):
         ap.error("give --members and one --loso folder per member, or --train-seeds")
     t0 = time.time()
-    cards = [member_card(p) for p in args.members]
+    cards = member_cards(args.members)
     loso = ensemble_loso(args.loso)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))

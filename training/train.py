@@ -107,15 +107,12 @@ def predict_logits(model: OctNet, x: np.ndarray, device: torch.device, batch: in
     return np.concatenate(ls), np.concatenate(gs)
 
 
-softmax = E.softmax
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Return the temperature minimising the validation NLL (grid over log T)."""
     best_t, best_nll = 1.0, float("inf")
     for log_t in np.linspace(math.log(0.3), math.log(5.0), 400):
         t = math.exp(log_t)
-        nll = mean_nll(softmax(logits / t), y)
+        nll = mean_nll(E.softmax(logits / t), y)
         if nll < best_nll:
             best_t, best_nll = t, nll
     return best_t
@@ -359,7 +356,7 @@ def leave_kermany_out(
         kermany = kermany[:30] + kermany[-30:]
     y = np.array([D.CLASSES.index(i.label) for i in kermany], dtype=np.int64)
     lk, _ = predict_logits(model, deterministic_inputs(root, kermany, cfg), device)
-    probs = softmax(lk / t)
+    probs = E.softmax(lk / t)
     drusen = y == D.CLASSES.index("DRUSEN")
     rep = E.classification_report(probs[~drusen], y[~drusen])
     log(E.format_report("LOSO: every Kermany CNV/DME/NORMAL scan (Kermany never trained on)", rep))
@@ -567,14 +564,14 @@ def main(argv: list[str] | None = None) -> int:
         oout = [i for i in octdl_all if not i.in_set]
         lo, _ = predict_logits(m_loso, deterministic_inputs(root, oin, cfg), device)
         la, _ = predict_logits(m_loso, deterministic_inputs(root, oout, cfg), device)
-        rep = E.classification_report(softmax(lo / t_l), yidx(oin))
+        rep = E.classification_report(E.softmax(lo / t_l), yidx(oin))
         # Restricted to the two classes OCTDL has, to show which confusions happen.
         loso = {
             "epochs": loso_epochs,
             "train_images": len(loso_train),
             "temperature": t_l,
             "octdl_in_set": rep,
-            "octdl_amd": E.out_of_set_report(softmax(la / t_l)),
+            "octdl_amd": E.out_of_set_report(E.softmax(la / t_l)),
             "kermany_val_accuracy": float((lv.argmax(1) == yidx(kval)).mean()),
             "wall_s": time.time() - t_loso,
             "run_of": MODEL_VERSION,
@@ -619,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     lv, gv = predict_logits(model, xv, device)
     temperature = fit_temperature(lv, yidx(val_in))
     if args.stage == "candidate":
-        compare_on_validation(root, val_in, softmax(lv / temperature), yidx(val_in), temperature, args.out)
+        compare_on_validation(root, val_in, E.softmax(lv / temperature), yidx(val_in), temperature, args.out)
         # The candidate as the serving runtime would load it, for the robustness suite
         # on the validation split (training/robustness.py); never into inference/weights.
         cand_dir = args.out / "candidate"
@@ -703,9 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         root=root,
         splits=splits,
         items=items,
-        test_probs_before=softmax(lt),
-        val_probs_before=softmax(lv),
-        val_probs_after=softmax(lv / temperature),
+        test_probs_before=E.softmax(lt),
+        val_probs_before=E.softmax(lv),
+        val_probs_after=E.softmax(lv / temperature),
         seed=args.seed,
         smoke=args.smoke,
     )

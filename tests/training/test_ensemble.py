@@ -250,3 +250,16 @@ def test_train_seeds_trains_each_member_and_its_loso_model_then_composes(oct_dat
     assert final["card"]["hyperparameters"]["train_seed"] == [1, 2]
     assert all("--train-seed" in c for c in final["card"]["member_commands"])
     assert "training seeds 1 and 2" in (out / "model-card.md").read_text()
+
+
+def test_members_must_share_the_preprocessing_in_every_stage(tmp_path):
+    """The graph feeds every member the same input: member_cards (both stages) refuses another window."""
+    card = {"onnx": "oct-lite0-v1.onnx", "classes": list(D.CLASSES), "preprocessing": {"input_size": 192, "window_min_frac": 0.3}}
+    paths = []
+    for name, pre in (("a", card["preprocessing"]), ("b", {**card["preprocessing"], "window_min_frac": 1.0})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.json").write_text(json.dumps({**card, "preprocessing": pre}))
+        paths.append(tmp_path / name / "oct-lite0-v1.onnx")
+    assert len(En.member_cards([paths[0], paths[0]])) == 2
+    with pytest.raises(ValueError, match="another preprocessing"):
+        En.member_cards(paths)
