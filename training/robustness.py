@@ -378,7 +378,7 @@ def format_quality_table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RULES = ("single", "pooled", "paired")
+RULES = ("single", "pooled", "paired", "device")
 
 
 def check_rule(
@@ -387,6 +387,7 @@ def check_rule(
     loso_accuracy: float | None,
     rule: str = "single",
     fragile: dict[str, Any] | None = None,
+    loso_paired: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[tuple[str, bool, str]]:
     """A shipping rule of docs/training.md, on two validation-split suite outputs (candidate, shipped model).
 
@@ -395,7 +396,11 @@ def check_rule(
     2-point margin, class recall pooled over the rows). ``paired``: the 1.5.0 rule (margins of
     two paired standard errors from the images on which the two models disagree, better than
     the shipped model by one pooled standard error, and still better than ``fragile``, 1.3.0's
-    output, where 1.3.0 is fragile). Returns (condition, passed, detail) per condition; the
+    output, where 1.3.0 is fragile). ``device``: the third 1.5.0 run's rule (the paired rule's
+    floors and margins, non-inferior pooled, at most 8 clean errors, and a LOSO OCTDL gain of one
+    paired standard error over the shipped recipe's LOSO model trained on the same machine;
+    ``loso_paired`` is (labels, candidate predictions, shipped recipe's predictions) from the two
+    ``loso_logits.npz``, see ``loso_predictions``). Returns (condition, passed, detail) per condition; the
     candidate ships only if every one passes. Refuses outputs of another split, seed or image set.
     """
     if cand["split"] != "val" or base["split"] != "val":
@@ -404,10 +409,12 @@ def check_rule(
         raise ValueError("the two suite outputs were not run on the same images and seed")
     cr, br = cand["rows"], base["rows"]
     stress = [k for k in br if k != "clean" and k in cr]
-    if rule == "paired":
+    if rule in ("paired", "device"):
         if fragile is None:
-            raise ValueError("the paired rule also compares with 1.3.0's output where 1.3.0 is fragile")
-        out = _rule_paired(cr, br, ["clean", *stress])
+            raise ValueError(f"the {rule} rule also compares with 1.3.0's output where 1.3.0 is fragile")
+        if rule == "device" and loso_paired is None:
+            raise ValueError("the device rule compares the two recipes' LOSO predictions (--loso-logits)")
+        out = _rule_paired(cr, br, ["clean", *stress], superior=rule == "paired")
         better_than, who = fragile["rows"], "1.3.0"
     else:
         out = _rule_single(cr, br, stress) if rule == "single" else _rule_pooled(cr, br, ["clean", *stress])
@@ -417,8 +424,26 @@ def check_rule(
         out.append((f"{k}: NORMAL specificity strictly higher{' than ' + who if who else ''}", cv > bv, f"{_pct(cv)} vs {_pct(bv)}"))
     cm_, bm_ = (float(np.mean([r[k]["accuracy"] for k in stress])) for r in (cr, better_than))
     out.append((f"mean stress accuracy strictly higher{' than ' + who if who else ''}", cm_ > bm_, f"{_pct(cm_)} vs {_pct(bm_)}"))
+    if rule == "device":
+        assert loso_paired is not None
+        y, pc, pb = loso_paired
+        n, d = len(y), int((pc != pb).sum())
+        a, b = float((pc == y).mean()), float((pb == y).mean())
+        se = paired_margin(d, n, standard_errors=1.0)
+        out.append(("LOSO OCTDL accuracy >= shipped recipe's on this machine + 1 SE", a >= b + se - 1e-9,
+                    f"{_pct(a)} vs {_pct(b)} over {n} images; {d} differ, one SE {100 * se:.2f} points"))
+        loso_accuracy = a
     out.append(("LOSO OCTDL accuracy >= 90%", loso_accuracy is not None and loso_accuracy >= 0.90, _pct(loso_accuracy)))
     return out
+
+
+def loso_predictions(cand_npz: Path, base_npz: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, candidate predictions, shipped recipe's predictions) on OCTDL's in-set images, from two
+    ``training.train --stage loso`` runs' ``loso_logits.npz``; refuses runs over other images."""
+    with np.load(cand_npz) as c, np.load(base_npz) as b:
+        if not np.array_equal(c["octdl_in_set_y"], b["octdl_in_set_y"]):
+            raise ValueError("the two LOSO runs were not evaluated on the same OCTDL images in the same order")
+        return c["octdl_in_set_y"], c["octdl_in_set"].argmax(1), b["octdl_in_set"].argmax(1)
 
 
 def _correct(row: dict[str, Any]) -> list[int]:
@@ -516,7 +541,10 @@ def _paired_rows(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> tup
     return np.concatenate(ys), np.concatenate(pcs), np.concatenate(pbs), where
 
 
-def _rule_paired(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> list[tuple[str, bool, str]]:
+def _rule_paired(cr: dict[str, Any], br: dict[str, Any], rows: list[str], superior: bool = True) -> list[tuple[str, bool, str]]:
+    """The paired rule's conditions 1-4. ``superior``: pooled accuracy above the shipped model's by one
+    standard error and clean errors no more than its (the paired rule); otherwise pooled accuracy
+    non-inferior within two standard errors and at most 8 clean errors (the device rule)."""
     y, pc, pb, where = _paired_rows(cr, br, rows)
     out = [_clean_floor(cr, br)]
     for k in rows:
@@ -545,11 +573,16 @@ def _rule_paired(cr: dict[str, Any], br: dict[str, Any], rows: list[str]) -> lis
                     f"{int(ok_c[mask].sum())}/{n} = {_pct(a)} vs {int(ok_b[mask].sum())}/{n} = {_pct(b)}; {d} differ, margin {100 * margin:.1f} points"))
     d, n = int((pc != pb).sum()), len(y)
     a, b = float((pc == y).mean()), float((pb == y).mean())
-    se = paired_margin(d, n, standard_errors=1.0)
-    out.append(("pooled accuracy >= shipped + 1 SE", a >= b + se - 1e-9, f"{_pct(a)} vs {_pct(b)} over {n} images; {d} differ, one SE {100 * se:.2f} points"))
     sl = where["clean"]
     errs_c, errs_b = int((pc[sl] != y[sl]).sum()), int((pb[sl] != y[sl]).sum())
-    out.append(("clean errors no more than shipped", errs_c <= errs_b, f"{errs_c} vs {errs_b}"))
+    if superior:
+        se = paired_margin(d, n, standard_errors=1.0)
+        out.append(("pooled accuracy >= shipped + 1 SE", a >= b + se - 1e-9, f"{_pct(a)} vs {_pct(b)} over {n} images; {d} differ, one SE {100 * se:.2f} points"))
+        out.append(("clean errors no more than shipped", errs_c <= errs_b, f"{errs_c} vs {errs_b}"))
+    else:
+        margin = paired_margin(d, n)
+        out.append(("pooled accuracy >= shipped - 2 SE", a >= b - margin - 1e-9, f"{_pct(a)} vs {_pct(b)} over {n} images; {d} differ, margin {100 * margin:.2f} points"))
+        out.append(("clean errors at most 8", errs_c <= 8, f"{errs_c} (shipped {errs_b})"))
     return out
 
 
@@ -730,8 +763,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loso-json", type=Path, help="with --check-rule: the candidate recipe's loso.json")
     ap.add_argument("--rule", choices=RULES, default="single",
                     help="with --check-rule: single (the first four candidates' rule), pooled (the fifth and sixth runs') or "
-                    "paired (the 1.5.0 candidate's, with --fragile-json); docs/training.md")
-    ap.add_argument("--fragile-json", type=Path, help="with --rule paired: 1.3.0's validation output (where 1.3.0 is fragile)")
+                    "paired (the 1.5.0 candidate's, with --fragile-json) or device (the third 1.5.0 run's, with --fragile-json and "
+                    "--loso-logits); docs/training.md")
+    ap.add_argument("--fragile-json", type=Path, help="with --rule paired or device: 1.3.0's validation output (where 1.3.0 is fragile)")
+    ap.add_argument("--loso-logits", type=Path, nargs=2, metavar=("CANDIDATE_NPZ", "SHIPPED_RECIPE_NPZ"),
+                    help="with --rule device: the loso_logits.npz of the candidate's and the shipped recipe's LOSO runs, same machine")
     ap.add_argument(
         "--kermany-out",
         type=Path,
@@ -754,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
         cand, base = (json.loads(p.read_text()) for p in args.check_rule)
         loso_acc = json.loads(args.loso_json.read_text())["octdl_in_set"]["accuracy"] if args.loso_json else None
         fragile = json.loads(args.fragile_json.read_text()) if args.fragile_json else None
-        verdict = check_rule(cand, base, loso_acc, args.rule, fragile)
+        loso_paired = loso_predictions(*args.loso_logits) if args.loso_logits else None
+        verdict = check_rule(cand, base, loso_acc, args.rule, fragile, loso_paired)
         if args.rule == "pooled":
             rows = [k for k in base["rows"] if k in cand["rows"]]
             print(f"pooled accuracy over {len(rows)} rows: {_pct(pooled_counts(cand['rows'], rows)['accuracy'])} "

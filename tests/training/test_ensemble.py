@@ -191,6 +191,67 @@ def test_the_paired_rule_counts_disagreement_and_asks_for_a_pooled_gain():
         R.check_rule(_suite(rows_c), _suite(rows_s), 0.91, "paired")
 
 
+def test_the_device_rule_asks_for_non_inferiority_on_the_suite_and_a_paired_loso_gain(tmp_path):
+    y = [CNV] * 25 + [DME] * 25 + [DRUSEN] * 25 + [NORMAL] * 25
+    shipped = list(y)
+    shipped[50] = NORMAL
+    cand = list(y)
+    cand[0] = DME  # a CNV called DME where the shipped model missed a DRUSEN: as accurate, not better
+    rows_s = {k: _row(y, shipped) for k in ("clean", "shadows", "hospital")}
+    rows_c = {k: _row(y, cand) for k in ("clean", "shadows", "hospital")}
+    rows_s["off_fovea"] = rows_c["off_fovea"] = _row([NORMAL] * 25, [NORMAL] * 25)
+    fragile = _suite({**rows_s, "off_fovea": _row([NORMAL] * 25, [CNV] * 3 + [NORMAL] * 22),
+                      "shadows": _row(y, y[:75] + [DME] * 2 + [NORMAL] * 23), "hospital": _row(y, y[:75] + [DME] * 9 + [NORMAL] * 16)})
+    # LOSO on 100 OCTDL images: the shipped recipe gets 85 right, the candidate 92; 9 predictions differ.
+    y_o = np.array([DME] * 30 + [NORMAL] * 70)
+    p_b = y_o.copy()
+    p_b[:15] = NORMAL
+    p_c = y_o.copy()
+    p_c[:6] = NORMAL
+    p_c[40:42] = DME
+    kwargs = {"rule": "device", "fragile": fragile}
+    verdict = R.check_rule(_suite(rows_c), _suite(rows_s), None, loso_paired=(y_o, p_c, p_b), **kwargs)
+    failed = [name for name, ok, _ in verdict if not ok]
+    assert failed == [], failed
+    detail = dict((name, d) for name, _, d in verdict)
+    assert detail["LOSO OCTDL accuracy >= shipped recipe's on this machine + 1 SE"].startswith("92.0% vs 85.0% over 100 images; 11 differ")
+    assert detail["LOSO OCTDL accuracy >= 90%"] == "92.0%"
+    # The paired rule would refuse the same candidate: it is not better pooled.
+    assert "pooled accuracy >= shipped + 1 SE" in [n for n, ok, _ in R.check_rule(_suite(rows_c), _suite(rows_s), 0.92, "paired", fragile) if not ok]
+
+    # A LOSO gain of exactly one paired standard error passes (86 vs 85, one differs); no gain fails.
+    def loso_gain(p):
+        return dict((n, ok) for n, ok, _ in R.check_rule(_suite(rows_c), _suite(rows_s), None, loso_paired=(y_o, p, p_b), **kwargs))[
+            "LOSO OCTDL accuracy >= shipped recipe's on this machine + 1 SE"]
+    one = p_b.copy()
+    one[14] = DME
+    assert loso_gain(one)
+    swapped = p_b.copy()
+    swapped[0:2] = DME  # two fixed, two lost: 85 vs 85 with 4 differing
+    swapped[40:42] = DME
+    assert not loso_gain(swapped) and not loso_gain(p_b)
+
+    # A loss pooled over the suite fails non-inferiority.
+    bad = list(y)
+    bad[0:8] = [NORMAL] * 8
+    rows_b = {k: (_row(y, bad) if k != "off_fovea" else v) for k, v in rows_c.items()}
+    failed = [n for n, ok, _ in R.check_rule(_suite(rows_b), _suite(rows_s), None, loso_paired=(y_o, p_c, p_b), **kwargs) if not ok]
+    assert "pooled accuracy >= shipped - 2 SE" in failed and "clean errors at most 8" not in failed
+    with pytest.raises(ValueError, match="LOSO"):
+        R.check_rule(_suite(rows_c), _suite(rows_s), None, "device", fragile)
+
+
+def test_loso_predictions_pair_two_runs_on_the_same_octdl_images(tmp_path):
+    y = np.array([DME, NORMAL, NORMAL, DME])
+    np.savez(tmp_path / "c.npz", octdl_in_set=np.eye(4)[[DME, NORMAL, DME, DME]], octdl_in_set_y=y)
+    np.savez(tmp_path / "b.npz", octdl_in_set=np.eye(4)[[NORMAL, NORMAL, NORMAL, DME]], octdl_in_set_y=y)
+    yy, pc, pb = R.loso_predictions(tmp_path / "c.npz", tmp_path / "b.npz")
+    assert yy.tolist() == y.tolist() and pc.tolist() == [DME, NORMAL, DME, DME] and pb.tolist() == [NORMAL, NORMAL, NORMAL, DME]
+    np.savez(tmp_path / "o.npz", octdl_in_set=np.eye(4)[[DME] * 4], octdl_in_set_y=np.array([NORMAL, DME, NORMAL, DME]))
+    with pytest.raises(ValueError, match="same OCTDL images"):
+        R.loso_predictions(tmp_path / "c.npz", tmp_path / "o.npz")
+
+
 def test_the_paired_rule_needs_each_images_prediction_on_the_same_images():
     y = [CNV, DME, DRUSEN, NORMAL] * 5
     old = {k: {kk: v for kk, v in _row(y, y).items() if kk not in ("pred", "true")} for k in ("clean", "shadows", "off_fovea", "hospital")}
