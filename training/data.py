@@ -28,7 +28,10 @@ RECIPE_KEYS: dict[str, Any] = {"frozen_blocks": 5, "augment": "1.3", "window": "
 def recipe_label(record: dict[str, Any]) -> str:
     """A recorded run's recipe in words, e.g. "robust-strong, full-height window, training seed 1"."""
     r = {key: record.get(key, before) for key, before in RECIPE_KEYS.items()}
-    window = ", full-height window" if r["window"] == "full" else ""
+    if isinstance(r["window"], list):  # an ensemble whose members frame scans differently
+        window = ", windows " + " and ".join(r["window"])
+    else:
+        window = ", full-height window" if r["window"] == "full" else ""
     return f"{r['augment']}{window}, {seeds_text(r['train_seed'])}"
 
 

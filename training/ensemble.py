@@ -103,13 +103,17 @@ def parity(members: list[Path], ensemble: Path, x: np.ndarray) -> float:
     return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
 
 
-def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
-    """The members' LOSO runs (each a folder with loso.json and loso_logits.npz) read as one ensemble."""
+def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> dict[str, Any]:
+    """The members' LOSO runs (each a folder with loso.json and loso_logits.npz) read as one ensemble.
+
+    The members may differ only in the recipe keys named in ``vary`` (recorded as lists): the
+    training seed for a seed ensemble, also the window for one whose members frame scans differently.
+    """
     records = [json.loads((d / "loso.json").read_text()) for d in dirs]
     arrays = [np.load(d / "loso_logits.npz") for d in dirs]
     for d, r in zip(dirs, records):
         for key, before in D.RECIPE_KEYS.items():
-            if key != "train_seed" and r.get(key, before) != records[0].get(key, before):
+            if key not in vary and r.get(key, before) != records[0].get(key, before):
                 raise ValueError(f"{d}/loso.json: another {key} than {dirs[0]}/loso.json; the members must share the recipe")
         if r["epochs"] != records[0]["epochs"]:
             raise ValueError(f"{d}/loso.json: {r['epochs']} epochs, not {records[0]['epochs']}")
@@ -131,8 +135,8 @@ def ensemble_loso(dirs: list[Path]) -> dict[str, Any]:
         "kermany_val_accuracy": float((kval.argmax(1) == arrays[0]["kermany_val_y"]).mean()),
         "wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
         "members": [{"train_seed": r.get("train_seed", D.RECIPE_KEYS["train_seed"]), "accuracy": r["octdl_in_set"]["accuracy"]} for r in records],
-        **{key: records[0].get(key, want) for key, want in D.RECIPE_KEYS.items() if key != "train_seed"},
-        "train_seed": [r.get("train_seed", D.RECIPE_KEYS["train_seed"]) for r in records],
+        **{key: records[0].get(key, want) for key, want in D.RECIPE_KEYS.items() if key not in vary},
+        **{key: [r.get(key, D.RECIPE_KEYS[key]) for r in records] for key in vary},
     }
 
 
@@ -198,7 +202,9 @@ def train_members(seeds: list[int], out: Path, *, jobs: int = 2, smoke: bool = F
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("candidate", "final"), default="candidate")
+    ap.add_argument("--stage", choices=("candidate", "final", "loso"), default="candidate",
+                    help="candidate: compose the graph; final: ship it; loso: only the LOSO reading of the --loso folders, whose "
+                    "windows may differ (members that frame scans differently, which the graph cannot serve yet)")
     ap.add_argument("--members", type=Path, nargs="+", help="the members' .onnx files (each with its model.json beside it)")
     ap.add_argument("--loso", type=Path, nargs="+", help="each member's training.train --out folder holding loso.json and loso_logits.npz")
     ap.add_argument(
@@ -219,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.members or args.loso:
             ap.error("--train-seeds trains the members: give it instead of --members and --loso")
         args.members, args.loso = train_members(args.train_seeds, args.out, jobs=args.jobs, smoke=args.smoke)
+    if args.stage == "loso":
+        if not args.loso or len(args.loso) < 2:
+            ap.error("--stage loso: give two or more --loso folders")
+        loso = ensemble_loso(args.loso, vary=("train_seed", "window"))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
+        print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]))
+        return 0
     if not args.members or not args.loso or len(args.loso) != len(args.members):
         ap.error("give --members and one --loso folder per member, or --train-seeds")
     t0 = time.time()

@@ -261,7 +261,7 @@ def quality_metrics(probs: np.ndarray, y: np.ndarray, raws: list[dict[str, float
 
 
 def run_suite(
-    model: Any,
+    model: Any | list[Any],
     items: list[D.Item],
     root: Path,
     *,
@@ -272,12 +272,20 @@ def run_suite(
 ) -> dict[str, Any]:
     """Score ``model`` (an ``inference.runtime.Model``) under every stress.
 
+    A list of models is scored as the mean of their calibrated probabilities per image, each
+    model fed its own preprocessing of the same stressed image: what an ensemble graph of them
+    computes (``training.ensemble``), measured before the runtime can serve members that frame
+    scans differently. Its quality figures are then the first model's flag.
+
     ``calibrate_quality``: choose the flag's constants on the clean row first (its
     scans must be the validation split's) and score every row with them; they are
     left in ``model.quality_cfg``.
     """
     from inference import preprocessing as P
 
+    models = model if isinstance(model, list) else [model]
+    if calibrate_quality and len(models) > 1:
+        raise ValueError("the quality flag is calibrated for one served model, not a mean of several")
     greys = []
     for it in items:
         with Image.open(root / it.path) as img:
@@ -288,20 +296,23 @@ def run_suite(
     for st in stresses:
         keep = [k for k, it in enumerate(items) if it.label in st.classes]
         images = [Image.fromarray(apply(st, greys[k], seed, items[k].path)) for k in keep]
-        probs, raws = [], []
-        for b in range(0, len(images), batch):
-            for r in model.predict_images(images[b : b + batch]):
-                probs.append([r.probabilities[c] for c in D.CLASSES])
-                raws.append(dict(r.quality.raw))
-        p = np.array(probs, dtype=np.float64).reshape(-1, len(D.CLASSES))
-        read[st.name] = (p, labels[keep], raws)
-    cfg = model.quality_cfg
+        each, raws = [], []
+        for m in models:
+            probs = []
+            for b in range(0, len(images), batch):
+                for r in m.predict_images(images[b : b + batch]):
+                    probs.append([r.probabilities[c] for c in D.CLASSES])
+                    if m is models[0]:
+                        raws.append(dict(r.quality.raw))
+            each.append(np.array(probs, dtype=np.float64).reshape(-1, len(D.CLASSES)))
+        read[st.name] = (np.mean(each, axis=0), labels[keep], raws)
+    cfg = models[0].quality_cfg
     if calibrate_quality:
         if "clean" not in read:
             raise ValueError("the quality flag is calibrated on the clean row: include it")
         p, _, raws = read["clean"]
         cfg = Q.calibrate(raws, probabilities=list(p), classes=D.CLASSES)
-        model.quality_cfg = cfg
+        models[0].quality_cfg = cfg
     rows: dict[str, Any] = {}
     for st in stresses:
         p, y, raws = read[st.name]
@@ -437,13 +448,23 @@ def check_rule(
     return out
 
 
-def loso_predictions(cand_npz: Path, base_npz: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, candidate predictions, shipped recipe's predictions) on OCTDL's in-set images, from two
-    ``training.train --stage loso`` runs' ``loso_logits.npz``; refuses runs over other images."""
-    with np.load(cand_npz) as c, np.load(base_npz) as b:
-        if not np.array_equal(c["octdl_in_set_y"], b["octdl_in_set_y"]):
-            raise ValueError("the two LOSO runs were not evaluated on the same OCTDL images in the same order")
-        return c["octdl_in_set_y"], c["octdl_in_set"].argmax(1), b["octdl_in_set"].argmax(1)
+def loso_predictions(cand_npz: Path | list[Path], base_npz: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, candidate predictions, shipped recipe's predictions) on OCTDL's in-set images, from
+    ``training.train --stage loso`` runs' ``loso_logits.npz``; refuses runs over other images.
+
+    Several candidate runs are an ensemble's members: its prediction is the argmax of the mean of
+    their calibrated probabilities, as in ``training.ensemble.ensemble_loso``.
+    """
+    paths = cand_npz if isinstance(cand_npz, list) else [cand_npz]
+    with np.load(base_npz) as b:
+        y, pb = b["octdl_in_set_y"], b["octdl_in_set"].argmax(1)
+    probs = []
+    for p in paths:
+        with np.load(p) as c:
+            if not np.array_equal(c["octdl_in_set_y"], y):
+                raise ValueError(f"{p}: not evaluated on the same OCTDL images in the same order as {base_npz}")
+            probs.append(E.softmax(c["octdl_in_set"] / float(c["temperature"])) if "temperature" in c else E.softmax(c["octdl_in_set"]))
+    return y, np.mean(probs, axis=0).argmax(1), pb
 
 
 def _correct(row: dict[str, Any]) -> list[int]:
@@ -766,8 +787,12 @@ def main(argv: list[str] | None = None) -> int:
                     "paired (the 1.5.0 candidate's, with --fragile-json) or device (the third 1.5.0 run's, with --fragile-json and "
                     "--loso-logits); docs/training.md")
     ap.add_argument("--fragile-json", type=Path, help="with --rule paired or device: 1.3.0's validation output (where 1.3.0 is fragile)")
-    ap.add_argument("--loso-logits", type=Path, nargs=2, metavar=("CANDIDATE_NPZ", "SHIPPED_RECIPE_NPZ"),
-                    help="with --rule device: the loso_logits.npz of the candidate's and the shipped recipe's LOSO runs, same machine")
+    ap.add_argument("--loso-logits", type=Path, nargs="+", metavar="NPZ",
+                    help="with --rule device: the loso_logits.npz of the candidate's LOSO runs (several: an ensemble's members), "
+                    "then last the shipped recipe's, all trained on the same machine")
+    ap.add_argument("--mean-of", type=Path, nargs="+", metavar="ONNX",
+                    help="instead of --model: score the mean of these models' calibrated probabilities per image, each fed its "
+                    "own preprocessing (an ensemble of members that frame scans differently; reading only, the flag is the first's)")
     ap.add_argument(
         "--kermany-out",
         type=Path,
@@ -790,7 +815,9 @@ def main(argv: list[str] | None = None) -> int:
         cand, base = (json.loads(p.read_text()) for p in args.check_rule)
         loso_acc = json.loads(args.loso_json.read_text())["octdl_in_set"]["accuracy"] if args.loso_json else None
         fragile = json.loads(args.fragile_json.read_text()) if args.fragile_json else None
-        loso_paired = loso_predictions(*args.loso_logits) if args.loso_logits else None
+        if args.loso_logits and len(args.loso_logits) < 2:
+            ap.error("--loso-logits: the candidate's run(s), then the shipped recipe's")
+        loso_paired = loso_predictions(args.loso_logits[:-1], args.loso_logits[-1]) if args.loso_logits else None
         verdict = check_rule(cand, base, loso_acc, args.rule, fragile, loso_paired)
         if args.rule == "pooled":
             rows = [k for k in base["rows"] if k in cand["rows"]]
@@ -821,7 +848,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate_quality and args.split != "val":
         print("the quality flag is calibrated on the validation split only", file=sys.stderr)
         return 2
-    model = R.load_model(args.model, intra_op_threads=args.threads, inter_op_threads=1)
+    if args.mean_of:
+        if args.model or args.calibrate_quality or args.tta:
+            print("--mean-of scores an ensemble's reading: not with --model, --calibrate-quality or --tta", file=sys.stderr)
+            return 2
+        members = [R.load_model(p, intra_op_threads=args.threads, inter_op_threads=1) for p in args.mean_of]
+        model = members[0]
+    else:
+        model = R.load_model(args.model, intra_op_threads=args.threads, inter_op_threads=1)
+        members = [model]
     if args.tta:
         if args.calibrate_quality:
             print("--tta is an evaluation of the model, not of the flag's calibration", file=sys.stderr)
@@ -829,13 +864,15 @@ def main(argv: list[str] | None = None) -> int:
         flip_averaged(model)
     items = select_items(args.split, args.limit, root)
     stresses = tuple(s for s in STRESSES if not args.stress or s.name in args.stress or (args.calibrate_quality and s.name == "clean"))
-    rows = run_suite(model, items, root, seed=args.seed, stresses=stresses, calibrate_quality=args.calibrate_quality)
+    rows = run_suite(members, items, root, seed=args.seed, stresses=stresses, calibrate_quality=args.calibrate_quality)
     if args.calibrate_quality:
         card_path = model.path.parent / "model.json"
         write_quality_card(model.quality_cfg, card_path, model=model, split=args.split, seed=args.seed, limit=args.limit)
         print(f"quality flag: threshold {model.quality_cfg['threshold']:.4f} written into {card_path}", file=sys.stderr)
     out = {
         "model": {"path": str(args.model or model.path), "name": model.name, "version": model.version, "sha256": model.sha256},
+        **({"members": [{"path": str(p), "version": m.version, "sha256": m.sha256} for p, m in zip(args.mean_of, members)]}
+           if args.mean_of else {}),
         "split": args.split,
         "tta": args.tta,
         "limit": args.limit,
@@ -846,7 +883,11 @@ def main(argv: list[str] | None = None) -> int:
         "leave_one_source_out": loso_summary(model.card),
         "wall_s": time.time() - t0,
     }
-    print(format_table({f"{model.name} {model.version}": out}))
+    if args.mean_of:
+        out["model"] = {"path": " + ".join(map(str, args.mean_of)), "name": model.name,
+                        "version": "candidate (mean of " + " and ".join(m.version for m in members) + ")", "sha256": None}
+        out["leave_one_source_out"] = None  # the members' LOSO models are read together by training.ensemble --stage loso
+    print(format_table({f"{out['model']['name']} {out['model']['version']}": out}))
     print()
     print(format_quality_table(out))
     loso = out["leave_one_source_out"]

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from training import data as D
 from training import ensemble as En
@@ -324,3 +326,60 @@ def test_members_must_share_the_preprocessing_in_every_stage(tmp_path):
     assert len(En.member_cards([paths[0], paths[0]])) == 2
     with pytest.raises(ValueError, match="another preprocessing"):
         En.member_cards(paths)
+
+
+def test_the_loso_stage_reads_members_of_two_windows_as_one_ensemble(tmp_path):
+    _, oi1, _, y = _loso_run(tmp_path / "s1", 1, 2.0, 1.5)
+    _, oi2, _, _ = _loso_run(tmp_path / "s3", 3, 3.0, 0.8)
+    rec = json.loads((tmp_path / "s3" / "loso.json").read_text())
+    (tmp_path / "s3" / "loso.json").write_text(json.dumps({**rec, "window": "full"}))
+    with pytest.raises(ValueError, match="window"):
+        En.ensemble_loso([tmp_path / "s1", tmp_path / "s3"])  # a seed ensemble shares the window
+    assert En.main(["--stage", "loso", "--loso", str(tmp_path / "s1"), str(tmp_path / "s3"), "--out", str(tmp_path / "e")]) == 0
+    lo = json.loads((tmp_path / "e" / "loso.json").read_text())
+    want = (_softmax(oi1 / 1.5) + _softmax(oi2 / 0.8)) / 2
+    assert lo["octdl_in_set"]["accuracy"] == pytest.approx(float((want.argmax(1) == y).mean()))
+    assert lo["window"] == ["band", "full"] and lo["train_seed"] == [1, 3]
+    assert D.recipe_label(lo) == "robust-strong, windows band and full, training seeds 1 and 3"
+    # The device rule pairs the same ensemble's predictions with the shipped recipe's LOSO model.
+    yy, pc, pb = R.loso_predictions([tmp_path / "s1" / "loso_logits.npz", tmp_path / "s3" / "loso_logits.npz"], tmp_path / "s1" / "loso_logits.npz")
+    assert yy.tolist() == y.tolist() and pc.tolist() == want.argmax(1).tolist() and pb.tolist() == oi1.argmax(1).tolist()
+
+
+def test_the_suite_scores_a_mean_of_models_each_with_its_own_window(oct_data, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from inference import preprocessing as P
+    from inference import runtime as RT
+
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    if not weights.is_file():
+        pytest.skip(f"the shipped model is not at {weights}")
+    # A second member: the same graph framing scans with the full-height window (training.train --window full).
+    full = tmp_path / "full"
+    full.mkdir()
+    shutil.copy(weights, full / weights.name)
+    card = json.loads((weights.parent / "model.json").read_text())
+    card["preprocessing"] = {**card["preprocessing"], "window_min_frac": 1.0, "window_max_frac": 1.0}
+    card["version"] = "full-window copy"
+    (full / "model.json").write_text(json.dumps(card))
+    monkeypatch.setenv("OCT_DATA_DIR", str(oct_data))
+    out = tmp_path / "mean.json"
+    assert R.main(["--mean-of", str(weights), str(full / weights.name), "--limit", "2", "--threads", "1",
+                   "--stress", "clean", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [m["path"] for m in res["members"]] == [str(weights), str(full / weights.name)]
+    assert res["members"][1]["version"] == "full-window copy"
+    assert res["model"]["version"].startswith("candidate (mean of ") and res["leave_one_source_out"] is None
+
+    # The row is the argmax of the two members' mean probabilities, each member preprocessing the scan itself.
+    items = R.select_items("val", 2, oct_data)
+    images = []
+    for it in items:
+        with Image.open(oct_data / it.path) as img:
+            images.append(Image.fromarray(P.remove_fill(P.to_grey(img))))
+    members = [RT.load_model(weights), RT.load_model(full / weights.name)]
+    probs = [np.array([[r.probabilities[c] for c in D.CLASSES] for r in m.predict_images(images)]) for m in members]
+    assert not np.allclose(probs[0], probs[1])  # the windows differ, so do the readings
+    assert res["rows"]["clean"]["pred"] == np.mean(probs, axis=0).argmax(1).tolist()
+    assert res["rows"]["clean"]["true"] == [D.CLASSES.index(it.label) for it in items]
+    assert R.main(["--mean-of", str(weights), str(weights), "--calibrate-quality"]) == 2
