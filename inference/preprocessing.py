@@ -464,32 +464,61 @@ def preprocess(
     ``saturation``: the uploaded file's colour saturation when ``image`` is its grey
     rendering (see :func:`precheck`).
     """
-    cfg = cfg or preprocessing_config()
+    return preprocess_many(image, [cfg or preprocessing_config()], saturation=saturation)[0]
+
+
+#: The constants that only frame the crop: members of an ensemble may differ in these
+#: (``training.ensemble``), and share the grey image, the band and the precheck.
+WINDOW_KEYS = ("window_scale", "window_min_frac", "window_max_frac")
+
+
+def same_but_window(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two preprocessing configs differ at most in the window (:data:`WINDOW_KEYS`)."""
+    return {k: v for k, v in a.items() if k not in WINDOW_KEYS} == {k: v for k, v in b.items() if k not in WINDOW_KEYS}
+
+
+def preprocess_many(
+    image: Image.Image, cfgs: list[dict[str, Any]], *, saturation: float | None = None
+) -> list[Preprocessed]:
+    """One image as the inputs of several models that frame it with different windows.
+
+    The grey image, the retina band and the precheck are computed once (they do not
+    depend on the window); each config then crops its own window. Refuses configs that
+    differ in anything but :data:`WINDOW_KEYS`.
+    """
+    cfg = cfgs[0]
+    if any(not same_but_window(cfg, c) for c in cfgs[1:]):
+        raise ValueError("the configs differ in more than the window; preprocess the image once per config")
     raw = to_grey(image)
     hist = _histogram(raw)
     grey = _remove_fill(raw, hist)
     if grey is not raw:
         hist = _histogram(grey)
     band = find_band(grey, cfg)
-    box = window(band, cfg)
-    # Flatten only the rows the crop can reach: rows outside the image are zero in
-    # the full flattened image too, and the crop pads them with zero, so the input
-    # is the same as flattening everything first.
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    r0, r1 = min(max(0, y0), band.height), max(min(band.height, y1), 0)
-    r1 = max(r0, r1)
-    flat = flatten(grey, band.shifts, rows=(r0, r1))
-    # The crop is uint8 levels: its percentiles come from a histogram, not a sort.
-    arr = _stretch_levels(crop_resize(flat, (x0, y0 - r0, x1, y1 - r0), int(cfg["input_size"])), cfg)
-    geometry = Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box)
     grey_std = _std_of_levels(hist)
-    return Preprocessed(
-        array=normalise(arr, cfg),
-        geometry=geometry,
-        band=band,
-        precheck_reason=precheck(image, grey, band, cfg, grey_std=grey_std, saturation=saturation),
-        stats={"band_contrast": band.contrast, "grey_std": grey_std},
-    )
+    reason = precheck(image, grey, band, cfg, grey_std=grey_std, saturation=saturation)
+    out = []
+    for c in cfgs:
+        box = window(band, c)
+        # Flatten only the rows the crop can reach: rows outside the image are zero in
+        # the full flattened image too, and the crop pads them with zero, so the input
+        # is the same as flattening everything first.
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        r0, r1 = min(max(0, y0), band.height), max(min(band.height, y1), 0)
+        r1 = max(r0, r1)
+        flat = flatten(grey, band.shifts, rows=(r0, r1))
+        # The crop is uint8 levels: its percentiles come from a histogram, not a sort.
+        arr = _stretch_levels(crop_resize(flat, (x0, y0 - r0, x1, y1 - r0), int(c["input_size"])), c)
+        out.append(
+            Preprocessed(
+                array=normalise(arr, c),
+                geometry=Geometry(width=band.width, height=band.height, shifts=band.shifts, box=box),
+                band=band,
+                precheck_reason=reason,
+                stats={"band_contrast": band.contrast, "grey_std": grey_std},
+            )
+        )
+    return out
 
 
 #: The heatmap is sampled every HEATMAP_STEP pixels of the original image.

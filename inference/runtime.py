@@ -95,6 +95,14 @@ class Model:
         self.sha256: str = _sha256(self.path)
         self.gate_threshold: float = float(card.get("gate_threshold", 0.5))
         self._cfg = P.preprocessing_config(card)
+        # (graph input, its heatmap output, its preprocessing) per framing of the scan: one for
+        # a single model or an ensemble of members that share the window; one per member for
+        # an ensemble whose members frame scans differently (model.json "member_inputs",
+        # written by training.ensemble).
+        self._inputs: list[tuple[str, str, dict[str, Any]]] = [
+            (str(m["input"]), str(m["heatmap"]), P.preprocessing_config({"preprocessing": m["preprocessing"]}))
+            for m in card.get("member_inputs") or []
+        ] or [("input", "heatmap", self._cfg)]
         self.quality_cfg: dict[str, Any] = Q.quality_config(card)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(intra_op_threads)
@@ -108,23 +116,36 @@ class Model:
     def input_size(self) -> int:
         return int(self._cfg["input_size"])
 
-    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run the graph on preprocessed inputs [N, 1, S, S]: (probabilities, heatmap, oct_score)."""
-        probs, heat, score = self._session.run(
-            ["probabilities", "heatmap", "oct_score"], {"input": np.ascontiguousarray(batch, dtype=np.float32)}
-        )
-        return probs, heat, score
+    def preprocess(self, image: Image.Image, *, saturation: float | None = None) -> list[P.Preprocessed]:
+        """The image as each graph input wants it (one entry unless members frame scans differently)."""
+        return P.preprocess_many(image, [cfg for _, _, cfg in self._inputs], saturation=saturation)
+
+    def run_arrays(self, batch: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the graph on preprocessed inputs [N, 1, S, S] (a list: one per graph input):
+        (probabilities, the first input's heatmap, oct_score)."""
+        probs, heats, score = self._run(batch if isinstance(batch, list) else [batch])
+        return probs, heats[0], score
+
+    def _run(self, batches: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        if len(batches) != len(self._inputs):
+            raise ValueError(f"the graph takes {len(self._inputs)} inputs, not {len(batches)}")
+        feeds = {name: np.ascontiguousarray(b, dtype=np.float32) for (name, _, _), b in zip(self._inputs, batches)}
+        out = self._session.run(["probabilities", "oct_score", *(h for _, h, _ in self._inputs)], feeds)
+        return out[0], out[2:], out[1]
 
     def _predict_chunk(
         self, items: list[tuple[Image.Image, float | None]]
     ) -> list[tuple[P.Preprocessed, np.ndarray, float, np.ndarray, Q.Quality]]:
         """Preprocess, run, map back the heatmaps and assess the quality of some images (one session run)."""
-        pre = [P.preprocess(img, self._cfg, saturation=sat) for img, sat in items]
-        probs, heat, score = self.run_arrays(np.stack([p.array for p in pre]))
-        return [
-            (p, probs[i], float(score[i]), P.heatmap_to_grid(heat[i], p.geometry), self._assess(p, probs[i], float(score[i])))
-            for i, p in enumerate(pre)
-        ]
+        pre = [self.preprocess(img, saturation=sat) for img, sat in items]
+        probs, heats, score = self._run([np.stack([p[k].array for p in pre]) for k in range(len(self._inputs))])
+        out = []
+        for i, p in enumerate(pre):
+            # Each input's map onto the original image, then their mean: members that frame the
+            # scan differently point at the same place of the image.
+            grid = np.mean([P.heatmap_to_grid(h[i], q.geometry) for h, q in zip(heats, p)], axis=0).astype(np.float32)
+            out.append((p[0], probs[i], float(score[i]), grid, self._assess(p[0], probs[i], float(score[i]))))
+        return out
 
     def _assess(self, pre: P.Preprocessed, probs: np.ndarray, oct_score: float) -> Q.Quality:
         # The model input back in [0, 1]: the flattened, stretched crop the model saw.

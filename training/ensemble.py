@@ -14,8 +14,11 @@ preprocessing and the same outputs. The ensemble's outputs are the means of thei
 - ``heatmap``: the mean of the members' class-activation maps (each in [0, 1]);
 - ``oct_score``: the mean of the members' OCT scores.
 
-So ``inference.runtime``, the quality flag and the suite load it like any model, and
-the serving code does not change. The graph runs every member on each B-scan: the
+So ``inference.runtime``, the quality flag and the suite load it like any model.
+Members may also differ in the window that frames the scan (``training.train --window``):
+then each member gets its own graph input and heatmap output, the card lists them
+(``member_inputs``), and the runtime crops each window from one band detection and
+averages the members' heatmaps on the original image. The graph runs every member on each B-scan: the
 serving cost grows with the number of members (``bench/model_ab.py --end-to-end``).
 
 The ensemble's leave-one-source-out reading is the mean of the members' LOSO models'
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from inference import evaluation as E
+from inference import preprocessing as P
 from inference.card import WEIGHTS_DIR
 from training import data as D
 
@@ -54,8 +58,14 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compose(members: list[Path], out: Path) -> None:
-    """Write one ONNX graph whose outputs are the element-wise means of the members' outputs."""
+def compose(members: list[Path], out: Path, *, own_inputs: bool = False) -> None:
+    """Write one ONNX graph whose outputs are the element-wise means of the members' outputs.
+
+    ``own_inputs``: members that frame scans differently. Member k then reads its own input
+    (``input``, ``input_1``, ...) and its heatmap is its own output (``heatmap``,
+    ``heatmap_1``, ...), because maps of different crops are averaged on the original image
+    (inference.runtime), not in the graph; probabilities and OCT score are still the means.
+    """
     import onnx
     from onnx import compose as C
     from onnx import helper
@@ -70,17 +80,30 @@ def compose(members: list[Path], out: Path) -> None:
         if m.graph.input[0].type != first.graph.input[0].type or list(m.opset_import) != list(first.opset_import):
             raise ValueError(f"{p}: another input shape or opset than {members[0]}")
     nodes, initializers, value_info = [], [], []
+    inputs, outputs = list(first.graph.input), list(first.graph.output)
     for k, m in enumerate(models):
         prefixed = C.add_prefix(m, f"m{k}_")
-        nodes.append(helper.make_node("Identity", ["input"], [f"m{k}_input"], name=f"m{k}_feed"))
+        feed = input_name(k) if own_inputs else "input"
+        nodes.append(helper.make_node("Identity", [feed], [f"m{k}_input"], name=f"m{k}_feed"))
         nodes.extend(prefixed.graph.node)
         initializers.extend(prefixed.graph.initializer)
         value_info.extend(prefixed.graph.value_info)
+        if own_inputs and k:
+            inp = onnx.ValueInfoProto()
+            inp.CopyFrom(first.graph.input[0])
+            inp.name = feed
+            inputs.append(inp)
+            heat = onnx.ValueInfoProto()
+            heat.CopyFrom(next(o for o in first.graph.output if o.name == "heatmap"))
+            heat.name = f"heatmap_{k}"
+            outputs.append(heat)
+            nodes.append(helper.make_node("Identity", [f"m{k}_heatmap"], [heat.name], name=f"out_heatmap_{k}"))
     for name in OUTPUTS:
+        if own_inputs and name == "heatmap":
+            nodes.append(helper.make_node("Identity", ["m0_heatmap"], ["heatmap"], name="out_heatmap_0"))
+            continue
         nodes.append(helper.make_node("Mean", [f"m{k}_{name}" for k in range(len(models))], [name], name=f"mean_{name}"))
-    graph = helper.make_graph(
-        nodes, "ensemble", list(first.graph.input), list(first.graph.output), initializer=initializers, value_info=value_info
-    )
+    graph = helper.make_graph(nodes, "ensemble", inputs, outputs, initializer=initializers, value_info=value_info)
     model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="training.ensemble")
     model.ir_version = first.ir_version
     helper.set_model_props(model, {f"member_{k}_sha256": sha256(p) for k, p in enumerate(members)})
@@ -89,18 +112,26 @@ def compose(members: list[Path], out: Path) -> None:
     onnx.save(model, str(out))
 
 
-def parity(members: list[Path], ensemble: Path, x: np.ndarray) -> float:
-    """Max abs difference between the ensemble graph and the mean of its members run one by one."""
+def parity(members: list[Path], ensemble: Path, x: np.ndarray | list[np.ndarray]) -> float:
+    """Max abs difference between the ensemble graph and the mean of its members run one by one.
+
+    ``x``: one input batch, or one per member for a graph of members' own inputs (then each
+    heatmap output is compared with its member's).
+    """
     import onnxruntime as ort
 
-    def run(path: Path) -> list[np.ndarray]:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return sess.run(list(OUTPUTS), {"input": x})
-
-    outs = [run(p) for p in members]
+    xs = x if isinstance(x, list) else [x] * len(members)
+    outs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(list(OUTPUTS), {"input": xk}) for p, xk in zip(members, xs)]
     want = [np.mean([o[i] for o in outs], axis=0) for i in range(len(OUTPUTS))]
-    got = run(ensemble)
-    return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
+    sess = ort.InferenceSession(str(ensemble), providers=["CPUExecutionProvider"])
+    if not isinstance(x, list):
+        got = sess.run(list(OUTPUTS), {"input": x})
+        return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
+    got = sess.run(["probabilities", "oct_score", "heatmap", *[f"heatmap_{k}" for k in range(1, len(members))]],
+                   {input_name(k): xk for k, xk in enumerate(xs)})
+    diffs = [np.abs(got[0] - want[0]).max(), np.abs(got[1] - want[2]).max()]
+    diffs += [np.abs(g - o[1]).max() for g, o in zip(got[2:], outs)]
+    return float(max(diffs))
 
 
 def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> dict[str, Any]:
@@ -148,10 +179,30 @@ def member_cards(members: list[Path]) -> list[dict[str, Any]]:
         card = json.loads((p.parent / "model.json").read_text())
         if card.get("onnx", ONNX_NAME) != p.name:
             raise ValueError(f"{p.parent / 'model.json'} describes {card.get('onnx')}, not {p.name}")
-        if cards and (card["preprocessing"], card["classes"]) != (cards[0]["preprocessing"], cards[0]["classes"]):
-            raise ValueError(f"{p}: another preprocessing or class order than {members[0]}")
+        if cards and card["classes"] != cards[0]["classes"]:
+            raise ValueError(f"{p}: another class order than {members[0]}")
+        if cards and not P.same_but_window(P.preprocessing_config(card), P.preprocessing_config(cards[0])):
+            raise ValueError(f"{p}: another preprocessing than {members[0]} (members may differ in the window only)")
         cards.append(card)
     return cards
+
+
+def own_windows(cards: list[dict[str, Any]]) -> bool:
+    """Whether the members frame scans differently, so that each needs its own graph input."""
+    return any(P.preprocessing_config(c) != P.preprocessing_config(cards[0]) for c in cards[1:])
+
+
+def member_inputs(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """model.json's ``member_inputs`` for members that frame scans differently: per member its graph
+    input, its heatmap output and its preprocessing (inference.runtime feeds and maps each)."""
+    return [
+        {"input": input_name(k), "heatmap": "heatmap" if k == 0 else f"heatmap_{k}", "preprocessing": c["preprocessing"]}
+        for k, c in enumerate(cards)
+    ]
+
+
+def input_name(k: int) -> str:
+    return "input" if k == 0 else f"input_{k}"
 
 
 def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str, Any]:
@@ -166,6 +217,7 @@ def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str
         "gate_threshold": 0.5,
         "preprocessing": first["preprocessing"],
         "ensemble": {"members": [{"version": c["version"], "sha256": sha256(p), "temperature": c["temperature"]} for p, c in zip(members, cards)]},
+        **({"member_inputs": member_inputs(cards)} if own_windows(cards) else {}),
     }
 
 
@@ -204,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=("candidate", "final", "loso"), default="candidate",
                     help="candidate: compose the graph; final: ship it; loso: only the LOSO reading of the --loso folders, whose "
-                    "windows may differ (members that frame scans differently, which the graph cannot serve yet)")
+                    "windows may differ (members that frame scans differently)")
     ap.add_argument("--members", type=Path, nargs="+", help="the members' .onnx files (each with its model.json beside it)")
     ap.add_argument("--loso", type=Path, nargs="+", help="each member's training.train --out folder holding loso.json and loso_logits.npz")
     ap.add_argument(
@@ -237,15 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --members and one --loso folder per member, or --train-seeds")
     t0 = time.time()
     cards = member_cards(args.members)
-    loso = ensemble_loso(args.loso)
+    loso = ensemble_loso(args.loso, vary=("train_seed", "window") if own_windows(cards) else ("train_seed",))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
     print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]), file=sys.stderr)
     if args.stage == "candidate":
         cand = args.out / "candidate"
-        compose(args.members, cand / ONNX_NAME)
+        own = own_windows(cards)
+        compose(args.members, cand / ONNX_NAME, own_inputs=own)
         (cand / "model.json").write_text(json.dumps(candidate_card(cards, args.members), indent=1))
-        x = np.random.default_rng(0).random((4, 1, cards[0]["preprocessing"]["input_size"], cards[0]["preprocessing"]["input_size"]), dtype=np.float32)
+        size = int(cards[0]["preprocessing"]["input_size"])
+        rng = np.random.default_rng(0)
+        x = [rng.random((4, 1, size, size), dtype=np.float32) for _ in cards] if own else rng.random((4, 1, size, size), dtype=np.float32)
         diff = parity(args.members, cand / ONNX_NAME, x)
         print(f"ensemble of {len(args.members)} written to {cand} (graph vs mean of the members: max abs diff {diff:.2e}); "
               f"{time.time() - t0:.0f}s; inference/weights untouched, test split unread", file=sys.stderr)

@@ -84,11 +84,14 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
 
     weights = (args.out / "weights") if args.smoke else En.WEIGHTS_DIR
     onnx_path = weights / En.ONNX_NAME
-    En.compose(members, onnx_path)
+    own = En.own_windows(cards)
+    En.compose(members, onnx_path, own_inputs=own)
     size = int(first["preprocessing"]["input_size"])
-    cfg = P.preprocessing_config(first)
-    x = np.stack([P.preprocess(img, cfg).array for img in test_images[:16]])
-    max_diff = En.parity(members, onnx_path, x)
+    cfgs = [P.preprocessing_config(c) for c in cards]
+    pre = [P.preprocess_many(img, cfgs) for img in test_images[:16]]
+    xs = [np.stack([p[k].array for p in pre]) for k in range(len(cards))]
+    max_diff = En.parity(members, onnx_path, xs if own else xs[0])
+    shape = f"float32 [N, 1, {size}, {size}]"
     card: dict[str, Any] = {
         "name": first["name"],
         "version": En.ENSEMBLE_VERSION,
@@ -97,12 +100,23 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
         "temperature": [float(c["temperature"]) for c in cards],
         "gate_threshold": 0.5,
         "preprocessing": first["preprocessing"],
-        "inputs": {"input": f"float32 [N, 1, {size}, {size}], inference.preprocessing.preprocess()"},
+        "inputs": (
+            {m["input"]: f"{shape}, inference.preprocessing.preprocess() with member {k}'s preprocessing (member_inputs)"
+             for k, m in enumerate(En.member_inputs(cards))}
+            if own else {"input": f"{shape}, inference.preprocessing.preprocess()"}
+        ),
         "outputs": {
             "probabilities": "float32 [N, 4], the mean of the members' softmax(logits / temperature), classes in model.json order",
-            "heatmap": f"float32 [N, {size}, {size}] in [0, 1], the mean of the members' class-activation maps of their predicted class",
+            **(
+                {m["heatmap"]: f"float32 [N, {size}, {size}] in [0, 1], member {k}'s class-activation map of its predicted class, "
+                 "on its own crop (the runtime averages the members' maps on the original image)"
+                 for k, m in enumerate(En.member_inputs(cards))}
+                if own else
+                {"heatmap": f"float32 [N, {size}, {size}] in [0, 1], the mean of the members' class-activation maps of their predicted class"}
+            ),
             "oct_score": "float32 [N], the mean of the members' probabilities that the input is a retinal OCT B-scan",
         },
+        **({"member_inputs": En.member_inputs(cards)} if own else {}),
         "ensemble": {
             "members": [
                 {"version": c["version"], "sha256": En.sha256(p), "temperature": float(c["temperature"]), "train_seed": s}

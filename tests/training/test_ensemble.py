@@ -67,6 +67,66 @@ def test_the_ensemble_graph_outputs_the_mean_of_its_members(tmp_path):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+def test_members_of_two_windows_get_their_own_inputs_and_heatmaps(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    members = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    _tiny_member(members[0], rng.normal(size=(4, 4)), 1.0)
+    _tiny_member(members[1], rng.normal(size=(4, 4)), 3.0)
+    En.compose(members, tmp_path / "e.onnx", own_inputs=True)
+    x0, x1 = (rng.normal(size=(3, 1, 2, 2)).astype(np.float32) for _ in range(2))
+    assert En.parity(members, tmp_path / "e.onnx", [x0, x1]) < 1e-6
+    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input", "input_1"]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "heatmap", "oct_score", "heatmap_1"]
+    probs, heat, score, heat1 = sess.run(None, {"input": x0, "input_1": x1})
+    a = ort.InferenceSession(str(members[0]), providers=["CPUExecutionProvider"]).run(None, {"input": x0})
+    b = ort.InferenceSession(str(members[1]), providers=["CPUExecutionProvider"]).run(None, {"input": x1})
+    np.testing.assert_allclose(probs, (a[0] + b[0]) / 2, atol=1e-6)
+    np.testing.assert_allclose(score, (a[2] + b[2]) / 2, atol=1e-6)
+    np.testing.assert_allclose(heat, a[1], atol=1e-6)  # each member's map on its own crop
+    np.testing.assert_allclose(heat1, b[1], atol=1e-6)
+
+
+def test_the_runtime_serves_members_of_two_windows(oct_data, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
+    from inference import preprocessing as P
+    from inference import runtime as RT
+
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    if not weights.is_file():
+        pytest.skip(f"the shipped model is not at {weights}")
+    card = json.loads((weights.parent / "model.json").read_text())
+    full_pre = {**card["preprocessing"], "window_min_frac": 1.0, "window_max_frac": 1.0}
+    # Member 2: the shipped graph with the full-height window.
+    (tmp_path / "full").mkdir()
+    shutil.copy(weights, tmp_path / "full" / weights.name)
+    (tmp_path / "full" / "model.json").write_text(json.dumps({**card, "preprocessing": full_pre}))
+    members = [weights, tmp_path / "full" / weights.name]
+    cards = En.member_cards(members)
+    assert En.own_windows(cards)
+    (tmp_path / "e").mkdir()
+    En.compose(members, tmp_path / "e" / weights.name, own_inputs=True)
+    ens = RT.Model(tmp_path / "e" / weights.name, {**card, "member_inputs": En.member_inputs(cards)})
+    band, full = RT.Model(weights, card), RT.Model(members[1], cards[1])
+    items = R.select_items("val", 1, oct_data)
+    images = [Image.open(oct_data / it.path) for it in items]
+    got, want_a, want_b = (m.predict_images(images) for m in (ens, band, full))
+    for g, a, b in zip(got, want_a, want_b):
+        for c in D.CLASSES:
+            assert g.probabilities[c] == pytest.approx((a.probabilities[c] + b.probabilities[c]) / 2, abs=1e-5)
+        assert g.oct_score == pytest.approx((a.oct_score + b.oct_score) / 2, abs=1e-5)
+        np.testing.assert_allclose(g.heatmap, (a.heatmap + b.heatmap) / 2, atol=1e-5)  # averaged on the image
+        assert g.quality is not None and set(g.quality.raw) == set(a.quality.raw)  # the first window's flag
+    assert not np.allclose(want_a[0].heatmap, want_b[0].heatmap)  # the two windows crop differently
+    # One band detection feeds both crops: the same as preprocessing once per window.
+    pre = P.preprocess_many(images[0], [P.preprocessing_config(c) for c in cards])
+    for p, c in zip(pre, cards):
+        np.testing.assert_array_equal(p.array, P.preprocess(images[0], P.preprocessing_config(c)).array)
+    with pytest.raises(ValueError, match="more than the window"):
+        P.preprocess_many(images[0], [P.preprocessing_config(cards[0]), {**P.preprocessing_config(cards[0]), "input_size": 96}])
+
+
 def test_compose_refuses_one_member_and_graphs_of_another_interface(tmp_path):
     pytest.importorskip("onnx")
     rng = np.random.default_rng(1)
@@ -316,16 +376,20 @@ def test_train_seeds_trains_each_member_and_its_loso_model_then_composes(oct_dat
 
 
 def test_members_must_share_the_preprocessing_in_every_stage(tmp_path):
-    """The graph feeds every member the same input: member_cards (both stages) refuses another window."""
+    """Members may frame scans with other windows (each then gets its own input), nothing else: member_cards (both stages)."""
     card = {"onnx": "oct-lite0-v1.onnx", "classes": list(D.CLASSES), "preprocessing": {"input_size": 192, "window_min_frac": 0.3}}
     paths = []
-    for name, pre in (("a", card["preprocessing"]), ("b", {**card["preprocessing"], "window_min_frac": 1.0})):
+    for name, pre in (("a", card["preprocessing"]), ("b", {**card["preprocessing"], "window_min_frac": 1.0}),
+                      ("c", {**card["preprocessing"], "input_size": 224})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.json").write_text(json.dumps({**card, "preprocessing": pre}))
         paths.append(tmp_path / name / "oct-lite0-v1.onnx")
-    assert len(En.member_cards([paths[0], paths[0]])) == 2
+    assert not En.own_windows(En.member_cards([paths[0], paths[0]]))
+    cards = En.member_cards(paths[:2])
+    assert En.own_windows(cards)
+    assert [(m["input"], m["heatmap"]) for m in En.member_inputs(cards)] == [("input", "heatmap"), ("input_1", "heatmap_1")]
     with pytest.raises(ValueError, match="another preprocessing"):
-        En.member_cards(paths)
+        En.member_cards([paths[0], paths[2]])
 
 
 def test_the_loso_stage_reads_members_of_two_windows_as_one_ensemble(tmp_path):
