@@ -29,7 +29,7 @@ Five measured components, each reported as a raw value and as a "badness" in [0,
 A component's badness is its raw value's position between ``typical`` (0) and
 ``bad`` (1), clipped; both come from the card's ``quality`` section (chosen on the
 clean validation split by ``training.robustness --calibrate-quality``, rule in
-``CALIBRATION_RULE``; the defaults below are that run's values for oct-lite0 1.4.0,
+``CALIBRATION_RULE``; the defaults below are that run's values for oct-lite0 1.5.0,
 used only by a card without the section: recalibrate whenever a model is shipped). The score is the noisy-or of
 the weighted badnesses, ``1 - prod(1 - w_k b_k)``, in [0, 1]; the reading is flagged
 "low confidence, needs review" when the score is at or above ``threshold``.
@@ -58,11 +58,11 @@ COMPONENTS: tuple[str, ...] = ("noise", "contrast", "pit", "uncertainty", "gate"
 
 #: Used when the card carries no ``quality`` section; the card always wins.
 DEFAULT_QUALITY: dict[str, Any] = {
-    # oct-lite0 1.4.0's calibration on its clean validation split (model.json), rounded.
-    "typical": {"noise": 0.0367, "contrast": 0.580, "pit": 0.392, "uncertainty": 0.0105, "gate": 0.00054},
-    "bad": {"noise": 0.129, "contrast": 0.0586, "pit": 0.0, "uncertainty": 0.550, "gate": 0.0180},
+    # oct-lite0 1.5.0's calibration on its clean validation split (model.json), rounded.
+    "typical": {"noise": 0.0367, "contrast": 0.580, "pit": 0.392, "uncertainty": 0.0100, "gate": 0.00053},
+    "bad": {"noise": 0.129, "contrast": 0.0586, "pit": 0.0, "uncertainty": 0.795, "gate": 0.0102},
     "weights": {"noise": 1.0, "contrast": 1.0, "pit": 0.5, "uncertainty": 1.0, "gate": 1.0},
-    "threshold": 0.7388,
+    "threshold": 0.7602,
     "reason_at": 0.5,
 }
 

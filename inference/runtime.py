@@ -121,10 +121,16 @@ class Model:
         return P.preprocess_many(image, [cfg for _, _, cfg in self._inputs], saturation=saturation)
 
     def run_arrays(self, batch: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run the graph on preprocessed inputs [N, 1, S, S] (a list: one per graph input):
-        (probabilities, the first input's heatmap, oct_score)."""
-        probs, heats, score = self._run(batch if isinstance(batch, list) else [batch])
+        """Run the graph on preprocessed inputs [N, 1, S, S], a list of one per graph input (see
+        :meth:`preprocess`; one array is fed to every input, for timing): (probabilities, the
+        first input's heatmap, oct_score)."""
+        probs, heats, score = self._run(batch if isinstance(batch, list) else [batch] * len(self._inputs))
         return probs, heats[0], score
+
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's inputs, in the order :meth:`preprocess` returns the crops."""
+        return [name for name, _, _ in self._inputs]
 
     def _run(self, batches: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         if len(batches) != len(self._inputs):

@@ -112,6 +112,28 @@ def compose(members: list[Path], out: Path, *, own_inputs: bool = False) -> None
     onnx.save(model, str(out))
 
 
+def extract_member(ensemble: Path, k: int, out: Path) -> None:
+    """Write member ``k`` of a graph made by :func:`compose` as a model of its own (input ``input``,
+    outputs ``probabilities``, ``heatmap``, ``oct_score``): the members of a shipped ensemble can be
+    recovered from the committed file, whose card lists their sha256s and temperatures."""
+    import onnx
+    from onnx import utils
+
+    model = onnx.load(str(ensemble))
+    feed = next(n for n in model.graph.node if n.name == f"m{k}_feed").input[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    utils.extract_model(str(ensemble), str(out), [feed], [f"m{k}_{o}" for o in OUTPUTS])
+    member = onnx.load(str(out))
+    rename = {feed: "input", **{f"m{k}_{o}": o for o in OUTPUTS}}
+    for node in member.graph.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    for v in [*member.graph.input, *member.graph.output]:
+        v.name = rename.get(v.name, v.name)
+    onnx.checker.check_model(member)
+    onnx.save(member, str(out))
+
+
 def parity(members: list[Path], ensemble: Path, x: np.ndarray | list[np.ndarray]) -> float:
     """Max abs difference between the ensemble graph and the mean of its members run one by one.
 

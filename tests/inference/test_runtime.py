@@ -46,7 +46,8 @@ def test_model_metadata_matches_file(model):
     assert model.sha256 == hashlib.sha256(ONNX.read_bytes()).hexdigest()
     assert model.version and model.name
     assert "temperature" in model.card and "card" in model.card
-    assert ONNX.stat().st_size <= 25 * 1024 * 1024
+    # One member is about 13 MiB; the shipped 1.5.0 is two members in one graph (about 26 MiB).
+    assert ONNX.stat().st_size <= 40 * 1024 * 1024
 
 
 def test_onnx_graph_inputs_outputs_and_dynamic_batch(model):
@@ -61,10 +62,14 @@ def test_onnx_graph_inputs_outputs_and_dynamic_batch(model):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"])
-    (inp,) = sess.get_inputs()
-    assert inp.name == "input" and inp.type == "tensor(float)"
-    assert inp.shape[1:] == [1, size, size] and not isinstance(inp.shape[0], int)  # dynamic batch
-    assert [o.name for o in sess.get_outputs()] == ["probabilities", "heatmap", "oct_score"]
+    # One input per framing of the scan: "input", or one per ensemble member with its own window.
+    members = model.card.get("member_inputs") or [{"input": "input", "heatmap": "heatmap"}]
+    assert [i.name for i in sess.get_inputs()] == [m["input"] for m in members] == model.input_names
+    for inp in sess.get_inputs():
+        assert inp.type == "tensor(float)"
+        assert inp.shape[1:] == [1, size, size] and not isinstance(inp.shape[0], int)  # dynamic batch
+    extra = [m["heatmap"] for m in members[1:]]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "heatmap", "oct_score", *extra]
     meta = sess.get_modelmeta()
     assert meta is not None
 

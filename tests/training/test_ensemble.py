@@ -88,43 +88,40 @@ def test_members_of_two_windows_get_their_own_inputs_and_heatmaps(tmp_path):
     np.testing.assert_allclose(heat1, b[1], atol=1e-6)
 
 
-def test_the_runtime_serves_members_of_two_windows(oct_data, tmp_path):
-    pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
+def test_the_runtime_serves_members_of_two_windows(oct_data):
+    """The shipped 1.5.0 graph has one input per member window: the runtime feeds each its crop
+    and averages the members' heatmaps on the original image."""
+    ort = pytest.importorskip("onnxruntime")
     from inference import preprocessing as P
     from inference import runtime as RT
 
     weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
-    if not weights.is_file():
-        pytest.skip(f"the shipped model is not at {weights}")
     card = json.loads((weights.parent / "model.json").read_text())
-    full_pre = {**card["preprocessing"], "window_min_frac": 1.0, "window_max_frac": 1.0}
-    # Member 2: the shipped graph with the full-height window.
-    (tmp_path / "full").mkdir()
-    shutil.copy(weights, tmp_path / "full" / weights.name)
-    (tmp_path / "full" / "model.json").write_text(json.dumps({**card, "preprocessing": full_pre}))
-    members = [weights, tmp_path / "full" / weights.name]
-    cards = En.member_cards(members)
-    assert En.own_windows(cards)
-    (tmp_path / "e").mkdir()
-    En.compose(members, tmp_path / "e" / weights.name, own_inputs=True)
-    ens = RT.Model(tmp_path / "e" / weights.name, {**card, "member_inputs": En.member_inputs(cards)})
-    band, full = RT.Model(weights, card), RT.Model(members[1], cards[1])
+    if not card.get("member_inputs"):
+        pytest.skip("the shipped model has one window")
+    cfgs = [P.preprocessing_config({"preprocessing": m["preprocessing"]}) for m in card["member_inputs"]]
+    assert len({(c["window_min_frac"], c["window_max_frac"]) for c in cfgs}) == len(cfgs)  # the windows differ
+    model = RT.load_model(weights)
+    sess = ort.InferenceSession(str(weights), providers=["CPUExecutionProvider"])
     items = R.select_items("val", 1, oct_data)
     images = [Image.open(oct_data / it.path) for it in items]
-    got, want_a, want_b = (m.predict_images(images) for m in (ens, band, full))
-    for g, a, b in zip(got, want_a, want_b):
-        for c in D.CLASSES:
-            assert g.probabilities[c] == pytest.approx((a.probabilities[c] + b.probabilities[c]) / 2, abs=1e-5)
-        assert g.oct_score == pytest.approx((a.oct_score + b.oct_score) / 2, abs=1e-5)
-        np.testing.assert_allclose(g.heatmap, (a.heatmap + b.heatmap) / 2, atol=1e-5)  # averaged on the image
-        assert g.quality is not None and set(g.quality.raw) == set(a.quality.raw)  # the first window's flag
-    assert not np.allclose(want_a[0].heatmap, want_b[0].heatmap)  # the two windows crop differently
-    # One band detection feeds both crops: the same as preprocessing once per window.
-    pre = P.preprocess_many(images[0], [P.preprocessing_config(c) for c in cards])
-    for p, c in zip(pre, cards):
-        np.testing.assert_array_equal(p.array, P.preprocess(images[0], P.preprocessing_config(c)).array)
+    got = model.predict_images(images)
+    for img, g in zip(images, got):
+        pre = [P.preprocess(img, c) for c in cfgs]
+        outs = sess.run(["probabilities", "oct_score", *(m["heatmap"] for m in card["member_inputs"])],
+                        {m["input"]: p.array[None] for m, p in zip(card["member_inputs"], pre)})
+        assert [g.probabilities[c] for c in D.CLASSES] == pytest.approx(outs[0][0].tolist(), abs=1e-6)
+        assert g.oct_score == pytest.approx(float(outs[1][0]), abs=1e-6)
+        grids = [P.heatmap_to_grid(h[0], p.geometry) for h, p in zip(outs[2:], pre)]
+        assert not np.allclose(grids[0], grids[1])  # the crops differ
+        np.testing.assert_allclose(g.heatmap, np.mean(grids, axis=0), atol=1e-6)
+        # One band detection feeds every crop: the same arrays as preprocessing once per window.
+        for p, q in zip(P.preprocess_many(img, cfgs), pre):
+            np.testing.assert_array_equal(p.array, q.array)
     with pytest.raises(ValueError, match="more than the window"):
-        P.preprocess_many(images[0], [P.preprocessing_config(cards[0]), {**P.preprocessing_config(cards[0]), "input_size": 96}])
+        P.preprocess_many(images[0], [cfgs[0], {**cfgs[0], "input_size": 96}])
+    with pytest.raises(ValueError, match="inputs"):
+        model._run([np.zeros((1, 1, 192, 192), np.float32)])
 
 
 def test_compose_refuses_one_member_and_graphs_of_another_interface(tmp_path):
@@ -325,18 +322,52 @@ def test_the_paired_rule_needs_each_images_prediction_on_the_same_images():
         R.check_rule(_suite(shuffled), _suite(new), 0.91, "paired", _suite(new))
 
 
+def _single_model(weights, folder):
+    """The shipped model itself when it is one model, else its first member (extract_member), with its card."""
+    card = json.loads((weights.parent / "model.json").read_text())
+    if not card.get("ensemble"):
+        return weights
+    En.extract_member(weights, 0, folder / weights.name)
+    member = {**card, "version": card["ensemble"]["members"][0]["version"], "temperature": card["ensemble"]["members"][0]["temperature"],
+              "preprocessing": (card.get("member_inputs") or [card])[0]["preprocessing"], "onnx": weights.name}
+    for key in ("ensemble", "member_inputs"):
+        member.pop(key, None)
+    (folder / "model.json").write_text(json.dumps(member))
+    return folder / weights.name
+
+
+def test_a_member_extracted_from_the_shipped_ensemble_is_that_member(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    card = json.loads((weights.parent / "model.json").read_text())
+    if not card.get("ensemble"):
+        pytest.skip("the shipped model is not an ensemble")
+    names = [m["input"] for m in card.get("member_inputs") or [{"input": "input"}] * len(card["ensemble"]["members"])]
+    members = []
+    for k in range(len(card["ensemble"]["members"])):
+        En.extract_member(weights, k, tmp_path / f"m{k}.onnx")
+        members.append(tmp_path / f"m{k}.onnx")
+    x = [np.random.default_rng(k).normal(size=(2, 1, 192, 192)).astype(np.float32) for k in range(len(members))]
+    assert En.parity(members, weights, x if card.get("member_inputs") else x[0]) < 1e-5
+    sess = ort.InferenceSession(str(members[-1]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == list(En.OUTPUTS)
+    assert len(set(names)) == len(names)
+
+
 def test_the_final_stage_writes_an_ensemble_card_from_the_served_graph(oct_data, tmp_path):
-    """--stage final --smoke on real images: the shipped model twice (so the mean is that model), all under --out."""
+    """--stage final --smoke on real images: one model twice (so the mean is that model), all under --out."""
     pytest.importorskip("onnx", reason="onnx is not installed (training-only dependency, requirements-train.txt)")
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (requirements-train.txt)")
-    shipped = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    weights = D.REPO_ROOT / "inference" / "weights" / "oct-lite0-v1.onnx"
+    shipped = _single_model(weights, tmp_path / "m0")
     _loso_run(tmp_path / "s1", 1, 2.0, 1.5)
     _loso_run(tmp_path / "s2", 2, 3.0, 0.8)
     out = tmp_path / "ens"
-    before = shipped.read_bytes()
+    before, served_before = shipped.read_bytes(), weights.read_bytes()
     assert En.main(["--stage", "final", "--smoke", "--members", str(shipped), str(shipped),
                     "--loso", str(tmp_path / "s1"), str(tmp_path / "s2"), "--out", str(out)]) == 0
-    assert shipped.read_bytes() == before  # --smoke never touches inference/weights
+    assert weights.read_bytes() == served_before  # --smoke never touches inference/weights
     card = json.loads((out / "weights" / "model.json").read_text())
     assert card["version"] == En.ENSEMBLE_VERSION and len(card["ensemble"]["members"]) == 2
     assert card["card"]["parity_max_abs_diff"] < 1e-5
@@ -423,7 +454,10 @@ def test_the_suite_scores_a_mean_of_models_each_with_its_own_window(oct_data, tm
     full.mkdir()
     shutil.copy(weights, full / weights.name)
     card = json.loads((weights.parent / "model.json").read_text())
-    card["preprocessing"] = {**card["preprocessing"], "window_min_frac": 1.0, "window_max_frac": 1.0}
+    full_window = {"window_min_frac": 1.0, "window_max_frac": 1.0}
+    card["preprocessing"] = {**card["preprocessing"], **full_window}
+    for m in card.get("member_inputs") or []:  # the shipped 1.5.0 frames scans per member
+        m["preprocessing"] = {**m["preprocessing"], **full_window}
     card["version"] = "full-window copy"
     (full / "model.json").write_text(json.dumps(card))
     monkeypatch.setenv("OCT_DATA_DIR", str(oct_data))
