@@ -104,21 +104,26 @@ def torch_baseline(model_path: Path, card: dict, blobs: list[bytes], iterations:
             weights_note = f"weights from {checkpoint.relative_to(REPO)}"
         except Exception as exc:  # noqa: BLE001 - timing does not depend on the values
             weights_note = f"random weights ({type(exc).__name__} loading {checkpoint.name})"
-    wrapper = ExportWrapper(net, float(card.get("temperature", 1.0)), size).eval()
+    # An ensemble runs one network per member (the same architecture: timing only).
+    members = max(1, len(card.get("member_inputs") or []), len((card.get("ensemble") or {}).get("members") or []))
+    temperature = card.get("temperature", 1.0)
+    wrapper = ExportWrapper(net, float(temperature[0] if isinstance(temperature, list) else temperature), size).eval()
     cfg = P.preprocessing_config(card)
-    print(f"baseline B: PyTorch {torch.__version__} eager, 1 thread, {weights_note}")
+    print(f"baseline B: PyTorch {torch.__version__} eager, 1 thread, {weights_note}, {members} network(s) per B-scan")
 
     def one(data: bytes) -> None:
         pre = P.preprocess(runtime.decode_image(data), cfg)
         with torch.inference_mode():
-            probs, heat, score = wrapper(torch.from_numpy(pre.array[None]))
+            for _ in range(members):
+                probs, heat, score = wrapper(torch.from_numpy(pre.array[None]))
         P.heatmap_to_grid(heat[0].numpy(), pre.geometry)
 
     arrays = [torch.from_numpy(P.preprocess(runtime.decode_image(b), cfg).array[None]) for b in blobs]
 
     def infer(x) -> None:
         with torch.inference_mode():
-            wrapper(x)
+            for _ in range(members):
+                wrapper(x)
 
     return timed(one, blobs, iterations, warmup=20), timed(infer, arrays, iterations, warmup=20)
 
@@ -192,12 +197,13 @@ def main() -> None:
 
     def session_per_request(data: bytes) -> None:
         session = new_session()
-        pre = P.preprocess(runtime.decode_image(data), cfg)
-        _, heat, _ = session.run(["probabilities", "heatmap", "oct_score"], {"input": pre.array[None]})
-        P.heatmap_to_grid(heat[0], pre.geometry)
+        pre = model1.preprocess(runtime.decode_image(data))  # one crop per graph input
+        feeds = {name: p.array[None] for name, p in zip(model1.input_names, pre)}
+        _, heat, _ = session.run(["probabilities", "heatmap", "oct_score"], feeds)
+        P.heatmap_to_grid(heat[0], pre[0].geometry)
 
     def session_per_request_inference(array: np.ndarray) -> None:
-        new_session().run(["probabilities", "heatmap", "oct_score"], {"input": array})
+        new_session().run(["probabilities", "heatmap", "oct_score"], {name: array for name in model1.input_names})
 
     base_a = timed(session_per_request, blobs, args.session_requests, warmup=1)
     base_a_infer = timed(session_per_request_inference, arrays, args.session_requests, warmup=1)
