@@ -3,8 +3,8 @@
     PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage candidate \\
         --members inference/weights/oct-lite0-v1.onnx training/runs/s2/candidate/oct-lite0-v1.onnx \\
         --loso training/runs/s1 training/runs/s2 --out training/runs/ensemble
-    # or every member trained from scratch, then shipped (the one command of docs/training.md):
-    PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage final --train-seeds 1 2 --out training/runs/v15
+    # or every member trained from scratch, then shipped (1.5.0's one command, docs/training.md):
+    PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage final --train-members band:1 full:3 --out training/runs/v15
 
 The members are models exported by ``training.train``: the same input size, the same
 preprocessing and the same outputs. The ensemble's outputs are the means of theirs:
@@ -243,17 +243,27 @@ def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str
     }
 
 
-def train_members(seeds: list[int], out: Path, *, jobs: int = 2, smoke: bool = False) -> tuple[list[Path], list[Path]]:
-    """Run training.train's candidate and LOSO stages for each training seed; return (members, LOSO folders)."""
+def member_spec(text: str) -> tuple[str, int]:
+    """``WINDOW:SEED`` (``full:3``) or a bare seed (the band window) -> (window, training seed)."""
+    window, _, seed = text.rpartition(":")
+    window = window or "band"
+    if window not in ("band", "full") or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WINDOW:SEED with WINDOW band or full, e.g. full:3")
+    return window, int(seed)
+
+
+def train_members(specs: list[tuple[str, int]], out: Path, *, jobs: int = 2, smoke: bool = False) -> tuple[list[Path], list[Path]]:
+    """Run training.train's candidate and LOSO stages for each (window, training seed); return (members, LOSO folders)."""
     import subprocess
 
-    folders = [out / f"seed{s}" for s in seeds]
+    folders = [out / (f"seed{s}" if w == "band" else f"{w}-seed{s}") for w, s in specs]
     todo = []
-    for seed, folder in zip(seeds, folders):
+    for (window, seed), folder in zip(specs, folders):
         folder.mkdir(parents=True, exist_ok=True)
         for stage, done in (("candidate", folder / "candidate" / ONNX_NAME), ("loso", folder / "loso_logits.npz")):
             if not done.is_file():
                 cmd = [sys.executable, "-m", "training.train", "--out", str(folder), "--stage", stage, "--threads", "1", "--train-seed", str(seed)]
+                cmd += ["--window", window] if window != "band" else []
                 cmd += ["--smoke"] if smoke else []
                 todo.append((cmd, folder / f"{stage}.log"))
     running: list[tuple[subprocess.Popen[bytes], Path]] = []
@@ -289,16 +299,26 @@ def main(argv: list[str] | None = None) -> int:
         "this training seed (--stage candidate and --stage loso into --out/seed<N>, two 1-thread processes at a time), "
         "then use them; a member whose candidate and LOSO logits are already there is not retrained",
     )
-    ap.add_argument("--jobs", type=int, default=2, help="with --train-seeds: trainings run at a time (1 torch thread each)")
+    ap.add_argument(
+        "--train-members",
+        type=member_spec,
+        nargs="+",
+        metavar="WINDOW:SEED",
+        help="as --train-seeds, with each member's window too (training.train --window): band:1 full:3 is 1.5.0's recipe",
+    )
+    ap.add_argument("--jobs", type=int, default=2, help="with --train-seeds or --train-members: trainings run at a time (1 torch thread each)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--card-note", default="", help="with --stage final: a paragraph for the card's Notes")
     ap.add_argument("--smoke", action="store_true", help="a pipeline check: --train-seeds trains tiny members (training.train --smoke); --stage final uses 40 images "
                     "per split and writes everything under --out only")
     args = ap.parse_args(argv)
-    if args.train_seeds:
+    if args.train_seeds and args.train_members:
+        ap.error("give --train-seeds or --train-members, not both")
+    specs = args.train_members or [("band", s) for s in args.train_seeds or []]
+    if specs:
         if args.members or args.loso:
-            ap.error("--train-seeds trains the members: give it instead of --members and --loso")
-        args.members, args.loso = train_members(args.train_seeds, args.out, jobs=args.jobs, smoke=args.smoke)
+            ap.error("--train-seeds and --train-members train the members: give one instead of --members and --loso")
+        args.members, args.loso = train_members(specs, args.out, jobs=args.jobs, smoke=args.smoke)
     if args.stage == "loso":
         if not args.loso or len(args.loso) < 2:
             ap.error("--stage loso: give two or more --loso folders")

@@ -19,6 +19,7 @@ from training import negatives as N
 
 DOCS = D.REPO_ROOT / "docs"
 FIXED_SAMPLE = D.REPO_ROOT / "inference" / "weights" / "fixed_sample.tsv"
+REPO_MODEL_JSON = D.REPO_ROOT / "inference" / "weights" / "model.json"
 
 
 def run_served(served: Any, images: list[Image.Image], batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -193,8 +194,38 @@ def _what_it_is(card: dict[str, Any]) -> str:
     members = _members(card)
     if not members:
         return f"An {lite0} fine-tuned"
+    seeds = ", ".join(str(m.get("train_seed")) for m in members)
+    if card.get("member_inputs"):
+        windows = ", ".join(_window_name(m["preprocessing"]) for m in card["member_inputs"])
+        return (f"The mean of {len(members)} models (`training.ensemble`: one ONNX graph), each an {lite0} fine-tuned with the same\n"
+                f"augmentation; they differ in the training seed ({seeds}) and in the window that frames the scan ({windows}),\n"
+                "each member fed its own crop of one band detection,")
     return (f"The mean of {len(members)} models (`training.ensemble`: one ONNX graph), each an {lite0} fine-tuned with the same\n"
-            f"recipe and another training seed ({', '.join(str(m.get('train_seed')) for m in members)}),")
+            f"recipe and another training seed ({seeds}),")
+
+
+def _window_name(pre: dict[str, Any]) -> str:
+    return "full height" if float(pre.get("window_min_frac", 0.3)) >= 1.0 else "band"
+
+
+def _window_text(card: dict[str, Any]) -> str:
+    """The preprocessing's window, per member when the members frame scans differently."""
+    def one(pre: dict[str, Any]) -> str:
+        if _window_name(pre) == "full height":
+            return "the full height of the flattened scan"
+        return (f"a vertical window of {pre['window_scale']}× the band thickness (clamped to {pre['window_min_frac']}–"
+                f"{pre['window_max_frac']} of the height)")
+    if card.get("member_inputs"):
+        return "; ".join(f"member {k} ({m['input']}): {one(m['preprocessing'])}" for k, m in enumerate(card["member_inputs"]))
+    return one(card["preprocessing"])
+
+
+def _io_text(card: dict[str, Any]) -> str:
+    size = card["preprocessing"]["input_size"]
+    inputs = [m["input"] for m in card.get("member_inputs") or []] or ["input"]
+    heatmaps = [m["heatmap"] for m in card.get("member_inputs") or []] or ["heatmap"]
+    return (f"input{'s' if len(inputs) > 1 else ''} {', '.join(f'`{i}`' for i in inputs)} float32 [N,1,{size},{size}], outputs `probabilities` [N,4], "
+            f"{', '.join(f'`{h}`' for h in heatmaps)} [N,S,S], `oct_score` [N]")
 
 
 def _loso_line(lo: dict[str, Any]) -> str:
@@ -206,6 +237,9 @@ def _loso_line(lo: dict[str, Any]) -> str:
 
 
 def _heatmap_text(card: dict[str, Any]) -> str:
+    if card.get("member_inputs"):
+        return ("each member's class-activation heatmap of its own predicted class on its own crop, averaged by the runtime on the "
+                "original image (`inference.runtime`)")
     if _members(card):
         return "the mean of the members' class-activation heatmaps (each of its own predicted class)"
     return "a class-activation heatmap of the predicted class"
@@ -310,7 +344,14 @@ def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: 
         "test_images": c["test"]["n"],
     }
     model_json.write_text(json.dumps(json_safe(full), indent=1, allow_nan=False))
+    target = (out_dir / "model-card.md") if smoke else (DOCS / "model-card.md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(card_markdown(card))
 
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """docs/model-card.md from a card (model.json's contents, with or without the private keys)."""
+    c = card["card"]
     t, lo = c["test"], c["loso"]
     tk, to = c.get("test_kermany"), c.get("test_octdl")
     cal, gate, amd = c["calibration"], c["gate"], c["amd_out_of_set"]
@@ -331,7 +372,7 @@ def write_card(card: dict[str, Any], model_json: Path, *, smoke: bool, out_dir: 
 **{', '.join(card['classes'])}**, with
 
 - calibrated probabilities ({_t_long(card)}),
-- {_heatmap_text(card)} computed inside the ONNX graph,
+- {_heatmap_text(card)}{'' if card.get('member_inputs') else ' computed inside the ONNX graph'},
 - an input gate (`oct_score`, threshold {card['gate_threshold']:.3f}) plus deterministic pre-checks (colour, uniform image, no retina band) that flag images that are **not an OCT B-scan**.
 
 File: `inference/weights/{card['onnx']}`; constants in `inference/weights/model.json`; preprocessing in
@@ -353,8 +394,7 @@ still hold other scans of patients in our val/test splits, which we cannot rule 
 
 ## Training
 Preprocessing (identical in serving): per-column retina line → flattening → band located in the row profile →
-vertical window of {card['preprocessing']['window_scale']}× the band thickness (clamped to {card['preprocessing']['window_min_frac']}–{card['preprocessing']['window_max_frac']} of
-the height) over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
+{_window_text(card)}, over the full width → 1–99.5 percentile contrast stretch → {card['preprocessing']['input_size']}² grey input.
 {_augment_text(hp.get('augment', '1.3'))}
 {hp['epochs']} epochs × {hp['samples_per_epoch']} class-balanced draws + {hp['negatives_per_epoch']} generated non-OCT images,
 batch {hp['batch_size']}, {hp['optimizer']}, lr {hp['lr']}, label smoothing {hp['label_smoothing']}, frozen {hp['frozen']}; patient split seed {c['seed']}, {D.seeds_text(hp.get('train_seed', c['seed']))}{' (one per member)' if _members(card) else ''}.
@@ -440,11 +480,27 @@ Held-out per kind: {', '.join(f'{k} {_pct(v)}' for k, v in gate['heldout']['per_
 {c.get('note') or 'None.'}
 
 ## Export and serving
-ONNX opset 17, input `input` float32 [N,1,{card['preprocessing']['input_size']},{card['preprocessing']['input_size']}], outputs `probabilities` [N,4], `heatmap` [N,S,S], `oct_score` [N];
+ONNX opset 17, {_io_text(card)};
 {'ensemble graph vs the mean of its members run one by one' if card.get('ensemble') else 'PyTorch vs ONNX'}: max abs difference {c['parity_max_abs_diff']:.2e} on 16 test inputs. Serving speed through
 `inference.runtime` (preprocessing included, batch 32, 2 threads), measured during the evaluation on the training machine: {c['images_per_second']:.1f} images/s; serving figures on an idle machine are in docs/inference.md.
 Fixed sample for the tests: `{c['fixed_sample']['file']}` ({c['fixed_sample']['n']} test images, accuracy {_pct(c['fixed_sample']['accuracy'])}).
 """
-    target = (out_dir / "model-card.md") if smoke else (DOCS / "model-card.md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(md)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.report --rewrite-card``: regenerate docs/model-card.md's generated part from the
+    shipped model.json (after a change to this module's wording; the Generalisation section is then
+    rewritten by ``training.robustness --write-card``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--rewrite-card", action="store_true", required=True)
+    ap.parse_args(argv)
+    card = json.loads((REPO_MODEL_JSON).read_text())
+    (DOCS / "model-card.md").write_text(card_markdown(card))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """The ensemble of exported models (training/ensemble.py) and the paired shipping rule."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -50,12 +51,18 @@ def _tiny_member(path, weights: np.ndarray, scale: float) -> None:
     onnx.save(model, str(path))
 
 
-def test_the_ensemble_graph_outputs_the_mean_of_its_members(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    rng = np.random.default_rng(0)
+def _two_tiny_members(tmp_path, seed: int):
+    """Two different tiny members a.onnx and b.onnx, and the generator that drew them."""
+    rng = np.random.default_rng(seed)
     members = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
     _tiny_member(members[0], rng.normal(size=(4, 4)), 1.0)
     _tiny_member(members[1], rng.normal(size=(4, 4)), 3.0)
+    return rng, members
+
+
+def test_the_ensemble_graph_outputs_the_mean_of_its_members(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    rng, members = _two_tiny_members(tmp_path, 0)
     En.compose(members, tmp_path / "e.onnx")
     x = rng.normal(size=(5, 1, 2, 2)).astype(np.float32)
     assert En.parity(members, tmp_path / "e.onnx", x) < 1e-6
@@ -69,10 +76,7 @@ def test_the_ensemble_graph_outputs_the_mean_of_its_members(tmp_path):
 
 def test_members_of_two_windows_get_their_own_inputs_and_heatmaps(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    rng = np.random.default_rng(1)
-    members = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
-    _tiny_member(members[0], rng.normal(size=(4, 4)), 1.0)
-    _tiny_member(members[1], rng.normal(size=(4, 4)), 3.0)
+    rng, members = _two_tiny_members(tmp_path, 1)
     En.compose(members, tmp_path / "e.onnx", own_inputs=True)
     x0, x1 = (rng.normal(size=(3, 1, 2, 2)).astype(np.float32) for _ in range(2))
     assert En.parity(members, tmp_path / "e.onnx", [x0, x1]) < 1e-6
@@ -382,27 +386,39 @@ def test_the_final_stage_writes_an_ensemble_card_from_the_served_graph(oct_data,
     assert (out / "members" / "m0" / "oct-lite0-v1.onnx").read_bytes() == before
 
 
-def test_train_seeds_trains_each_member_and_its_loso_model_then_composes(oct_data, tmp_path):
-    """The one command, on tiny trainings (training.train --smoke): two seeds, candidate stage."""
+def test_member_specs_name_a_window_and_a_seed():
+    assert En.member_spec("full:3") == ("full", 3) and En.member_spec("band:1") == ("band", 1) and En.member_spec("2") == ("band", 2)
+    for bad in ("wide:1", "full:x", "full:"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            En.member_spec(bad)
+
+
+def test_train_members_trains_each_member_and_its_loso_model_then_ships(oct_data, tmp_path):
+    """The one command of 1.5.0's recipe, on tiny trainings (training.train --smoke): a band-window and a
+    full-window member, candidate stage then final stage."""
     pytest.importorskip("torch", reason="torch is not installed (training-only dependency, requirements-train.txt)")
     out = tmp_path / "ens"
-    assert En.main(["--stage", "candidate", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
-    for seed in (1, 2):
-        assert (out / f"seed{seed}" / "candidate" / "oct-lite0-v1.onnx").is_file()
-        assert (out / f"seed{seed}" / "loso_logits.npz").is_file()
+    assert En.main(["--stage", "candidate", "--smoke", "--train-members", "band:1", "full:2", "--out", str(out)]) == 0
+    for folder in ("seed1", "full-seed2"):
+        assert (out / folder / "candidate" / "oct-lite0-v1.onnx").is_file()
+        assert (out / folder / "loso_logits.npz").is_file()
     card = json.loads((out / "candidate" / "model.json").read_text())
     assert len(card["ensemble"]["members"]) == 2
-    # The two seeds trained two different members.
     assert card["ensemble"]["members"][0]["sha256"] != card["ensemble"]["members"][1]["sha256"]
-    assert json.loads((out / "loso.json").read_text())["train_seed"] == [1, 2]
+    assert [m["preprocessing"]["window_min_frac"] for m in card["member_inputs"]] == [0.3, 1.0]
+    lo = json.loads((out / "loso.json").read_text())
+    assert lo["train_seed"] == [1, 2] and lo["window"] == ["band", "full"]
     # The final stage from the same folder retrains nothing (the logs would be rewritten) and writes the card
-    # from the members' own training records.
+    # from the members' own training records; the served graph has one input per window.
     mtime = (out / "seed1" / "candidate.log").stat().st_mtime
-    assert En.main(["--stage", "final", "--smoke", "--train-seeds", "1", "2", "--out", str(out)]) == 0
+    assert En.main(["--stage", "final", "--smoke", "--train-members", "band:1", "full:2", "--out", str(out)]) == 0
     assert (out / "seed1" / "candidate.log").stat().st_mtime == mtime
     final = json.loads((out / "weights" / "model.json").read_text())
     assert final["card"]["hyperparameters"]["train_seed"] == [1, 2]
-    assert all("--train-seed" in c for c in final["card"]["member_commands"])
+    assert "--window full" in final["card"]["member_commands"][1] and "--window" not in final["card"]["member_commands"][0]
+    assert [m["input"] for m in final["member_inputs"]] == ["input", "input_1"]
+    assert set(final["inputs"]) == {"input", "input_1"} and "heatmap_1" in final["outputs"]
+    assert final["card"]["parity_max_abs_diff"] < 1e-5
     assert "training seeds 1 and 2" in (out / "model-card.md").read_text()
 
 
