@@ -54,6 +54,9 @@ def test_shipped_onnx_matches_its_checkpoint_when_present():
     from training.train import parity
 
     card = C.load_model_json()
+    if card.get("ensemble"):
+        pytest.skip("the shipped model is an ensemble: its graph is checked against its members by "
+                    "tests/training/test_ensemble.py (extract_member, parity)")
     # The run folder of the shipped model is the --out of the command in its card.
     out = re.search(r"--out (\S+)", card.get("card", {}).get("command", ""))
     run = out.group(1) if out else "training/runs/v1"
