@@ -105,7 +105,7 @@ def torch_baseline(model_path: Path, card: dict, blobs: list[bytes], iterations:
         except Exception as exc:  # noqa: BLE001 - timing does not depend on the values
             weights_note = f"random weights ({type(exc).__name__} loading {checkpoint.name})"
     # An ensemble runs one network per member (the same architecture: timing only).
-    members = max(1, len(card.get("member_inputs") or []), len((card.get("ensemble") or {}).get("members") or []))
+    members = len((card.get("ensemble") or {}).get("members") or []) or 1
     temperature = card.get("temperature", 1.0)
     wrapper = ExportWrapper(net, float(temperature[0] if isinstance(temperature, list) else temperature), size).eval()
     cfg = P.preprocessing_config(card)

@@ -7,7 +7,8 @@
     PYTHONPATH=. .venv-train/bin/python -m training.ensemble --stage final --train-members band:1 full:3 --out training/runs/v15
 
 The members are models exported by ``training.train``: the same input size, the same
-preprocessing and the same outputs. The ensemble's outputs are the means of theirs:
+preprocessing (but perhaps the window, below) and the same outputs. The ensemble's outputs
+are the means of theirs:
 
 - ``probabilities``: the mean of the members' *calibrated* probabilities (each member's
   temperature stays inside its own subgraph);
@@ -95,7 +96,7 @@ def compose(members: list[Path], out: Path, *, own_inputs: bool = False) -> None
             inputs.append(inp)
             heat = onnx.ValueInfoProto()
             heat.CopyFrom(next(o for o in first.graph.output if o.name == "heatmap"))
-            heat.name = f"heatmap_{k}"
+            heat.name = heatmap_name(k)
             outputs.append(heat)
             nodes.append(helper.make_node("Identity", [f"m{k}_heatmap"], [heat.name], name=f"out_heatmap_{k}"))
     for name in OUTPUTS:
@@ -149,11 +150,17 @@ def parity(members: list[Path], ensemble: Path, x: np.ndarray | list[np.ndarray]
     if not isinstance(x, list):
         got = sess.run(list(OUTPUTS), {"input": x})
         return float(max(np.abs(a - b).max() for a, b in zip(want, got)))
-    got = sess.run(["probabilities", "oct_score", "heatmap", *[f"heatmap_{k}" for k in range(1, len(members))]],
+    got = sess.run(["probabilities", "oct_score", *[heatmap_name(k) for k in range(len(members))]],
                    {input_name(k): xk for k, xk in enumerate(xs)})
     diffs = [np.abs(got[0] - want[0]).max(), np.abs(got[1] - want[2]).max()]
     diffs += [np.abs(g - o[1]).max() for g, o in zip(got[2:], outs)]
     return float(max(diffs))
+
+
+def mean_calibrated(arrays: list[Any], name: str) -> np.ndarray:
+    """The mean over LOSO runs (their loaded ``loso_logits.npz``) of softmax(logits / temperature) of one array:
+    an ensemble's reading of those images."""
+    return np.mean([E.softmax(a[name] / float(a["temperature"])) for a in arrays], axis=0)
 
 
 def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> dict[str, Any]:
@@ -175,7 +182,7 @@ def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> 
             raise ValueError(f"the members' LOSO runs were not evaluated on the same images ({name})")
 
     def mean_probs(name: str) -> np.ndarray:
-        return np.mean([E.softmax(a[name] / float(a["temperature"])) for a in arrays], axis=0)
+        return mean_calibrated(arrays, name)
 
     kval = mean_probs("kermany_val")
     rep = E.classification_report(mean_probs("octdl_in_set"), arrays[0]["octdl_in_set_y"])
@@ -218,13 +225,17 @@ def member_inputs(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """model.json's ``member_inputs`` for members that frame scans differently: per member its graph
     input, its heatmap output and its preprocessing (inference.runtime feeds and maps each)."""
     return [
-        {"input": input_name(k), "heatmap": "heatmap" if k == 0 else f"heatmap_{k}", "preprocessing": c["preprocessing"]}
+        {"input": input_name(k), "heatmap": heatmap_name(k), "preprocessing": c["preprocessing"]}
         for k, c in enumerate(cards)
     ]
 
 
 def input_name(k: int) -> str:
     return "input" if k == 0 else f"input_{k}"
+
+
+def heatmap_name(k: int) -> str:
+    return "heatmap" if k == 0 else f"heatmap_{k}"
 
 
 def candidate_card(cards: list[dict[str, Any]], members: list[Path]) -> dict[str, Any]:
@@ -309,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="with --train-seeds or --train-members: trainings run at a time (1 torch thread each)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--card-note", default="", help="with --stage final: a paragraph for the card's Notes")
-    ap.add_argument("--smoke", action="store_true", help="a pipeline check: --train-seeds trains tiny members (training.train --smoke); --stage final uses 40 images "
+    ap.add_argument("--smoke", action="store_true", help="a pipeline check: --train-seeds / --train-members train tiny members (training.train --smoke); --stage final uses 40 images "
                     "per split and writes everything under --out only")
     args = ap.parse_args(argv)
     if args.train_seeds and args.train_members:
@@ -328,16 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]))
         return 0
     if not args.members or not args.loso or len(args.loso) != len(args.members):
-        ap.error("give --members and one --loso folder per member, or --train-seeds")
+        ap.error("give --members and one --loso folder per member, or --train-seeds / --train-members")
     t0 = time.time()
     cards = member_cards(args.members)
-    loso = ensemble_loso(args.loso, vary=("train_seed", "window") if own_windows(cards) else ("train_seed",))
+    own = own_windows(cards)
+    loso = ensemble_loso(args.loso, vary=("train_seed", "window") if own else ("train_seed",))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
     print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]), file=sys.stderr)
     if args.stage == "candidate":
         cand = args.out / "candidate"
-        own = own_windows(cards)
         compose(args.members, cand / ONNX_NAME, own_inputs=own)
         (cand / "model.json").write_text(json.dumps(candidate_card(cards, args.members), indent=1))
         size = int(cards[0]["preprocessing"]["input_size"])

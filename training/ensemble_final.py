@@ -85,6 +85,7 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
     weights = (args.out / "weights") if args.smoke else En.WEIGHTS_DIR
     onnx_path = weights / En.ONNX_NAME
     own = En.own_windows(cards)
+    inputs = En.member_inputs(cards) if own else []
     En.compose(members, onnx_path, own_inputs=own)
     size = int(first["preprocessing"]["input_size"])
     cfgs = [P.preprocessing_config(c) for c in cards]
@@ -102,7 +103,7 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
         "preprocessing": first["preprocessing"],
         "inputs": (
             {m["input"]: f"{shape}, inference.preprocessing.preprocess() with member {k}'s preprocessing (member_inputs)"
-             for k, m in enumerate(En.member_inputs(cards))}
+             for k, m in enumerate(inputs)}
             if own else {"input": f"{shape}, inference.preprocessing.preprocess()"}
         ),
         "outputs": {
@@ -110,13 +111,13 @@ def ship(args: argparse.Namespace, cards: list[dict[str, Any]], loso: dict[str, 
             **(
                 {m["heatmap"]: f"float32 [N, {size}, {size}] in [0, 1], member {k}'s class-activation map of its predicted class, "
                  "on its own crop (the runtime averages the members' maps on the original image)"
-                 for k, m in enumerate(En.member_inputs(cards))}
+                 for k, m in enumerate(inputs)}
                 if own else
                 {"heatmap": f"float32 [N, {size}, {size}] in [0, 1], the mean of the members' class-activation maps of their predicted class"}
             ),
             "oct_score": "float32 [N], the mean of the members' probabilities that the input is a retinal OCT B-scan",
         },
-        **({"member_inputs": En.member_inputs(cards)} if own else {}),
+        **({"member_inputs": inputs} if own else {}),
         "ensemble": {
             "members": [
                 {"version": c["version"], "sha256": En.sha256(p), "temperature": float(c["temperature"]), "train_seed": s}

@@ -274,8 +274,8 @@ def run_suite(
 
     A list of models is scored as the mean of their calibrated probabilities per image, each
     model fed its own preprocessing of the same stressed image: what an ensemble graph of them
-    computes (``training.ensemble``), measured before the runtime can serve members that frame
-    scans differently. Its quality figures are then the first model's flag.
+    computes (``training.ensemble``), measured without composing the graph. Its quality figures
+    are then the first model's flag.
 
     ``calibrate_quality``: choose the flag's constants on the clean row first (its
     scans must be the validation split's) and score every row with them; they are
@@ -455,16 +455,16 @@ def loso_predictions(cand_npz: Path | list[Path], base_npz: Path) -> tuple[np.nd
     Several candidate runs are an ensemble's members: its prediction is the argmax of the mean of
     their calibrated probabilities, as in ``training.ensemble.ensemble_loso``.
     """
+    from training import ensemble as En
+
     paths = cand_npz if isinstance(cand_npz, list) else [cand_npz]
     with np.load(base_npz) as b:
         y, pb = b["octdl_in_set_y"], b["octdl_in_set"].argmax(1)
-    probs = []
-    for p in paths:
-        with np.load(p) as c:
-            if not np.array_equal(c["octdl_in_set_y"], y):
-                raise ValueError(f"{p}: not evaluated on the same OCTDL images in the same order as {base_npz}")
-            probs.append(E.softmax(c["octdl_in_set"] / float(c["temperature"])) if "temperature" in c else E.softmax(c["octdl_in_set"]))
-    return y, np.mean(probs, axis=0).argmax(1), pb
+    runs = [dict(np.load(p)) for p in paths]
+    for p, c in zip(paths, runs):
+        if not np.array_equal(c["octdl_in_set_y"], y):
+            raise ValueError(f"{p}: not evaluated on the same OCTDL images in the same order as {base_npz}")
+    return y, En.mean_calibrated(runs, "octdl_in_set").argmax(1), pb
 
 
 def _correct(row: dict[str, Any]) -> list[int]:
@@ -870,7 +870,12 @@ def main(argv: list[str] | None = None) -> int:
         write_quality_card(model.quality_cfg, card_path, model=model, split=args.split, seed=args.seed, limit=args.limit)
         print(f"quality flag: threshold {model.quality_cfg['threshold']:.4f} written into {card_path}", file=sys.stderr)
     out = {
-        "model": {"path": str(args.model or model.path), "name": model.name, "version": model.version, "sha256": model.sha256},
+        "model": (
+            {"path": " + ".join(map(str, args.mean_of)), "name": model.name,
+             "version": "candidate (mean of " + " and ".join(m.version for m in members) + ")", "sha256": None}
+            if args.mean_of else
+            {"path": str(args.model or model.path), "name": model.name, "version": model.version, "sha256": model.sha256}
+        ),
         **({"members": [{"path": str(p), "version": m.version, "sha256": m.sha256} for p, m in zip(args.mean_of, members)]}
            if args.mean_of else {}),
         "split": args.split,
@@ -880,13 +885,11 @@ def main(argv: list[str] | None = None) -> int:
         "n_images": len(items),
         "rows": rows,
         "quality": {k: v for k, v in E.json_safe(model.quality_cfg).items()},
-        "leave_one_source_out": loso_summary(model.card),
+        # An ensemble measured with --mean-of: its members' LOSO models are read together by
+        # training.ensemble --stage loso, not from one card.
+        "leave_one_source_out": None if args.mean_of else loso_summary(model.card),
         "wall_s": time.time() - t0,
     }
-    if args.mean_of:
-        out["model"] = {"path": " + ".join(map(str, args.mean_of)), "name": model.name,
-                        "version": "candidate (mean of " + " and ".join(m.version for m in members) + ")", "sha256": None}
-        out["leave_one_source_out"] = None  # the members' LOSO models are read together by training.ensemble --stage loso
     print(format_table({f"{out['model']['name']} {out['model']['version']}": out}))
     print()
     print(format_quality_table(out))

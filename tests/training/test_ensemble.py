@@ -306,11 +306,12 @@ def test_the_device_rule_asks_for_non_inferiority_on_the_suite_and_a_paired_loso
 
 def test_loso_predictions_pair_two_runs_on_the_same_octdl_images(tmp_path):
     y = np.array([DME, NORMAL, NORMAL, DME])
-    np.savez(tmp_path / "c.npz", octdl_in_set=np.eye(4)[[DME, NORMAL, DME, DME]], octdl_in_set_y=y)
-    np.savez(tmp_path / "b.npz", octdl_in_set=np.eye(4)[[NORMAL, NORMAL, NORMAL, DME]], octdl_in_set_y=y)
+    np.savez(tmp_path / "c.npz", octdl_in_set=np.eye(4)[[DME, NORMAL, DME, DME]], octdl_in_set_y=y, temperature=np.float64(1.0))
+    np.savez(tmp_path / "b.npz", octdl_in_set=np.eye(4)[[NORMAL, NORMAL, NORMAL, DME]], octdl_in_set_y=y, temperature=np.float64(1.0))
     yy, pc, pb = R.loso_predictions(tmp_path / "c.npz", tmp_path / "b.npz")
     assert yy.tolist() == y.tolist() and pc.tolist() == [DME, NORMAL, DME, DME] and pb.tolist() == [NORMAL, NORMAL, NORMAL, DME]
-    np.savez(tmp_path / "o.npz", octdl_in_set=np.eye(4)[[DME] * 4], octdl_in_set_y=np.array([NORMAL, DME, NORMAL, DME]))
+    np.savez(tmp_path / "o.npz", octdl_in_set=np.eye(4)[[DME] * 4], octdl_in_set_y=np.array([NORMAL, DME, NORMAL, DME]),
+             temperature=np.float64(1.0))
     with pytest.raises(ValueError, match="same OCTDL images"):
         R.loso_predictions(tmp_path / "c.npz", tmp_path / "o.npz")
 
