@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from inference import evaluation as E
 from inference import preprocessing as P
 
 CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
@@ -40,6 +41,16 @@ def seeds_text(seeds: Any) -> str:
     if isinstance(seeds, list):
         return f"training seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}"
     return f"training seed {seeds}"
+
+
+def kermany_out_report(probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """A train-without-Kermany model's reading of the Kermany scans: the classification report over
+    CNV, DME and NORMAL, and where the DRUSEN scans (a class it could not learn) land."""
+    drusen = y == CLASSES.index("DRUSEN")
+    return {
+        "kermany_in_set": E.classification_report(probs[~drusen], y[~drusen]),
+        "kermany_drusen": E.out_of_set_report(probs[drusen]),
+    }
 
 
 def data_dir() -> Path:

@@ -169,17 +169,7 @@ def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> 
     The members may differ only in the recipe keys named in ``vary`` (recorded as lists): the
     training seed for a seed ensemble, also the window for one whose members frame scans differently.
     """
-    records = [json.loads((d / "loso.json").read_text()) for d in dirs]
-    arrays = [np.load(d / "loso_logits.npz") for d in dirs]
-    for d, r in zip(dirs, records):
-        for key, before in D.RECIPE_KEYS.items():
-            if key not in vary and r.get(key, before) != records[0].get(key, before):
-                raise ValueError(f"{d}/loso.json: another {key} than {dirs[0]}/loso.json; the members must share the recipe")
-        if r["epochs"] != records[0]["epochs"]:
-            raise ValueError(f"{d}/loso.json: {r['epochs']} epochs, not {records[0]['epochs']}")
-    for name in ("kermany_val_y", "octdl_in_set_y"):
-        if any(not np.array_equal(a[name], arrays[0][name]) for a in arrays):
-            raise ValueError(f"the members' LOSO runs were not evaluated on the same images ({name})")
+    records, arrays = loso_members(dirs, "loso", ("kermany_val_y", "octdl_in_set_y"), vary)
 
     def mean_probs(name: str) -> np.ndarray:
         return mean_calibrated(arrays, name)
@@ -195,6 +185,51 @@ def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> 
         "kermany_val_accuracy": float((kval.argmax(1) == arrays[0]["kermany_val_y"]).mean()),
         "wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
         "members": [{"train_seed": r.get("train_seed", D.RECIPE_KEYS["train_seed"]), "accuracy": r["octdl_in_set"]["accuracy"]} for r in records],
+        **recipe_of(records, vary),
+    }
+
+
+def ensemble_loso_kermany(dirs: list[Path], vary: tuple[str, ...] = ("train_seed", "window")) -> dict[str, Any]:
+    """The members' train-without-Kermany runs (each a folder with loso_kermany.json and
+    loso_kermany_logits.npz, ``training.train --stage loso-kermany``) read as one ensemble, in
+    loso_kermany.json's form (``training.robustness --write-card --kermany-out`` tabulates it)."""
+    records, arrays = loso_members(dirs, "loso_kermany", ("kermany_y", "octdl_val_y"), vary)
+    y = arrays[0]["kermany_y"]
+    lv = mean_calibrated(arrays, "octdl_val")
+    return {
+        "held_out_source": "kermany",
+        "epochs": records[0]["epochs"],
+        "train_images": records[0]["train_images"],
+        "train_classes": records[0]["train_classes"],
+        "temperature": [float(a["temperature"]) for a in arrays],
+        **D.kermany_out_report(mean_calibrated(arrays, "kermany"), y),
+        "octdl_val_accuracy": float((lv.argmax(1) == arrays[0]["octdl_val_y"]).mean()) if len(lv) else None,
+        "wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
+        "members": [{"train_seed": r.get("train_seed", D.RECIPE_KEYS["train_seed"]), "accuracy": r["kermany_in_set"]["accuracy"]} for r in records],
+        **recipe_of(records, vary),
+    }
+
+
+def loso_members(dirs: list[Path], stem: str, labels: tuple[str, ...], vary: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Each folder's ``<stem>.json`` and ``<stem>_logits.npz``, checked to share the recipe but for the keys in
+    ``vary``, the number of epochs, and the images evaluated (the label arrays named in ``labels``)."""
+    records = [json.loads((d / f"{stem}.json").read_text()) for d in dirs]
+    arrays = [np.load(d / f"{stem}_logits.npz") for d in dirs]
+    for d, r in zip(dirs, records):
+        for key, before in D.RECIPE_KEYS.items():
+            if key not in vary and r.get(key, before) != records[0].get(key, before):
+                raise ValueError(f"{d}/{stem}.json: another {key} than {dirs[0]}/{stem}.json; the members must share the recipe")
+        if r["epochs"] != records[0]["epochs"]:
+            raise ValueError(f"{d}/{stem}.json: {r['epochs']} epochs, not {records[0]['epochs']}")
+    for name in labels:
+        if any(not np.array_equal(a[name], arrays[0][name]) for a in arrays):
+            raise ValueError(f"the members' runs were not evaluated on the same images ({name})")
+    return records, arrays
+
+
+def recipe_of(records: list[dict[str, Any]], vary: tuple[str, ...]) -> dict[str, Any]:
+    """An ensemble's recipe keys: the shared ones as values, those in ``vary`` as lists per member."""
+    return {
         **{key: records[0].get(key, want) for key, want in D.RECIPE_KEYS.items() if key not in vary},
         **{key: [r.get(key, D.RECIPE_KEYS[key]) for r in records] for key in vary},
     }
@@ -297,9 +332,10 @@ def train_members(specs: list[tuple[str, int]], out: Path, *, jobs: int = 2, smo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("candidate", "final", "loso"), default="candidate",
+    ap.add_argument("--stage", choices=("candidate", "final", "loso", "loso-kermany"), default="candidate",
                     help="candidate: compose the graph; final: ship it; loso: only the LOSO reading of the --loso folders, whose "
-                    "windows may differ (members that frame scans differently)")
+                    "windows may differ (members that frame scans differently); loso-kermany: the same for the --loso folders' "
+                    "train-without-Kermany runs (training.train --stage loso-kermany), into --out/loso_kermany.json")
     ap.add_argument("--members", type=Path, nargs="+", help="the members' .onnx files (each with its model.json beside it)")
     ap.add_argument("--loso", type=Path, nargs="+", help="each member's training.train --out folder holding loso.json and loso_logits.npz")
     ap.add_argument(
@@ -330,13 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.members or args.loso:
             ap.error("--train-seeds and --train-members train the members: give one instead of --members and --loso")
         args.members, args.loso = train_members(specs, args.out, jobs=args.jobs, smoke=args.smoke)
-    if args.stage == "loso":
+    if args.stage in ("loso", "loso-kermany"):
         if not args.loso or len(args.loso) < 2:
-            ap.error("--stage loso: give two or more --loso folders")
-        loso = ensemble_loso(args.loso, vary=("train_seed", "window"))
+            ap.error(f"--stage {args.stage}: give two or more --loso folders")
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
-        print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]))
+        if args.stage == "loso":
+            loso = ensemble_loso(args.loso, vary=("train_seed", "window"))
+            (args.out / "loso.json").write_text(json.dumps(E.json_safe(loso), indent=1))
+            print(E.format_report("LOSO (mean of the members' LOSO models): all OCTDL DME/NORMAL", loso["octdl_in_set"]))
+        else:
+            lk = ensemble_loso_kermany(args.loso)
+            (args.out / "loso_kermany.json").write_text(json.dumps(E.json_safe(lk), indent=1))
+            print(E.format_report("Kermany-out (mean of the members' models): every Kermany CNV/DME/NORMAL scan", lk["kermany_in_set"]))
         return 0
     if not args.members or not args.loso or len(args.loso) != len(args.members):
         ap.error("give --members and one --loso folder per member, or --train-seeds / --train-members")

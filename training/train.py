@@ -330,6 +330,7 @@ def leave_kermany_out(
     neg_train: list[TrainSample],
     cfg: dict[str, Any],
     *,
+    out: Path,
     epochs: int,
     common: dict[str, Any],
     smoke: bool = False,
@@ -356,21 +357,22 @@ def leave_kermany_out(
         kermany = kermany[:30] + kermany[-30:]
     y = np.array([D.CLASSES.index(i.label) for i in kermany], dtype=np.int64)
     lk, _ = predict_logits(model, deterministic_inputs(root, kermany, cfg), device)
-    probs = E.softmax(lk / t)
-    drusen = y == D.CLASSES.index("DRUSEN")
-    rep = E.classification_report(probs[~drusen], y[~drusen])
-    log(E.format_report("LOSO: every Kermany CNV/DME/NORMAL scan (Kermany never trained on)", rep))
+    # The raw logits too, so an ensemble's Kermany-out reading can be the mean of its
+    # members' calibrated probabilities (training.ensemble --stage loso-kermany).
+    np.savez(out / "loso_kermany_logits.npz", kermany=lk, kermany_y=y, octdl_val=lv, octdl_val_y=y_val, temperature=np.float64(t))
+    result = D.kermany_out_report(E.softmax(lk / t), y)
+    log(E.format_report("LOSO: every Kermany CNV/DME/NORMAL scan (Kermany never trained on)", result["kermany_in_set"]))
     return {
         "held_out_source": "kermany",
         "epochs": epochs,
         "train_images": len(train),
         "train_classes": dict(Counter(D.CLASSES[s.label] for s in train)),
         "temperature": t,
-        "kermany_in_set": rep,
-        "kermany_drusen": E.out_of_set_report(probs[drusen]),
+        **result,
         "octdl_val_accuracy": float((lv.argmax(1) == y_val).mean()) if len(y_val) else None,
         "wall_s": time.time() - t0,
     }
+
 
 
 def recipe(args: argparse.Namespace) -> dict[str, Any]:
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "model, without exporting it to inference/weights or touching the test split (an ONNX copy goes to "
         "--out/candidate/ for training.robustness; ship it later with --stage final --reuse-checkpoint); "
         "loso-kermany: the other way round, a measurement only: train without Kermany (OCTDL + C8), test on every "
-        "Kermany image, write --out/loso_kermany.json",
+        "Kermany image, write --out/loso_kermany.json (and its logits, loso_kermany_logits.npz)",
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
@@ -531,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if args.stage == "loso-kermany":
-        result = leave_kermany_out(root, items, cached, train_in, val_in, neg_train, cfg, epochs=loso_epochs, common=common, smoke=args.smoke)
+        result = leave_kermany_out(root, items, cached, train_in, val_in, neg_train, cfg, out=args.out, epochs=loso_epochs, common=common, smoke=args.smoke)
         result.update({"run_of": MODEL_VERSION, **recipe(args)})
         (args.out / "loso_kermany.json").write_text(json.dumps(E.json_safe(result), indent=1))
         log(f"Kermany-out stage done in {(time.time() - t_start) / 60:.1f} min")

@@ -458,6 +458,46 @@ def test_the_loso_stage_reads_members_of_two_windows_as_one_ensemble(tmp_path):
     assert yy.tolist() == y.tolist() and pc.tolist() == want.argmax(1).tolist() and pb.tolist() == oi1.argmax(1).tolist()
 
 
+
+def _kermany_out_run(folder, seed: int, window: str, logits_scale: float, temperature: float):
+    """A member's train-without-Kermany run as training.train --stage loso-kermany leaves it."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    y = np.array([0, 1, 2, 3] * 6)
+    lk = np.eye(4)[y] * logits_scale + rng.normal(0, 2, (24, 4))
+    y_v = np.array([DME, NORMAL] * 4)
+    lv = np.eye(4)[y_v] * logits_scale + rng.normal(0, 1, (8, 4))
+    np.savez(folder / "loso_kermany_logits.npz", kermany=lk, kermany_y=y, octdl_val=lv, octdl_val_y=y_v, temperature=np.float64(temperature))
+    rep = D.kermany_out_report(_softmax(lk / temperature), y)
+    (folder / "loso_kermany.json").write_text(json.dumps({
+        "held_out_source": "kermany", "epochs": 5, "train_images": 900, "train_classes": {"CNV": 300, "DME": 100, "NORMAL": 500},
+        "temperature": temperature, "wall_s": 60.0, "kermany_in_set": {"accuracy": rep["kermany_in_set"]["accuracy"]},
+        "augment": "robust-strong", "window": window, "frozen_blocks": 0, "train_seed": seed,
+    }))
+    return lk, y
+
+
+def test_the_kermany_out_stage_reads_the_members_runs_as_one_ensemble(tmp_path):
+    lk1, y = _kermany_out_run(tmp_path / "band", 1, "band", 2.0, 1.5)
+    lk3, _ = _kermany_out_run(tmp_path / "full", 3, "full", 3.0, 0.8)
+    assert En.main(["--stage", "loso-kermany", "--loso", str(tmp_path / "band"), str(tmp_path / "full"), "--out", str(tmp_path / "e")]) == 0
+    lo = json.loads((tmp_path / "e" / "loso_kermany.json").read_text())
+    want = (_softmax(lk1 / 1.5) + _softmax(lk3 / 0.8)) / 2
+    drusen = y == D.CLASSES.index("DRUSEN")
+    assert lo["kermany_in_set"]["n"] == int((~drusen).sum())
+    assert lo["kermany_in_set"]["accuracy"] == pytest.approx(float((want[~drusen].argmax(1) == y[~drusen]).mean()))
+    assert lo["kermany_drusen"]["n"] == int(drusen.sum())
+    assert sum(lo["kermany_drusen"]["predicted"].values()) == int(drusen.sum())
+    assert lo["window"] == ["band", "full"] and lo["train_seed"] == [1, 3] and lo["temperature"] == [1.5, 0.8]
+    # The card's Kermany-out table takes it as it takes a single model's run.
+    assert "robust-strong, windows band and full, training seeds 1 and 3" in R.card_section([], "test", kermany_out=[lo])
+    # Members evaluated on other images are refused.
+    z = dict(np.load(tmp_path / "full" / "loso_kermany_logits.npz"))
+    np.savez(tmp_path / "full" / "loso_kermany_logits.npz", **{**z, "kermany_y": z["kermany_y"][::-1]})
+    with pytest.raises(ValueError, match="same images"):
+        En.ensemble_loso_kermany([tmp_path / "band", tmp_path / "full"])
+
+
 def test_the_suite_scores_a_mean_of_models_each_with_its_own_window(oct_data, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from inference import preprocessing as P

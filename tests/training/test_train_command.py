@@ -4,11 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (training-only dependency, see requirements-train.txt)")
 pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch is not installed (requirements-train.txt)")
 
+from inference import evaluation as E  # noqa: E402
 from training import data as D  # noqa: E402
 
 
@@ -103,6 +106,13 @@ def test_kermany_out_stage_trains_without_kermany_and_tests_on_kermany_only(tmp_
     rep = lo["kermany_in_set"]
     assert rep["n"] == sum(map(sum, rep["confusion_matrix"])) > 0
     assert rep["per_class"]["DRUSEN"]["n"] == 0
+    # Its logits are kept, so that an ensemble's reading can be the mean of its members' (training.ensemble).
+    z = np.load(tmp_path / "loso_kermany_logits.npz")
+    drusen = z["kermany_y"] == D.CLASSES.index("DRUSEN")
+    assert z["kermany"].shape == (len(z["kermany_y"]), 4) and int((~drusen).sum()) == rep["n"]
+    assert float(z["temperature"]) == pytest.approx(lo["temperature"])
+    again = D.kermany_out_report(E.softmax(z["kermany"] / float(z["temperature"])), z["kermany_y"])["kermany_in_set"]
+    assert again["confusion_matrix"] == rep["confusion_matrix"] and again["accuracy"] == pytest.approx(rep["accuracy"])
     section = R.card_section([], "test", kermany_out=[lo])
     assert "trained without Kermany" in section and "has not been made" not in section
     assert R.card_section([], "test").count("train-without-Kermany run, which has not been made") == 1
