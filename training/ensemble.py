@@ -189,10 +189,12 @@ def ensemble_loso(dirs: list[Path], vary: tuple[str, ...] = ("train_seed",)) -> 
     }
 
 
-def ensemble_loso_kermany(dirs: list[Path], vary: tuple[str, ...] = ("train_seed", "window")) -> dict[str, Any]:
+def ensemble_loso_kermany(dirs: list[Path]) -> dict[str, Any]:
     """The members' train-without-Kermany runs (each a folder with loso_kermany.json and
     loso_kermany_logits.npz, ``training.train --stage loso-kermany``) read as one ensemble, in
-    loso_kermany.json's form (``training.robustness --write-card --kermany-out`` tabulates it)."""
+    loso_kermany.json's form (``training.robustness --write-card --kermany-out`` tabulates it). The members
+    may differ in training seed and window."""
+    vary = ("train_seed", "window")
     records, arrays = loso_members(dirs, "loso_kermany", ("kermany_y", "octdl_val_y"), vary)
     y = arrays[0]["kermany_y"]
     lv = mean_calibrated(arrays, "octdl_val")

@@ -374,7 +374,6 @@ def leave_kermany_out(
     }
 
 
-
 def recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe keys of this command, as recorded beside a run's results."""
     return {key: getattr(args, key) for key in D.RECIPE_KEYS}
